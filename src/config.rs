@@ -1,0 +1,376 @@
+//! Typed configuration: defaults, then an optional `workspaced.toml`, then environment variables (env wins).
+//! Every setting has a name, a default, a doc line and an environment variable; docs/configuration.md lists them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::InstanceId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{name}={value:?}: {message}")]
+    Env { name: &'static str, value: String, message: String },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Host folder holding one sub-folder per student (`WORKSPACE_BASE_PATH`). Local disk or an NFS/EFS mount.
+    pub base_path: PathBuf,
+    /// Store location (`DATABASE_URL`); `sqlite://file.db` is the embedded default.
+    pub database_url: String,
+    /// Address the HTTP API listens on (`WORKSPACED_LISTEN`). Loopback by default: there are no API keys yet.
+    pub listen: String,
+    /// Public base URL of this service, used to build links (`WORKSPACED_PUBLIC_URL`); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Instance label, so two installations on one engine never touch each other's containers (`WORKSPACED_INSTANCE`).
+    pub instance: InstanceId,
+    pub workspace: WorkspaceSettings,
+    pub cull: CullSettings,
+    /// How often the reconciler compares the store with the engine (`WORKSPACED_RECONCILE_INTERVAL`).
+    pub reconcile_interval: Duration,
+}
+
+/// What a workspace container is: image, command, port, limits, user, timeouts.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSettings {
+    /// Image of the IDE (`WORKSPACED_IMAGE`).
+    pub image: String,
+    /// Command and arguments; empty means the image's own (`WORKSPACED_COMMAND`, a JSON array or space-separated).
+    pub command: Vec<String>,
+    /// Port the IDE listens on inside the container (`WORKSPACED_CONTAINER_PORT`).
+    pub container_port: u16,
+    /// Path that answers 2xx once the IDE is ready (`WORKSPACED_READINESS_PATH`).
+    pub readiness_path: String,
+    /// Where the student's folder is mounted inside the container (`WORKSPACED_MOUNT_TARGET`).
+    pub mount_target: String,
+    /// CPU limit in cores (`WORKSPACED_CPUS`).
+    pub cpus: f64,
+    /// Memory limit in bytes; swap is set equal, so the container gets no swap (`WORKSPACED_MEMORY`, e.g. `1g`).
+    pub memory_bytes: i64,
+    /// Maximum number of processes and threads (`WORKSPACED_PIDS_LIMIT`).
+    pub pids_limit: i64,
+    /// Owner of the student folders and user of the container (`WORKSPACED_UID`, `WORKSPACED_GID`).
+    pub uid: u32,
+    pub gid: u32,
+    /// Longest a start may take until the readiness path answers (`WORKSPACED_START_TIMEOUT`).
+    pub start_timeout: Duration,
+    /// Time a container gets between SIGTERM and SIGKILL on stop (`WORKSPACED_STOP_GRACE`).
+    pub stop_grace: Duration,
+}
+
+/// Idle culling policy (used by the culler; defaults from the seeds).
+#[derive(Debug, Clone)]
+pub struct CullSettings {
+    /// A workspace without activity for this long is stopped (`WORKSPACED_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
+    /// How often the culler looks (`WORKSPACED_CULL_INTERVAL`).
+    pub interval: Duration,
+    /// How long before the stop the student is warned (`WORKSPACED_WARNING_LEAD`).
+    pub warning_lead: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            base_path: PathBuf::from("./workspace-data"),
+            database_url: "sqlite://workspaced.db".to_owned(),
+            listen: "127.0.0.1:7878".to_owned(),
+            public_url: None,
+            instance: InstanceId::parse("default").expect("valid"),
+            workspace: WorkspaceSettings::default(),
+            cull: CullSettings::default(),
+            reconcile_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for WorkspaceSettings {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_IMAGE.to_owned(),
+            command: Vec::new(),
+            container_port: 8080,
+            readiness_path: "/healthz".to_owned(),
+            mount_target: "/home/coder/project".to_owned(),
+            cpus: 1.0,
+            memory_bytes: 1 << 30,
+            pids_limit: 1024,
+            uid: 1000,
+            gid: 1000,
+            start_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for CullSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(15 * 60),
+            interval: Duration::from_secs(60),
+            warning_lead: Duration::from_secs(2 * 60),
+        }
+    }
+}
+
+/// The code-server image that `workspaced image build` produces.
+pub const DEFAULT_IMAGE: &str = "workspaced/code-server:4.139.1";
+
+/// The file format of `workspaced.toml`: every key optional, same names as the fields above.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    base_path: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<String>,
+    public_url: Option<String>,
+    instance: Option<String>,
+    image: Option<String>,
+    command: Option<Vec<String>>,
+    container_port: Option<u16>,
+    readiness_path: Option<String>,
+    mount_target: Option<String>,
+    cpus: Option<f64>,
+    memory: Option<String>,
+    pids_limit: Option<i64>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    start_timeout: Option<String>,
+    stop_grace: Option<String>,
+    idle_timeout: Option<String>,
+    cull_interval: Option<String>,
+    warning_lead: Option<String>,
+    reconcile_interval: Option<String>,
+}
+
+impl Settings {
+    /// Loads settings: defaults, then `config_file` (or `./workspaced.toml` when it exists and none is given),
+    /// then the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut s = Settings::default();
+        let path = match config_file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("workspaced.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            s.apply_file(&text).map_err(|message| ConfigError::Parse { path, message })?;
+        }
+        s.apply_env(|name| std::env::var(name).ok())?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn apply_file(&mut self, text: &str) -> Result<(), String> {
+        let f: FileSettings = toml::from_str(text).map_err(|e| e.to_string())?;
+        let d = |v: Option<String>, name: &str, slot: &mut Duration| -> Result<(), String> {
+            if let Some(v) = v {
+                *slot = parse_duration(&v).map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        };
+        if let Some(v) = f.base_path { self.base_path = v; }
+        if let Some(v) = f.database_url { self.database_url = v; }
+        if let Some(v) = f.listen { self.listen = v; }
+        if let Some(v) = f.public_url { self.public_url = Some(v); }
+        if let Some(v) = f.instance { self.instance = InstanceId::parse(&v).map_err(|e| format!("instance: {e}"))?; }
+        let w = &mut self.workspace;
+        if let Some(v) = f.image { w.image = v; }
+        if let Some(v) = f.command { w.command = v; }
+        if let Some(v) = f.container_port { w.container_port = v; }
+        if let Some(v) = f.readiness_path { w.readiness_path = v; }
+        if let Some(v) = f.mount_target { w.mount_target = v; }
+        if let Some(v) = f.cpus { w.cpus = v; }
+        if let Some(v) = f.memory { w.memory_bytes = parse_bytes(&v).map_err(|e| format!("memory: {e}"))?; }
+        if let Some(v) = f.pids_limit { w.pids_limit = v; }
+        if let Some(v) = f.uid { w.uid = v; }
+        if let Some(v) = f.gid { w.gid = v; }
+        d(f.start_timeout, "start_timeout", &mut w.start_timeout)?;
+        d(f.stop_grace, "stop_grace", &mut w.stop_grace)?;
+        d(f.idle_timeout, "idle_timeout", &mut self.cull.idle_timeout)?;
+        d(f.cull_interval, "cull_interval", &mut self.cull.interval)?;
+        d(f.warning_lead, "warning_lead", &mut self.cull.warning_lead)?;
+        d(f.reconcile_interval, "reconcile_interval", &mut self.reconcile_interval)?;
+        Ok(())
+    }
+
+    /// Applies environment variables, read through `get` so tests need not touch the process environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn set<T>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            slot: &mut T,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<(), ConfigError> {
+            if let Some(value) = get(name) {
+                *slot = parse(&value).map_err(|message| ConfigError::Env { name, value, message })?;
+            }
+            Ok(())
+        }
+        let text = |v: &str| Ok(v.to_owned());
+        let num = |v: &str| v.trim().parse::<i64>().map_err(|e| e.to_string());
+        let id32 = |v: &str| v.trim().parse::<u32>().map_err(|e| e.to_string());
+        let dur = |v: &str| parse_duration(v);
+        set(&get, "WORKSPACE_BASE_PATH", &mut self.base_path, |v| Ok(PathBuf::from(v)))?;
+        set(&get, "DATABASE_URL", &mut self.database_url, text)?;
+        set(&get, "WORKSPACED_LISTEN", &mut self.listen, text)?;
+        set(&get, "WORKSPACED_PUBLIC_URL", &mut self.public_url, |v| Ok(Some(v.to_owned())))?;
+        set(&get, "WORKSPACED_INSTANCE", &mut self.instance, |v| InstanceId::parse(v).map_err(|e| e.to_string()))?;
+        let w = &mut self.workspace;
+        set(&get, "WORKSPACED_IMAGE", &mut w.image, text)?;
+        set(&get, "WORKSPACED_COMMAND", &mut w.command, parse_command)?;
+        set(&get, "WORKSPACED_CONTAINER_PORT", &mut w.container_port, |v| v.trim().parse().map_err(|e| format!("{e}")))?;
+        set(&get, "WORKSPACED_READINESS_PATH", &mut w.readiness_path, text)?;
+        set(&get, "WORKSPACED_MOUNT_TARGET", &mut w.mount_target, text)?;
+        set(&get, "WORKSPACED_CPUS", &mut w.cpus, |v| v.trim().parse().map_err(|e| format!("{e}")))?;
+        set(&get, "WORKSPACED_MEMORY", &mut w.memory_bytes, parse_bytes)?;
+        set(&get, "WORKSPACED_PIDS_LIMIT", &mut w.pids_limit, num)?;
+        set(&get, "WORKSPACED_UID", &mut w.uid, id32)?;
+        set(&get, "WORKSPACED_GID", &mut w.gid, id32)?;
+        set(&get, "WORKSPACED_START_TIMEOUT", &mut w.start_timeout, dur)?;
+        set(&get, "WORKSPACED_STOP_GRACE", &mut w.stop_grace, dur)?;
+        set(&get, "WORKSPACED_IDLE_TIMEOUT", &mut self.cull.idle_timeout, dur)?;
+        set(&get, "WORKSPACED_CULL_INTERVAL", &mut self.cull.interval, dur)?;
+        set(&get, "WORKSPACED_WARNING_LEAD", &mut self.cull.warning_lead, dur)?;
+        set(&get, "WORKSPACED_RECONCILE_INTERVAL", &mut self.reconcile_interval, dur)?;
+        Ok(())
+    }
+
+    /// Rejects values that cannot work, with the setting's name in the message.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |name, message: &str| Err(ConfigError::Invalid { name, message: message.to_owned() });
+        let w = &self.workspace;
+        if !(w.cpus > 0.0 && w.cpus <= 1024.0) {
+            return bad("cpus", "must be between 0 and 1024");
+        }
+        if w.memory_bytes < 6 * 1024 * 1024 {
+            return bad("memory", "must be at least 6 MiB (Docker's minimum)");
+        }
+        if w.pids_limit < 1 {
+            return bad("pids_limit", "must be at least 1");
+        }
+        if !w.readiness_path.starts_with('/') {
+            return bad("readiness_path", "must start with '/'");
+        }
+        if !w.mount_target.starts_with('/') {
+            return bad("mount_target", "must be an absolute path");
+        }
+        if w.start_timeout.is_zero() {
+            return bad("start_timeout", "must be more than zero");
+        }
+        if self.cull.warning_lead >= self.cull.idle_timeout {
+            return bad("warning_lead", "must be shorter than idle_timeout");
+        }
+        if self.cull.interval.is_zero() || self.reconcile_interval.is_zero() {
+            return bad("cull_interval", "intervals must be more than zero");
+        }
+        Ok(())
+    }
+
+    /// Base URL for links to this service.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
+}
+
+/// Parses `15m`, `90s`, `2s`, `1h 30m`, `500ms`; a bare number means seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v).map_err(|e| format!("not a duration ({e}); use e.g. 15m, 90s, 2s"))
+}
+
+/// Parses a byte size the way Docker does: `1g`, `512m`, `1GiB`, `2048k`, or plain bytes.
+pub fn parse_bytes(v: &str) -> Result<i64, String> {
+    let t = v.trim().to_ascii_lowercase();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let num: f64 = num.parse().map_err(|_| format!("not a size: {v:?}; use e.g. 1g or 512m"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit {other:?}; use k, m or g")),
+    };
+    let bytes = num * mult;
+    if !(bytes >= 1.0 && bytes < i64::MAX as f64) {
+        return Err(format!("size out of range: {v:?}"));
+    }
+    Ok(bytes as i64)
+}
+
+fn parse_command(v: &str) -> Result<Vec<String>, String> {
+    let v = v.trim();
+    if v.starts_with('[') {
+        serde_json::from_str(v).map_err(|e| format!("not a JSON array of strings: {e}"))
+    } else {
+        Ok(v.split_whitespace().map(str::to_owned).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_follow_the_seeds() {
+        let s = Settings::default();
+        assert_eq!(s.workspace.cpus, 1.0);
+        assert_eq!(s.workspace.memory_bytes, 1 << 30);
+        assert_eq!(s.cull.idle_timeout, Duration::from_secs(900));
+        assert_eq!(s.cull.warning_lead, Duration::from_secs(120));
+        assert_eq!(s.cull.interval, Duration::from_secs(60));
+        assert_eq!(s.workspace.uid, 1000);
+        assert!(s.listen.starts_with("127.0.0.1:"));
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let mut s = Settings::default();
+        s.apply_file("base_path = \"/from/file\"\nmemory = \"2g\"\nidle_timeout = \"10m\"\n").unwrap();
+        let env: HashMap<&str, &str> =
+            [("WORKSPACE_BASE_PATH", "/mnt/efs/workspace-data"), ("WORKSPACED_IDLE_TIMEOUT", "4s")].into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.base_path, PathBuf::from("/mnt/efs/workspace-data"));
+        assert_eq!(s.workspace.memory_bytes, 2 << 30);
+        assert_eq!(s.cull.idle_timeout, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let mut s = Settings::default();
+        let err = s.apply_env(|k| (k == "WORKSPACED_MEMORY").then(|| "lots".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("WORKSPACED_MEMORY"), "{err}");
+        assert!(s.apply_file("no_such_key = 1").is_err());
+        let err = s.apply_env(|k| (k == "WORKSPACED_INSTANCE").then(|| "../x".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("WORKSPACED_INSTANCE"));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert!(parse_bytes("0").is_err());
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_command("[\"a\", \"b c\"]").unwrap(), vec!["a", "b c"]);
+        assert_eq!(parse_command("jupyter lab --ip 0.0.0.0").unwrap().len(), 4);
+    }
+}

@@ -1,0 +1,109 @@
+//! Workspace states, stop reasons and event kinds, with their stable string forms (stored and sent as JSON).
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {0:?}")]
+pub struct UnknownVariant(pub String);
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($s => Ok($name::$variant),)+ _ => Err(UnknownVariant(s.to_owned())) }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a workspace is in its life: `stopped -> starting -> running -> stopping -> stopped`, or `failed`.
+    /// `queued` is a start waiting for admission.
+    Status {
+        Stopped => "stopped",
+        Queued => "queued",
+        Starting => "starting",
+        Running => "running",
+        Stopping => "stopping",
+        Failed => "failed",
+    }
+}
+
+string_enum! {
+    /// Why a workspace stopped. Recorded with every stop and sent with every stop notification.
+    StopReason {
+        User => "user",
+        Admin => "admin",
+        Idle => "idle",
+        MaxAge => "max_age",
+        Lost => "lost",
+        Shutdown => "shutdown",
+    }
+}
+
+impl StopReason {
+    /// The sentence shown to students and sent to the LMS.
+    pub fn message(self) -> &'static str {
+        match self {
+            StopReason::User => "Workspace stopped on request.",
+            StopReason::Admin => "Workspace stopped by an administrator.",
+            StopReason::Idle => "Workspace stopped due to inactivity.",
+            StopReason::MaxAge => "Workspace stopped because it reached its maximum lifetime.",
+            StopReason::Lost => "Workspace stopped unexpectedly: its container disappeared.",
+            StopReason::Shutdown => "Workspace stopped because the service shut down.",
+        }
+    }
+}
+
+string_enum! {
+    /// What an event records. Events are the audit log and the source of notifications.
+    EventKind {
+        Starting => "starting",
+        Started => "started",
+        StartFailed => "start_failed",
+        Stopped => "stopped",
+        Warning => "warning",
+        Orphan => "orphan_removed",
+        Adopted => "adopted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_forms_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+        for r in StopReason::ALL {
+            assert_eq!(r.as_str().parse::<StopReason>().unwrap(), *r);
+        }
+        assert!("bogus".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn idle_stop_says_inactivity() {
+        assert_eq!(StopReason::Idle.message(), "Workspace stopped due to inactivity.");
+    }
+}

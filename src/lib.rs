@@ -1,5 +1,12 @@
 //! workspaced: one code-server workspace per student, on Docker. See ARCHITECTURE.md for the map.
 
+pub mod app;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod lifecycle;
 pub mod runtime;
+pub mod storage;
+pub mod store;

@@ -1,0 +1,64 @@
+//! One error shape for every HTTP answer: `{"error": {"code": "...", "message": "..."}}`. Codes are stable;
+//! clients match on them. 500s hide their details; the cause is logged once, here.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::lifecycle::LifecycleError;
+use crate::runtime::RuntimeError;
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the service log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        use LifecycleError as L;
+        match e {
+            L::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "workspace_not_found", e.to_string()),
+            L::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "workspace_not_running", e.to_string()),
+            L::StartTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "start_timeout", e.to_string()),
+            L::Storage(ref s) => {
+                tracing::error!(error = %s, "workspace storage unavailable");
+                let code = match s {
+                    StorageError::BaseMissing(_) | StorageError::BaseNotDirectory(_) | StorageError::BaseNotWritable { .. } => {
+                        "storage_unavailable"
+                    }
+                    StorageError::Io { .. } => "storage_error",
+                };
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+            }
+            L::Runtime(ref r) => match r {
+                RuntimeError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", e.to_string()),
+                RuntimeError::ImageMissing(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", e.to_string()),
+                RuntimeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "container_conflict", e.to_string()),
+                RuntimeError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "runtime_error", e.to_string()),
+            },
+            L::Store(s) => ApiError::internal(s),
+        }
+    }
+}

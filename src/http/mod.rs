@@ -1,0 +1,65 @@
+//! The HTTP surface: REST API (JSON, one error shape), health and readiness. It parses input at the edge and
+//! delegates to the lifecycle; it never talks to Docker directly except through the runtime's `ping` for readiness.
+
+mod error;
+mod extract;
+mod workspaces;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::ApiError;
+pub use workspaces::WorkspaceView;
+
+use crate::lifecycle::Lifecycle;
+
+pub struct AppState {
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/workspaces", get(workspaces::list))
+        .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
+        .route("/api/workspaces/{id}", get(workspaces::get))
+        .route("/api/workspaces/{id}/start", post(workspaces::start))
+        .route("/api/workspaces/{id}/stop", post(workspaces::stop))
+        .fallback(not_found)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    // `{id}` never matches an empty segment; say what is wrong instead of "no such route".
+    if uri.path().starts_with("/api/workspaces//") {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", "invalid student id: must not be empty");
+    }
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database and the container engine both answer.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let db = state.lifecycle.store().ping().await.map_err(|e| e.to_string());
+    let engine = match tokio::time::timeout(Duration::from_secs(3), state.lifecycle.runtime().ping()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    let ok = db.is_ok() && engine.is_ok();
+    let word = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".to_owned());
+    let body = Json(json!({ "ready": ok, "database": word(&db), "docker": word(&engine) }));
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, body)
+}

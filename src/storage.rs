@@ -1,0 +1,130 @@
+//! Student folders on the host: `<base>/<student-id>`, owned by the workspace uid/gid, mode 0700. Works the same on
+//! local disk and on an NFS/EFS mount. Nothing here ever deletes a student's files.
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::domain::StudentId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("WORKSPACE_BASE_PATH {0} does not exist; create it (on EFS: is the file system mounted?)")]
+    BaseMissing(PathBuf),
+    #[error("WORKSPACE_BASE_PATH {0} is not a directory")]
+    BaseNotDirectory(PathBuf),
+    #[error("WORKSPACE_BASE_PATH {path} is not writable: {source}")]
+    BaseNotWritable { path: PathBuf, source: io::Error },
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Mode of a student folder: owner only. Never world-readable.
+pub const STUDENT_DIR_MODE: u32 = 0o700;
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    base: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl Storage {
+    pub fn new(base: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
+        Self { base: base.into(), uid, gid }
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// The folder of a student. Built only from a validated `StudentId`, so it is always directly below the base.
+    pub fn student_dir(&self, student: &StudentId) -> PathBuf {
+        self.base.join(student.as_str())
+    }
+
+    /// Checks that the base path exists, is a directory and is writable (by writing and removing a probe file:
+    /// permission bits say little on NFS or for root). Returns the absolute base path.
+    pub fn check_base(&self) -> Result<PathBuf, StorageError> {
+        let meta = match std::fs::metadata(&self.base) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::BaseMissing(self.base.clone())),
+            Err(source) => return Err(StorageError::Io { path: self.base.clone(), source }),
+        };
+        if !meta.is_dir() {
+            return Err(StorageError::BaseNotDirectory(self.base.clone()));
+        }
+        let probe = self.base.join(format!(".workspaced-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"probe")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|source| StorageError::BaseNotWritable { path: self.base.clone(), source })?;
+        std::fs::canonicalize(&self.base).map_err(|source| StorageError::Io { path: self.base.clone(), source })
+    }
+
+    /// Makes sure `<base>/<student>` exists, is owned by uid:gid and is not readable by others; fixes an existing
+    /// folder whose owner or mode is wrong (the folder itself, not its contents). Returns its absolute path.
+    /// Blocking: call from `spawn_blocking` (NFS can take its time).
+    pub fn ensure_student_dir(&self, student: &StudentId) -> Result<PathBuf, StorageError> {
+        let base = self.check_base()?;
+        let dir = base.join(student.as_str());
+        let io_err = |source| StorageError::Io { path: dir.clone(), source };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(io_err)?;
+        if !meta.is_dir() {
+            return Err(io_err(io::Error::other("exists and is not a directory")));
+        }
+        if meta.uid() != self.uid || meta.gid() != self.gid {
+            tracing::info!(student = %student, uid = meta.uid(), gid = meta.gid(), "fixing owner of student folder");
+            std::os::unix::fs::chown(&dir, Some(self.uid), Some(self.gid)).map_err(io_err)?;
+        }
+        if meta.mode() & 0o7777 != STUDENT_DIR_MODE {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(STUDENT_DIR_MODE)).map_err(io_err)?;
+        }
+        Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_student_folder_is_created_private_and_owned() {
+        let base = tempfile::tempdir().unwrap();
+        let storage = Storage::new(base.path(), 1000, 1000);
+        let s = StudentId::parse("alice").unwrap();
+        let dir = storage.ensure_student_dir(&s).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (1000, 1000, 0o700));
+    }
+
+    #[test]
+    fn a_wrong_owner_and_mode_are_fixed_and_files_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("bob");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("keep.txt"), "data").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let storage = Storage::new(base.path(), 1000, 1000);
+        storage.ensure_student_dir(&StudentId::parse("bob").unwrap()).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (1000, 0o700));
+        assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "data");
+    }
+
+    #[test]
+    fn a_missing_base_or_a_file_as_base_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StudentId::parse("a").unwrap();
+        let missing = Storage::new(tmp.path().join("nope"), 1000, 1000);
+        assert!(matches!(missing.ensure_student_dir(&s), Err(StorageError::BaseMissing(_))));
+        assert!(!tmp.path().join("nope").exists(), "a missing base is not created");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(Storage::new(&file, 1000, 1000).check_base(), Err(StorageError::BaseNotDirectory(_))));
+    }
+}

@@ -1,0 +1,366 @@
+//! The store: workspaces and events in SQL (SQLite embedded by default), with versioned migrations under
+//! `migrations/`. It records state; it never talks to Docker or the file system beyond its own database file.
+//! Each state change and its event are written in one transaction, so the audit log never disagrees with a record.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::domain::{EventKind, Status, StopReason, StudentId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported DATABASE_URL {0:?}: use sqlite://<file>")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row for {student}: {message}")]
+    Corrupt { student: String, message: String },
+}
+
+/// One workspace as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRecord {
+    pub student_id: StudentId,
+    pub status: Status,
+    pub container_id: Option<String>,
+    pub host_port: Option<u16>,
+    pub last_activity: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub stop_reason: Option<StopReason>,
+    /// Why the last start failed, when `status` is `failed`.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub student_id: String,
+    pub kind: String,
+    pub reason: Option<String>,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A new event to record along with a state change.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub kind: EventKind,
+    pub reason: Option<&'a str>,
+    pub message: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Is the database answering?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, student: &StudentId) -> Result<Option<WorkspaceRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM workspaces WHERE student_id = ?")
+            .bind(student.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| record(&r)).transpose()
+    }
+
+    /// All workspaces, or those with one status, ordered by student id.
+    pub async fn list(&self, status: Option<Status>) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        let rows = match status {
+            Some(s) => {
+                sqlx::query("SELECT * FROM workspaces WHERE status = ? ORDER BY student_id")
+                    .bind(s.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query("SELECT * FROM workspaces ORDER BY student_id").fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(record).collect()
+    }
+
+    /// `starting`: a start is under way. Creates the record on a student's first start.
+    pub async fn mark_starting(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'starting', ?, ?)
+             ON CONFLICT (student_id) DO UPDATE SET status = 'starting', error = NULL, stop_reason = NULL,
+             updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(student.as_str())
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, student, &NewEvent { kind: EventKind::Starting, reason: None, message: "Workspace starting." }, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `running` in `container_id`, reachable on `host_port`; the start counts as activity.
+    pub async fn mark_running(
+        &self,
+        student: &StudentId,
+        container_id: &str,
+        host_port: u16,
+        now: DateTime<Utc>,
+        event: &NewEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, started_at_ms = ?,
+             last_activity_ms = ?, stop_reason = NULL, error = NULL, updated_at_ms = ? WHERE student_id = ?",
+        )
+        .bind(container_id)
+        .bind(i64::from(host_port))
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(student.as_str())
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, student, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `failed` with the reason; no container remains.
+    pub async fn mark_failed(&self, student: &StudentId, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, error = ?,
+             updated_at_ms = ? WHERE student_id = ?",
+        )
+        .bind(error)
+        .bind(ms(now))
+        .bind(student.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let event = NewEvent { kind: EventKind::StartFailed, reason: Some("start_failed"), message: error };
+        insert_event(&mut tx, student, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `stopping`: a stop is under way.
+    pub async fn mark_stopping(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET status = 'stopping', updated_at_ms = ? WHERE student_id = ?")
+            .bind(ms(now))
+            .bind(student.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `stopped` for `reason`; the container is gone, the files stay.
+    pub async fn mark_stopped(&self, student: &StudentId, reason: StopReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, stop_reason = ?,
+             stopped_at_ms = ?, updated_at_ms = ? WHERE student_id = ?",
+        )
+        .bind(reason.as_str())
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(student.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let event = NewEvent { kind: EventKind::Stopped, reason: Some(reason.as_str()), message: reason.message() };
+        insert_event(&mut tx, student, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves `last_activity` forward (never back) for a running workspace. Returns whether a row changed.
+    pub async fn touch_activity(&self, student: &StudentId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workspaces SET last_activity_ms = ? WHERE student_id = ? AND status = 'running'
+             AND (last_activity_ms IS NULL OR last_activity_ms < ?)",
+        )
+        .bind(ms(at))
+        .bind(student.as_str())
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records an event that comes with no state change (a warning, an orphan removed).
+    pub async fn add_event(&self, student: &StudentId, event: &NewEvent<'_>, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_event(&mut tx, student, event, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Events after `after_id`, oldest first, optionally for one student.
+    pub async fn events(&self, student: Option<&StudentId>, after_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = match student {
+            Some(s) => {
+                sqlx::query("SELECT * FROM events WHERE student_id = ? AND id > ? ORDER BY id LIMIT ?")
+                    .bind(s.as_str())
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get("id")?,
+                    student_id: r.try_get("student_id")?,
+                    kind: r.try_get("kind")?,
+                    reason: r.try_get("reason")?,
+                    message: r.try_get("message")?,
+                    at: from_ms(r.try_get("at_ms")?),
+                })
+            })
+            .collect()
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    student: &StudentId,
+    event: &NewEvent<'_>,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query("INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id")
+        .bind(student.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.reason)
+        .bind(event.message)
+        .bind(ms(now))
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("id")?)
+}
+
+fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
+    let raw_id: String = r.try_get("student_id")?;
+    let corrupt = |message: String| StoreError::Corrupt { student: raw_id.clone(), message };
+    let student_id = StudentId::parse(&raw_id).map_err(|e| corrupt(e.to_string()))?;
+    let status: String = r.try_get("status")?;
+    let stop_reason: Option<String> = r.try_get("stop_reason")?;
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> { Ok(r.try_get::<Option<i64>, _>(col)?.map(from_ms)) };
+    Ok(WorkspaceRecord {
+        status: status.parse().map_err(|e| corrupt(format!("{e}")))?,
+        container_id: r.try_get("container_id")?,
+        host_port: r.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok()),
+        last_activity: opt_time("last_activity_ms")?,
+        started_at: opt_time("started_at_ms")?,
+        stopped_at: opt_time("stopped_at_ms")?,
+        stop_reason: stop_reason.map(|s| s.parse()).transpose().map_err(|e| corrupt(format!("{e}")))?,
+        error: r.try_get("error")?,
+        created_at: from_ms(r.try_get("created_at_ms")?),
+        updated_at: from_ms(r.try_get("updated_at_ms")?),
+        student_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        from_ms(1_800_000_000_000 + s * 1000)
+    }
+
+    #[tokio::test]
+    async fn a_workspace_goes_through_its_states_and_each_change_leaves_an_event() {
+        let (store, _d) = store().await;
+        let s = StudentId::parse("alice").unwrap();
+        assert!(store.get(&s).await.unwrap().is_none());
+        store.mark_starting(&s, t(0)).await.unwrap();
+        assert_eq!(store.get(&s).await.unwrap().unwrap().status, Status::Starting);
+        let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
+        store.mark_running(&s, "c1", 40000, t(1), &ev).await.unwrap();
+        let r = store.get(&s).await.unwrap().unwrap();
+        assert_eq!((r.status, r.container_id.as_deref(), r.host_port), (Status::Running, Some("c1"), Some(40000)));
+        assert_eq!(r.last_activity, Some(t(1)));
+        assert!(store.touch_activity(&s, t(5)).await.unwrap());
+        assert!(!store.touch_activity(&s, t(3)).await.unwrap(), "activity never moves back");
+        store.mark_stopped(&s, StopReason::Idle, t(10)).await.unwrap();
+        let r = store.get(&s).await.unwrap().unwrap();
+        assert_eq!((r.status, r.stop_reason, r.container_id), (Status::Stopped, Some(StopReason::Idle), None));
+        assert_eq!(r.last_activity, Some(t(5)));
+        assert!(!store.touch_activity(&s, t(11)).await.unwrap(), "a stopped workspace takes no activity");
+        let kinds: Vec<String> = store.events(Some(&s), 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["starting", "started", "stopped"]);
+        let last = store.events(None, 0, 100).await.unwrap().pop().unwrap();
+        assert_eq!(last.message, "Workspace stopped due to inactivity.");
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_status() {
+        let (store, _d) = store().await;
+        for (id, fail) in [("a", false), ("b", true)] {
+            let s = StudentId::parse(id).unwrap();
+            store.mark_starting(&s, t(0)).await.unwrap();
+            if fail {
+                store.mark_failed(&s, "boom", t(1)).await.unwrap();
+            }
+        }
+        assert_eq!(store.list(None).await.unwrap().len(), 2);
+        let failed = store.list(Some(Status::Failed)).await.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].error.as_deref(), Some("boom"));
+    }
+
+    #[tokio::test]
+    async fn only_sqlite_urls_are_accepted_for_now() {
+        assert!(matches!(Store::connect("postgres://x").await, Err(StoreError::UnsupportedUrl(_))));
+    }
+}

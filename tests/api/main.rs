@@ -1,0 +1,8 @@
+//! Black-box tests of the service through its HTTP API, against the real Docker engine and a real SQLite file.
+//! One binary, so it is compiled once; each test gets its own app, base path, database and instance label.
+
+mod helpers;
+
+mod bad_input;
+mod lifecycle;
+mod persistence;

@@ -62,6 +62,7 @@ build_code_server() {
   local version="code-server-${CODE_SERVER_VERSION}-node${NODE_MAJOR}-${RECIPE_VERSION}"
   if have_image "$IMAGE" "$version"; then log "$IMAGE is up to date"; return; fi
   apt_install debootstrap build-essential libkrb5-dev python3 pkg-config
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
   mkdir -p "$BUILD_DIR"
   local root="$BUILD_DIR/rootfs" nodepkg="$BUILD_DIR/node" csdir="$BUILD_DIR/code-server"
 

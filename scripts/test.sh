@@ -8,4 +8,4 @@ bash scripts/ensure-docker.sh
 bash scripts/build-image.sh all
 
 # Tests mostly wait on the engine, so more threads than cores keeps the suite short.
-cargo test --locked -- --test-threads "${TEST_THREADS:-6}"
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}"

@@ -34,11 +34,17 @@ impl Application {
     }
 
     /// Builds with a given runtime and clock (tests inject them).
-    pub async fn build_with(settings: Settings, runtime: Arc<dyn Runtime>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with(
+        settings: Settings,
+        runtime: Arc<dyn Runtime>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| format!("cannot open the store at {}", settings.database_url))?;
-        let listener = TcpListener::bind(&settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let mut settings = settings;
         settings.listen = addr.to_string();
@@ -56,7 +62,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves. Running workspaces are left running.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let base = self.state.lifecycle.settings().base_path.clone();
         if let Err(e) = self.state.lifecycle.storage().check_base() {
             tracing::warn!(error = %e, "workspace base path is not usable yet; starts will fail until it is");

@@ -126,9 +126,15 @@ fn base_url(settings: &Settings, client: &ClientArgs) -> String {
     client.server.clone().unwrap_or_else(|| settings.public_url()).trim_end_matches('/').to_owned()
 }
 
-async fn workspace_call(settings: &Settings, a: &WorkspaceArgs, method: reqwest::Method, action: &str) -> anyhow::Result<()> {
+async fn workspace_call(
+    settings: &Settings,
+    a: &WorkspaceArgs,
+    method: reqwest::Method,
+    action: &str,
+) -> anyhow::Result<()> {
     // The server validates too; checking here gives the same message without a round trip.
-    crate::domain::StudentId::parse(&a.student_id).map_err(|e| anyhow::anyhow!("invalid student id {:?}: {e}", a.student_id))?;
+    crate::domain::StudentId::parse(&a.student_id)
+        .map_err(|e| anyhow::anyhow!("invalid student id {:?}: {e}", a.student_id))?;
     let mut url = format!("{}/api/workspaces/{}", base_url(settings, &a.client), a.student_id);
     if !action.is_empty() {
         url = format!("{url}/{action}");

@@ -162,7 +162,8 @@ impl Settings {
             None => Some(PathBuf::from("workspaced.toml")).filter(|p| p.exists()),
         };
         if let Some(path) = path {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             s.apply_file(&text).map_err(|message| ConfigError::Parse { path, message })?;
         }
         s.apply_env(|name| std::env::var(name).ok())?;
@@ -178,22 +179,52 @@ impl Settings {
             }
             Ok(())
         };
-        if let Some(v) = f.base_path { self.base_path = v; }
-        if let Some(v) = f.database_url { self.database_url = v; }
-        if let Some(v) = f.listen { self.listen = v; }
-        if let Some(v) = f.public_url { self.public_url = Some(v); }
-        if let Some(v) = f.instance { self.instance = InstanceId::parse(&v).map_err(|e| format!("instance: {e}"))?; }
+        if let Some(v) = f.base_path {
+            self.base_path = v;
+        }
+        if let Some(v) = f.database_url {
+            self.database_url = v;
+        }
+        if let Some(v) = f.listen {
+            self.listen = v;
+        }
+        if let Some(v) = f.public_url {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = f.instance {
+            self.instance = InstanceId::parse(&v).map_err(|e| format!("instance: {e}"))?;
+        }
         let w = &mut self.workspace;
-        if let Some(v) = f.image { w.image = v; }
-        if let Some(v) = f.command { w.command = v; }
-        if let Some(v) = f.container_port { w.container_port = v; }
-        if let Some(v) = f.readiness_path { w.readiness_path = v; }
-        if let Some(v) = f.mount_target { w.mount_target = v; }
-        if let Some(v) = f.cpus { w.cpus = v; }
-        if let Some(v) = f.memory { w.memory_bytes = parse_bytes(&v).map_err(|e| format!("memory: {e}"))?; }
-        if let Some(v) = f.pids_limit { w.pids_limit = v; }
-        if let Some(v) = f.uid { w.uid = v; }
-        if let Some(v) = f.gid { w.gid = v; }
+        if let Some(v) = f.image {
+            w.image = v;
+        }
+        if let Some(v) = f.command {
+            w.command = v;
+        }
+        if let Some(v) = f.container_port {
+            w.container_port = v;
+        }
+        if let Some(v) = f.readiness_path {
+            w.readiness_path = v;
+        }
+        if let Some(v) = f.mount_target {
+            w.mount_target = v;
+        }
+        if let Some(v) = f.cpus {
+            w.cpus = v;
+        }
+        if let Some(v) = f.memory {
+            w.memory_bytes = parse_bytes(&v).map_err(|e| format!("memory: {e}"))?;
+        }
+        if let Some(v) = f.pids_limit {
+            w.pids_limit = v;
+        }
+        if let Some(v) = f.uid {
+            w.uid = v;
+        }
+        if let Some(v) = f.gid {
+            w.gid = v;
+        }
         d(f.start_timeout, "start_timeout", &mut w.start_timeout)?;
         d(f.stop_grace, "stop_grace", &mut w.stop_grace)?;
         d(f.idle_timeout, "idle_timeout", &mut self.cull.idle_timeout)?;
@@ -228,7 +259,9 @@ impl Settings {
         let w = &mut self.workspace;
         set(&get, "WORKSPACED_IMAGE", &mut w.image, text)?;
         set(&get, "WORKSPACED_COMMAND", &mut w.command, parse_command)?;
-        set(&get, "WORKSPACED_CONTAINER_PORT", &mut w.container_port, |v| v.trim().parse().map_err(|e| format!("{e}")))?;
+        set(&get, "WORKSPACED_CONTAINER_PORT", &mut w.container_port, |v| {
+            v.trim().parse().map_err(|e| format!("{e}"))
+        })?;
         set(&get, "WORKSPACED_READINESS_PATH", &mut w.readiness_path, text)?;
         set(&get, "WORKSPACED_MOUNT_TARGET", &mut w.mount_target, text)?;
         set(&get, "WORKSPACED_CPUS", &mut w.cpus, |v| v.trim().parse().map_err(|e| format!("{e}")))?;

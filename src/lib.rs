@@ -1,5 +1,6 @@
 //! workspaced: one code-server workspace per student, on Docker. See ARCHITECTURE.md for the map.
 
+pub mod activity;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -7,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod lifecycle;
+pub mod ops;
 pub mod runtime;
 pub mod storage;
 pub mod store;

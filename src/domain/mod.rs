@@ -1,7 +1,9 @@
 //! Pure types and rules: student ids, workspace states and stop reasons. No IO lives here.
 
+pub mod cull;
 mod student_id;
 mod workspace;
 
+pub use cull::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision};
 pub use student_id::{InstanceId, InvalidId, StudentId};
 pub use workspace::{EventKind, Status, StopReason, UnknownVariant};

@@ -107,10 +107,25 @@ mod tests {
     fn traversal_separators_and_lookalikes_are_rejected() {
         let long = "a".repeat(64);
         let bad = [
-            "", "..", ".", "../etc", "a/b", "a\\b", "a\0b", "A", "Alice", "-a", "a-", "_a", "a.b", " a", "a b",
+            "",
+            "..",
+            ".",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "A",
+            "Alice",
+            "-a",
+            "a-",
+            "_a",
+            "a.b",
+            " a",
+            "a b",
             "аlice", // Cyrillic a
-            "ａ",     // fullwidth a
-            "a\u{200b}", long.as_str(),
+            "ａ",    // fullwidth a
+            "a\u{200b}",
+            long.as_str(),
         ];
         for b in bad {
             assert!(StudentId::parse(b).is_err(), "{b:?} should be rejected");

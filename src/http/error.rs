@@ -45,16 +45,20 @@ impl From<LifecycleError> for ApiError {
             L::Storage(ref s) => {
                 tracing::error!(error = %s, "workspace storage unavailable");
                 let code = match s {
-                    StorageError::BaseMissing(_) | StorageError::BaseNotDirectory(_) | StorageError::BaseNotWritable { .. } => {
-                        "storage_unavailable"
-                    }
+                    StorageError::BaseMissing(_)
+                    | StorageError::BaseNotDirectory(_)
+                    | StorageError::BaseNotWritable { .. } => "storage_unavailable",
                     StorageError::Io { .. } => "storage_error",
                 };
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
             }
             L::Runtime(ref r) => match r {
-                RuntimeError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", e.to_string()),
-                RuntimeError::ImageMissing(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", e.to_string()),
+                RuntimeError::Unavailable(_) => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", e.to_string())
+                }
+                RuntimeError::ImageMissing(_) => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", e.to_string())
+                }
                 RuntimeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "container_conflict", e.to_string()),
                 RuntimeError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "runtime_error", e.to_string()),
             },

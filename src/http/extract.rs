@@ -16,12 +16,12 @@ impl<S: Send + Sync> FromRequestParts<S> for StudentPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", format!("invalid student id: {e}")))?;
-        StudentId::parse(&raw)
-            .map(StudentPath)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", format!("invalid student id: {e}")))
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", format!("invalid student id: {e}"))
+        })?;
+        StudentId::parse(&raw).map(StudentPath).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", format!("invalid student id: {e}"))
+        })
     }
 }
 

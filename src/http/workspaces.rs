@@ -63,17 +63,26 @@ impl WorkspaceView {
     }
 }
 
-pub async fn start(State(state): State<Arc<AppState>>, StudentPath(id): StudentPath) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    StudentPath(id): StudentPath,
+) -> Result<Json<WorkspaceView>, ApiError> {
     let rec = state.lifecycle.start(&id).await?;
     Ok(Json(WorkspaceView::new(&state, rec)))
 }
 
-pub async fn stop(State(state): State<Arc<AppState>>, StudentPath(id): StudentPath) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn stop(
+    State(state): State<Arc<AppState>>,
+    StudentPath(id): StudentPath,
+) -> Result<Json<WorkspaceView>, ApiError> {
     let rec = state.lifecycle.stop(&id, StopReason::User).await?;
     Ok(Json(WorkspaceView::new(&state, rec)))
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, StudentPath(id): StudentPath) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    StudentPath(id): StudentPath,
+) -> Result<Json<WorkspaceView>, ApiError> {
     let rec = state.lifecycle.status(&id).await?;
     Ok(Json(WorkspaceView::new(&state, rec)))
 }

@@ -107,9 +107,8 @@ impl Lifecycle {
         // Storage first: a bad base path must change nothing, not even the record.
         let storage = self.storage.clone();
         let s = student.clone();
-        let host_dir = tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s))
-            .await
-            .expect("storage task")?;
+        let host_dir =
+            tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s)).await.expect("storage task")?;
 
         self.store.mark_starting(student, self.clock.now()).await?;
         tracing::info!(student = %student, "starting workspace");
@@ -169,7 +168,11 @@ impl Lifecycle {
     }
 
     /// [`Lifecycle::stop`] for a caller that already holds the student's lock.
-    pub async fn stop_locked(&self, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
+    pub async fn stop_locked(
+        &self,
+        student: &StudentId,
+        reason: StopReason,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
         let rec = self.status(student).await?;
         if matches!(rec.status, Status::Stopped | Status::Failed) {
             return Ok(rec);

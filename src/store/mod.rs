@@ -38,6 +38,40 @@ pub struct WorkspaceRecord {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Latest time code-server reported an open connection (an open tab, not necessarily a person).
+    pub ide_connected_at: Option<DateTime<Utc>>,
+    /// When the current idle warning was sent.
+    pub warned_at: Option<DateTime<Utc>>,
+    /// Per-workspace culling overrides.
+    pub overrides: PolicyOverrides,
+}
+
+/// Per-workspace culling overrides; `None` means the service default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyOverrides {
+    #[serde(default, with = "opt_secs")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "opt_secs")]
+    pub max_age: Option<Duration>,
+    #[serde(default)]
+    pub cull_enabled: Option<bool>,
+}
+
+/// Durations as whole seconds in JSON.
+mod opt_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<u64> = serde::Deserialize::deserialize(d)?;
+        Ok(v.map(Duration::from_secs))
+    }
 }
 
 /// One stored event.
@@ -62,6 +96,8 @@ pub struct NewEvent<'a> {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The id of the newest event, for listeners (SSE, webhook) that wait for new events.
+    latest_event: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -86,7 +122,25 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let latest: i64 =
+            sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&pool).await?.try_get("m")?;
+        Ok(Self { pool, latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0) })
+    }
+
+    /// A receiver that changes whenever an event is recorded (its value: the newest event id).
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.latest_event.subscribe()
+    }
+
+    fn announce(&self, id: i64) {
+        self.latest_event.send_if_modified(|v| {
+            if id > *v {
+                *v = id;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Is the database answering?
@@ -130,8 +184,15 @@ impl Store {
         .bind(ms(now))
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, student, &NewEvent { kind: EventKind::Starting, reason: None, message: "Workspace starting." }, now).await?;
+        let id = insert_event(
+            &mut tx,
+            student,
+            &NewEvent { kind: EventKind::Starting, reason: None, message: "Workspace starting." },
+            now,
+        )
+        .await?;
         tx.commit().await?;
+        self.announce(id);
         Ok(())
     }
 
@@ -147,7 +208,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, started_at_ms = ?,
-             last_activity_ms = ?, stop_reason = NULL, error = NULL, updated_at_ms = ? WHERE student_id = ?",
+             last_activity_ms = ?, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = ? WHERE student_id = ?",
         )
         .bind(container_id)
         .bind(i64::from(host_port))
@@ -157,8 +218,9 @@ impl Store {
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, student, event, now).await?;
+        let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
+        self.announce(id);
         Ok(())
     }
 
@@ -175,8 +237,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let event = NewEvent { kind: EventKind::StartFailed, reason: Some("start_failed"), message: error };
-        insert_event(&mut tx, student, &event, now).await?;
+        let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
+        self.announce(id);
         Ok(())
     }
 
@@ -191,7 +254,12 @@ impl Store {
     }
 
     /// `stopped` for `reason`; the container is gone, the files stay.
-    pub async fn mark_stopped(&self, student: &StudentId, reason: StopReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_stopped(
+        &self,
+        student: &StudentId,
+        reason: StopReason,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, stop_reason = ?,
@@ -204,8 +272,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let event = NewEvent { kind: EventKind::Stopped, reason: Some(reason.as_str()), message: reason.message() };
-        insert_event(&mut tx, student, &event, now).await?;
+        let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
+        self.announce(id);
         Ok(())
     }
 
@@ -224,15 +293,116 @@ impl Store {
     }
 
     /// Records an event that comes with no state change (a warning, an orphan removed).
-    pub async fn add_event(&self, student: &StudentId, event: &NewEvent<'_>, now: DateTime<Utc>) -> Result<i64, StoreError> {
+    pub async fn add_event(
+        &self,
+        student: &StudentId,
+        event: &NewEvent<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
+        self.announce(id);
         Ok(id)
     }
 
+    /// Writes a batch of activity (from `Activity::flush`) in one transaction. Only running workspaces take it, and
+    /// times never move back.
+    pub async fn write_activity(&self, batch: &[crate::activity::Pending]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for p in batch {
+            let last = ms(p.last_activity);
+            let ide = p.ide_connected_at.map(ms);
+            sqlx::query(
+                "UPDATE workspaces SET
+                   last_activity_ms = CASE WHEN last_activity_ms IS NULL OR last_activity_ms < ? THEN ? ELSE last_activity_ms END,
+                   ide_connected_at_ms = CASE WHEN ? IS NOT NULL AND (ide_connected_at_ms IS NULL OR ide_connected_at_ms < ?)
+                                         THEN ? ELSE ide_connected_at_ms END
+                 WHERE student_id = ? AND status = 'running'",
+            )
+            .bind(last)
+            .bind(last)
+            .bind(ide)
+            .bind(ide)
+            .bind(ide)
+            .bind(p.student.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that the student was warned at `now` (with its event), unless a warning for this window was already
+    /// recorded. Returns the event id when it recorded one.
+    pub async fn record_warning(
+        &self,
+        student: &StudentId,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE workspaces SET warned_at_ms = ? WHERE student_id = ? AND status = 'running'")
+            .bind(ms(now))
+            .bind(student.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let event = NewEvent { kind: EventKind::Warning, reason: Some("idle"), message };
+        let id = insert_event(&mut tx, student, &event, now).await?;
+        tx.commit().await?;
+        self.announce(id);
+        Ok(Some(id))
+    }
+
+    /// Sets the per-workspace culling overrides. Returns false when the student has no workspace.
+    pub async fn set_overrides(
+        &self,
+        student: &StudentId,
+        o: &PolicyOverrides,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let to_ms = |d: Option<Duration>| d.map(|d| d.as_millis() as i64);
+        let done = sqlx::query(
+            "UPDATE workspaces SET idle_timeout_ms = ?, max_age_ms = ?, cull_enabled = ?, updated_at_ms = ? WHERE student_id = ?",
+        )
+        .bind(to_ms(o.idle_timeout))
+        .bind(to_ms(o.max_age))
+        .bind(o.cull_enabled)
+        .bind(ms(now))
+        .bind(student.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A background job's saved position (0 when never saved).
+    pub async fn job_state(&self, name: &str) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT value FROM job_state WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?.unwrap_or(0))
+    }
+
+    pub async fn set_job_state(&self, name: &str, value: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO job_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Events after `after_id`, oldest first, optionally for one student.
-    pub async fn events(&self, student: Option<&StudentId>, after_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    pub async fn events(
+        &self,
+        student: Option<&StudentId>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = match student {
             Some(s) => {
                 sqlx::query("SELECT * FROM events WHERE student_id = ? AND id > ? ORDER BY id LIMIT ?")
@@ -271,14 +441,16 @@ async fn insert_event(
     event: &NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let row = sqlx::query("INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id")
-        .bind(student.as_str())
-        .bind(event.kind.as_str())
-        .bind(event.reason)
-        .bind(event.message)
-        .bind(ms(now))
-        .fetch_one(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(student.as_str())
+    .bind(event.kind.as_str())
+    .bind(event.reason)
+    .bind(event.message)
+    .bind(ms(now))
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(row.try_get("id")?)
 }
 
@@ -288,7 +460,9 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
     let student_id = StudentId::parse(&raw_id).map_err(|e| corrupt(e.to_string()))?;
     let status: String = r.try_get("status")?;
     let stop_reason: Option<String> = r.try_get("stop_reason")?;
-    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> { Ok(r.try_get::<Option<i64>, _>(col)?.map(from_ms)) };
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        Ok(r.try_get::<Option<i64>, _>(col)?.map(from_ms))
+    };
     Ok(WorkspaceRecord {
         status: status.parse().map_err(|e| corrupt(format!("{e}")))?,
         container_id: r.try_get("container_id")?,
@@ -300,6 +474,15 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
         error: r.try_get("error")?,
         created_at: from_ms(r.try_get("created_at_ms")?),
         updated_at: from_ms(r.try_get("updated_at_ms")?),
+        ide_connected_at: opt_time("ide_connected_at_ms")?,
+        warned_at: opt_time("warned_at_ms")?,
+        overrides: PolicyOverrides {
+            idle_timeout: r
+                .try_get::<Option<i64>, _>("idle_timeout_ms")?
+                .map(|v| Duration::from_millis(v.max(0) as u64)),
+            max_age: r.try_get::<Option<i64>, _>("max_age_ms")?.map(|v| Duration::from_millis(v.max(0) as u64)),
+            cull_enabled: r.try_get("cull_enabled")?,
+        },
         student_id,
     })
 }

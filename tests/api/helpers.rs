@@ -143,5 +143,22 @@ pub fn docker_exec(container: &str, script: &str) -> String {
 
 /// Entries directly below a folder.
 pub fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Sends one HTTP/1.1 request with the path exactly as given (no client-side normalization of `..` or `%2E`),
+/// and returns the status and the JSON body.
+pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }

@@ -109,7 +109,8 @@ async fn a_start_that_never_gets_ready_times_out_leaves_no_container_and_records
     let (_, ws) = app.get("/api/workspaces/slow").await;
     assert_eq!(ws["status"], "failed");
     assert!(ws["error"].as_str().unwrap().contains("/never-ready"), "{ws}");
-    let kinds: Vec<String> = app.lifecycle.store().events(None, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> =
+        app.lifecycle.store().events(None, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["starting", "start_failed"]);
 }
 
@@ -151,9 +152,11 @@ async fn the_cli_talks_to_a_running_server() {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let server = server.clone();
         async move {
-            tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(&args).arg("--server").arg(server).output().unwrap())
-                .await
-                .unwrap()
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin).args(&args).arg("--server").arg(server).output().unwrap()
+            })
+            .await
+            .unwrap()
         }
     };
     let out = run(&["start", "cli-1"]).await;

@@ -61,7 +61,14 @@ async fn the_code_server_container_has_the_configured_limits_user_labels_and_loo
 
     // code-server itself answers through the published port.
     let url = ws["url"].as_str().unwrap();
-    let r = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap().get(url).send().await.unwrap();
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 302);
     assert!(r.headers()["location"].to_str().unwrap().contains("folder=/home/coder/project"));
 }

@@ -1,0 +1,162 @@
+//! The cull decision: a pure function of a workspace's times, the clock and the policy. The culler loop around it
+//! does the IO; this file only decides, so every branch is unit-tested with plain timestamps.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::StopReason;
+
+/// When to warn and when to stop. Per workspace: the defaults from settings, with per-workspace overrides applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CullPolicy {
+    /// Stop after this long without activity.
+    pub idle_timeout: Duration,
+    /// Warn this long before the stop.
+    pub warning_lead: Duration,
+    /// Stop this long after the start whatever the activity (off when `None`).
+    pub max_age: Option<Duration>,
+    /// `false` exempts the workspace from culling (an exam session, say).
+    pub enabled: bool,
+}
+
+/// The times of one running workspace that the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CullInput {
+    pub last_activity: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    /// When the current warning was sent, if one was.
+    pub warned_at: Option<DateTime<Utc>>,
+}
+
+/// When a workspace will be warned and stopped if nothing happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub warn_at: DateTime<Utc>,
+    pub stop_at: DateTime<Utc>,
+    /// What the stop at `stop_at` will be for.
+    pub reason: StopReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    /// Enter the warning window: tell the student once.
+    Warn {
+        stop_at: DateTime<Utc>,
+        reason: StopReason,
+    },
+    Stop(StopReason),
+}
+
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The next deadlines, or `None` when culling is off for this workspace.
+pub fn deadlines(w: &CullInput, policy: &CullPolicy) -> Option<Deadlines> {
+    if !policy.enabled {
+        return None;
+    }
+    let idle_stop = add(w.last_activity, policy.idle_timeout);
+    let (stop_at, reason) = match policy.max_age.map(|m| add(w.started_at, m)) {
+        Some(age_stop) if age_stop < idle_stop => (age_stop, StopReason::MaxAge),
+        _ => (idle_stop, StopReason::Idle),
+    };
+    let lead = chrono::Duration::from_std(policy.warning_lead).unwrap_or(chrono::Duration::zero());
+    Some(Deadlines { warn_at: stop_at - lead, stop_at, reason })
+}
+
+/// Keep, warn (once per warning window) or stop, with the reason.
+pub fn decide(w: &CullInput, now: DateTime<Utc>, policy: &CullPolicy) -> Decision {
+    let Some(d) = deadlines(w, policy) else { return Decision::Keep };
+    if now >= d.stop_at {
+        return Decision::Stop(d.reason);
+    }
+    // A warning counts for the window it was sent in: activity after it opens a new window.
+    let already_warned = w.warned_at.is_some_and(|at| at >= w.last_activity && at >= d.warn_at);
+    if now >= d.warn_at && !already_warned {
+        return Decision::Warn { stop_at: d.stop_at, reason: d.reason };
+    }
+    Decision::Keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn policy() -> CullPolicy {
+        CullPolicy {
+            idle_timeout: Duration::from_secs(900),
+            warning_lead: Duration::from_secs(120),
+            max_age: None,
+            enabled: true,
+        }
+    }
+
+    fn ws(last: i64, warned: Option<i64>) -> CullInput {
+        CullInput { last_activity: t(last), started_at: t(0), warned_at: warned.map(t) }
+    }
+
+    #[test]
+    fn a_recently_active_workspace_is_kept() {
+        assert_eq!(decide(&ws(0, None), t(779), &policy()), Decision::Keep);
+    }
+
+    #[test]
+    fn thirteen_idle_minutes_bring_exactly_one_warning() {
+        let p = policy();
+        assert_eq!(decide(&ws(0, None), t(780), &p), Decision::Warn { stop_at: t(900), reason: StopReason::Idle });
+        assert_eq!(decide(&ws(0, Some(780)), t(800), &p), Decision::Keep, "no second warning in one window");
+    }
+
+    #[test]
+    fn fifteen_idle_minutes_stop_for_idle() {
+        assert_eq!(decide(&ws(0, Some(780)), t(900), &policy()), Decision::Stop(StopReason::Idle));
+        assert_eq!(decide(&ws(0, None), t(5000), &policy()), Decision::Stop(StopReason::Idle), "even if never warned");
+    }
+
+    #[test]
+    fn activity_after_a_warning_moves_the_deadline_and_rearms_the_warning() {
+        let p = policy();
+        // Warned at 780, active at 850: the stop moves to 1750, the warning to 1630.
+        assert_eq!(decide(&ws(850, Some(780)), t(900), &p), Decision::Keep);
+        assert_eq!(
+            decide(&ws(850, Some(780)), t(1630), &p),
+            Decision::Warn { stop_at: t(1750), reason: StopReason::Idle }
+        );
+    }
+
+    #[test]
+    fn max_age_stops_an_active_workspace() {
+        let p = CullPolicy { max_age: Some(Duration::from_secs(3600)), ..policy() };
+        assert_eq!(
+            decide(&ws(3500, None), t(3480), &p),
+            Decision::Warn { stop_at: t(3600), reason: StopReason::MaxAge }
+        );
+        assert_eq!(decide(&ws(3590, Some(3480)), t(3600), &p), Decision::Stop(StopReason::MaxAge));
+        assert_eq!(
+            decide(&ws(100, None), t(1000), &p),
+            Decision::Stop(StopReason::Idle),
+            "idle comes first when earlier"
+        );
+    }
+
+    #[test]
+    fn culling_can_be_switched_off_per_workspace() {
+        let p = CullPolicy { enabled: false, ..policy() };
+        assert_eq!(decide(&ws(0, None), t(100_000), &p), Decision::Keep);
+        assert_eq!(deadlines(&ws(0, None), &p), None);
+    }
+
+    #[test]
+    fn deadlines_follow_the_last_activity() {
+        let d = deadlines(&ws(60, None), &policy()).unwrap();
+        assert_eq!((d.warn_at, d.stop_at, d.reason), (t(840), t(960), StopReason::Idle));
+    }
+}

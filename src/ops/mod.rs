@@ -1,0 +1,1 @@
+//! Storage operations for operators: doctor, export, import, usage. (Being written.)

@@ -35,6 +35,7 @@ pub struct Settings {
     pub instance: InstanceId,
     pub workspace: WorkspaceSettings,
     pub cull: CullSettings,
+    pub notify: NotifySettings,
     /// How often the reconciler compares the store with the engine (`WORKSPACED_RECONCILE_INTERVAL`).
     pub reconcile_interval: Duration,
 }
@@ -76,6 +77,22 @@ pub struct CullSettings {
     pub interval: Duration,
     /// How long before the stop the student is warned (`WORKSPACED_WARNING_LEAD`).
     pub warning_lead: Duration,
+    /// Stop a workspace this long after its start whatever its activity; `None` = off (`WORKSPACED_MAX_AGE`, `off`).
+    pub max_age: Option<Duration>,
+    /// Whether an open IDE tab alone (code-server's own heartbeat) keeps a workspace alive
+    /// (`WORKSPACED_OPEN_TAB_KEEPS_ALIVE`). Off by default: real input must come from a heartbeat.
+    pub open_tab_keeps_alive: bool,
+    /// How often in-memory activity is written to the store (`WORKSPACED_ACTIVITY_FLUSH_INTERVAL`).
+    pub activity_flush_interval: Duration,
+}
+
+/// Notifications to the LMS.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    /// URL that receives every warning and stop as signed JSON (`WORKSPACED_WEBHOOK_URL`); off when unset.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the webhook signature (`WORKSPACED_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -88,6 +105,7 @@ impl Default for Settings {
             instance: InstanceId::parse("default").expect("valid"),
             workspace: WorkspaceSettings::default(),
             cull: CullSettings::default(),
+            notify: NotifySettings::default(),
             reconcile_interval: Duration::from_secs(60),
         }
     }
@@ -118,6 +136,9 @@ impl Default for CullSettings {
             idle_timeout: Duration::from_secs(15 * 60),
             interval: Duration::from_secs(60),
             warning_lead: Duration::from_secs(2 * 60),
+            max_age: None,
+            open_tab_keeps_alive: false,
+            activity_flush_interval: Duration::from_secs(1),
         }
     }
 }
@@ -150,6 +171,11 @@ struct FileSettings {
     cull_interval: Option<String>,
     warning_lead: Option<String>,
     reconcile_interval: Option<String>,
+    max_age: Option<String>,
+    open_tab_keeps_alive: Option<bool>,
+    activity_flush_interval: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 impl Settings {
@@ -231,6 +257,19 @@ impl Settings {
         d(f.cull_interval, "cull_interval", &mut self.cull.interval)?;
         d(f.warning_lead, "warning_lead", &mut self.cull.warning_lead)?;
         d(f.reconcile_interval, "reconcile_interval", &mut self.reconcile_interval)?;
+        d(f.activity_flush_interval, "activity_flush_interval", &mut self.cull.activity_flush_interval)?;
+        if let Some(v) = f.max_age {
+            self.cull.max_age = parse_optional_duration(&v).map_err(|e| format!("max_age: {e}"))?;
+        }
+        if let Some(v) = f.open_tab_keeps_alive {
+            self.cull.open_tab_keeps_alive = v;
+        }
+        if let Some(v) = f.webhook_url {
+            self.notify.webhook_url = Some(v);
+        }
+        if let Some(v) = f.webhook_secret {
+            self.notify.webhook_secret = Some(v);
+        }
         Ok(())
     }
 
@@ -275,6 +314,11 @@ impl Settings {
         set(&get, "WORKSPACED_CULL_INTERVAL", &mut self.cull.interval, dur)?;
         set(&get, "WORKSPACED_WARNING_LEAD", &mut self.cull.warning_lead, dur)?;
         set(&get, "WORKSPACED_RECONCILE_INTERVAL", &mut self.reconcile_interval, dur)?;
+        set(&get, "WORKSPACED_MAX_AGE", &mut self.cull.max_age, parse_optional_duration)?;
+        set(&get, "WORKSPACED_OPEN_TAB_KEEPS_ALIVE", &mut self.cull.open_tab_keeps_alive, parse_bool)?;
+        set(&get, "WORKSPACED_ACTIVITY_FLUSH_INTERVAL", &mut self.cull.activity_flush_interval, dur)?;
+        set(&get, "WORKSPACED_WEBHOOK_URL", &mut self.notify.webhook_url, |v| Ok(Some(v.to_owned()).filter(|v| !v.is_empty())))?;
+        set(&get, "WORKSPACED_WEBHOOK_SECRET", &mut self.notify.webhook_secret, |v| Ok(Some(v.to_owned()).filter(|v| !v.is_empty())))?;
         Ok(())
     }
 
@@ -303,8 +347,11 @@ impl Settings {
         if self.cull.warning_lead >= self.cull.idle_timeout {
             return bad("warning_lead", "must be shorter than idle_timeout");
         }
-        if self.cull.interval.is_zero() || self.reconcile_interval.is_zero() {
+        if self.cull.interval.is_zero() || self.reconcile_interval.is_zero() || self.cull.activity_flush_interval.is_zero() {
             return bad("cull_interval", "intervals must be more than zero");
+        }
+        if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
+            return bad("webhook_secret", "is required when webhook_url is set (the LMS verifies the signature)");
         }
         Ok(())
     }
@@ -343,6 +390,22 @@ pub fn parse_bytes(v: &str) -> Result<i64, String> {
         return Err(format!("size out of range: {v:?}"));
     }
     Ok(bytes as i64)
+}
+
+/// A duration, or `off`/`none`/`0` for none.
+pub fn parse_optional_duration(v: &str) -> Result<Option<Duration>, String> {
+    match v.trim() {
+        "" | "off" | "none" | "0" => Ok(None),
+        other => parse_duration(other).map(Some),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("not a boolean: {other:?}; use true or false")),
+    }
 }
 
 fn parse_command(v: &str) -> Result<Vec<String>, String> {

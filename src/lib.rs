@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod lifecycle;
+pub mod notify;
 pub mod ops;
 pub mod runtime;
 pub mod storage;

@@ -2,6 +2,7 @@
 //! delegates to the lifecycle; it never talks to Docker directly except through the runtime's `ping` for readiness.
 
 mod error;
+pub mod events;
 mod extract;
 mod workspaces;
 
@@ -28,6 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/events", get(events::events))
         .route("/api/workspaces", get(workspaces::list))
         .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
         .route("/api/workspaces/{id}", get(workspaces::get))

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::culler::{self, Culler};
 use crate::http::{self, AppState};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::docker::DockerRuntime;
@@ -18,6 +20,9 @@ use crate::store::Store;
 
 /// Bound on every call to the container engine (a stop adds its grace period).
 pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long background loops get to finish after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
@@ -49,6 +54,9 @@ impl Application {
         let mut settings = settings;
         settings.listen = addr.to_string();
         let lifecycle = Arc::new(Lifecycle::new(Arc::new(settings), store, runtime, clock));
+        let running = lifecycle.load_activity().await.context("cannot load running workspaces")?;
+        tracing::info!(running, "loaded running workspaces");
+        crate::metrics::handle();
         let state = Arc::new(AppState { lifecycle });
         Ok(Self { listener, addr, state })
     }
@@ -61,17 +69,35 @@ impl Application {
         self.state.lifecycle.clone()
     }
 
-    /// Serves until `shutdown` resolves. Running workspaces are left running.
+    /// Serves and runs the background loops (activity writer, culler, webhook) until `shutdown` resolves.
+    /// Running workspaces are left running.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let base = self.state.lifecycle.settings().base_path.clone();
-        if let Err(e) = self.state.lifecycle.storage().check_base() {
+        let lifecycle = self.state.lifecycle.clone();
+        let settings = lifecycle.settings().clone();
+        if let Err(e) = lifecycle.storage().check_base() {
             tracing::warn!(error = %e, "workspace base path is not usable yet; starts will fail until it is");
         }
-        tracing::info!(addr = %self.addr, base = %base.display(), "workspaced listening");
-        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await?;
+        let token = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), token.clone()));
+        tasks.spawn(Culler::new(lifecycle.clone()).run(token.clone()));
+        tasks.spawn(crate::notify::webhook::run(lifecycle.store().clone(), settings.notify.clone(), token.clone()));
+
+        tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
+        let stop = token.clone();
+        let served = axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.cancel();
+            })
+            .await;
+        token.cancel();
+        // The loops notice the token at once; give a stuck one a bounded time, then leave it.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        served?;
         Ok(())
     }
 }

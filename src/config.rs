@@ -317,8 +317,12 @@ impl Settings {
         set(&get, "WORKSPACED_MAX_AGE", &mut self.cull.max_age, parse_optional_duration)?;
         set(&get, "WORKSPACED_OPEN_TAB_KEEPS_ALIVE", &mut self.cull.open_tab_keeps_alive, parse_bool)?;
         set(&get, "WORKSPACED_ACTIVITY_FLUSH_INTERVAL", &mut self.cull.activity_flush_interval, dur)?;
-        set(&get, "WORKSPACED_WEBHOOK_URL", &mut self.notify.webhook_url, |v| Ok(Some(v.to_owned()).filter(|v| !v.is_empty())))?;
-        set(&get, "WORKSPACED_WEBHOOK_SECRET", &mut self.notify.webhook_secret, |v| Ok(Some(v.to_owned()).filter(|v| !v.is_empty())))?;
+        set(&get, "WORKSPACED_WEBHOOK_URL", &mut self.notify.webhook_url, |v| {
+            Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+        })?;
+        set(&get, "WORKSPACED_WEBHOOK_SECRET", &mut self.notify.webhook_secret, |v| {
+            Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+        })?;
         Ok(())
     }
 
@@ -347,7 +351,10 @@ impl Settings {
         if self.cull.warning_lead >= self.cull.idle_timeout {
             return bad("warning_lead", "must be shorter than idle_timeout");
         }
-        if self.cull.interval.is_zero() || self.reconcile_interval.is_zero() || self.cull.activity_flush_interval.is_zero() {
+        if self.cull.interval.is_zero()
+            || self.reconcile_interval.is_zero()
+            || self.cull.activity_flush_interval.is_zero()
+        {
             return bad("cull_interval", "intervals must be more than zero");
         }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {

@@ -35,6 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/workspaces/{id}", get(workspaces::get))
         .route("/api/workspaces/{id}/start", post(workspaces::start))
         .route("/api/workspaces/{id}/stop", post(workspaces::stop))
+        .route("/api/workspaces/{id}/policy", axum::routing::put(workspaces::set_policy))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -46,6 +48,11 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", "invalid student id: must not be empty");
     }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Prometheus text format.
+async fn metrics() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
 }
 
 async fn healthz() -> impl IntoResponse {

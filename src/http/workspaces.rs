@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{ApiJson, StudentPath};
 use super::AppState;
+use crate::culler::{effective_policy, workspace_deadlines};
 use crate::domain::{Status, StopReason, StudentId};
-use crate::store::WorkspaceRecord;
+use crate::store::{PolicyOverrides, WorkspaceRecord};
 
 /// The status of a workspace as the API shows it.
 #[derive(Debug, Serialize)]
@@ -30,6 +31,26 @@ pub struct WorkspaceView {
     /// Where the IDE is reached while running.
     pub url: Option<String>,
     pub limits: Limits,
+    /// Latest time code-server reported an open tab (not counted as activity unless configured).
+    pub ide_connected_at: Option<DateTime<Utc>>,
+    /// While running: when the idle warning comes, when the stop comes, and the seconds until the stop.
+    pub warn_at: Option<DateTime<Utc>>,
+    pub stop_at: Option<DateTime<Utc>>,
+    pub seconds_left: Option<i64>,
+    /// What the stop at `stop_at` would be for: `idle` or `max_age`.
+    pub stop_at_reason: Option<StopReason>,
+    pub policy: PolicyView,
+}
+
+/// The culling policy in force for a workspace (service defaults with its overrides).
+#[derive(Debug, Serialize)]
+pub struct PolicyView {
+    pub cull_enabled: bool,
+    pub idle_timeout_seconds: u64,
+    pub warning_lead_seconds: u64,
+    pub max_age_seconds: Option<u64>,
+    /// The overrides set for this workspace (`null` fields follow the service defaults).
+    pub overrides: PolicyOverrides,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +62,23 @@ pub struct Limits {
 
 impl WorkspaceView {
     pub fn new(state: &AppState, r: WorkspaceRecord) -> Self {
-        let w = &state.lifecycle.settings().workspace;
+        let lc = &state.lifecycle;
+        let w = &lc.settings().workspace;
+        let now = lc.clock().now();
+        let deadlines = workspace_deadlines(lc, &r);
+        let p = effective_policy(lc, &r);
+        let policy = PolicyView {
+            cull_enabled: p.enabled,
+            idle_timeout_seconds: p.idle_timeout.as_secs(),
+            warning_lead_seconds: p.warning_lead.as_secs(),
+            max_age_seconds: p.max_age.map(|d| d.as_secs()),
+            overrides: r.overrides,
+        };
+        let last_activity = match (r.last_activity, lc.activity().last(&r.student_id)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let ide_connected_at = lc.activity().ide_connected_at(&r.student_id).or(r.ide_connected_at);
         let url = match (r.status, r.host_port) {
             (Status::Running, Some(port)) => Some(format!("http://127.0.0.1:{port}/")),
             _ => None,
@@ -51,7 +88,7 @@ impl WorkspaceView {
             student_id: r.student_id,
             status: r.status,
             container_id: r.container_id,
-            last_activity: r.last_activity,
+            last_activity,
             started_at: r.started_at,
             stopped_at: r.stopped_at,
             stop_reason: r.stop_reason.filter(|_| stopped),
@@ -59,6 +96,12 @@ impl WorkspaceView {
             error: r.error,
             url,
             limits: Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
+            ide_connected_at,
+            warn_at: deadlines.map(|d| d.warn_at),
+            stop_at: deadlines.map(|d| d.stop_at),
+            seconds_left: deadlines.map(|d| ((d.stop_at - now).num_milliseconds().max(0) + 999) / 1000),
+            stop_at_reason: deadlines.map(|d| d.reason),
+            policy,
         }
     }
 }
@@ -127,6 +170,45 @@ pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<Json<HeartbeatView>, ApiError> {
-    let rec = state.lifecycle.heartbeat(&body.student_id).await?;
-    Ok(Json(HeartbeatView { student_id: rec.student_id, last_activity: rec.last_activity }))
+    let last = state.lifecycle.heartbeat(&body.student_id).await?;
+    Ok(Json(HeartbeatView { student_id: body.student_id, last_activity: Some(last) }))
+}
+
+/// Body of `PUT /api/workspaces/{id}/policy`: seconds, `null` for the service default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default)]
+    pub cull_enabled: Option<bool>,
+}
+
+/// Sets per-workspace culling overrides: an instructor gives a student longer, an exam session no culling.
+pub async fn set_policy(
+    State(state): State<Arc<AppState>>,
+    StudentPath(id): StudentPath,
+    ApiJson(body): ApiJson<PolicyBody>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", m);
+    if body.idle_timeout_seconds == Some(0) {
+        return Err(bad("idle_timeout_seconds must be at least 1; use cull_enabled=false to switch culling off"));
+    }
+    if body.max_age_seconds == Some(0) {
+        return Err(bad("max_age_seconds must be at least 1, or null for the service default"));
+    }
+    let overrides = PolicyOverrides {
+        idle_timeout: body.idle_timeout_seconds.map(std::time::Duration::from_secs),
+        max_age: body.max_age_seconds.map(std::time::Duration::from_secs),
+        cull_enabled: body.cull_enabled,
+    };
+    let lc = &state.lifecycle;
+    if !lc.store().set_overrides(&id, &overrides, lc.clock().now()).await.map_err(ApiError::internal)? {
+        return Err(crate::lifecycle::LifecycleError::NotFound(id).into());
+    }
+    tracing::info!(student = %id, ?overrides, "culling policy changed");
+    let rec = lc.status(&id).await?;
+    Ok(Json(WorkspaceView::new(&state, rec)))
 }

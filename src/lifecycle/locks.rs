@@ -30,6 +30,11 @@ impl StudentLocks {
         StudentGuard { locks: self, student: student.clone(), guard: Some(guard) }
     }
 
+    /// How many operations hold or wait for this student's lock.
+    pub fn contenders(&self, student: &StudentId) -> usize {
+        self.map.lock().expect("lock map").get(student).map_or(0, |m| Arc::strong_count(m) - 1)
+    }
+
     /// Number of students with an operation running or waiting (for tests and metrics).
     pub fn in_use(&self) -> usize {
         self.map.lock().expect("lock map").len()

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 pub use locks::{StudentGuard, StudentLocks};
 
+use crate::activity::{Activity, Touch};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::{EventKind, Status, StopReason, StudentId};
@@ -42,6 +43,7 @@ pub struct Lifecycle {
     storage: Storage,
     clock: Arc<dyn Clock>,
     locks: StudentLocks,
+    activity: Arc<Activity>,
     probe: reqwest::Client,
 }
 
@@ -50,7 +52,26 @@ impl Lifecycle {
         let w = &settings.workspace;
         let storage = Storage::new(settings.base_path.clone(), w.uid, w.gid);
         let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
-        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), probe }
+        let activity = Arc::new(Activity::default());
+        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, probe }
+    }
+
+    /// Loads the running workspaces' activity from the store (at start-up, before serving).
+    pub async fn load_activity(&self) -> Result<usize, LifecycleError> {
+        let running = self.store.list(Some(Status::Running)).await?;
+        for r in &running {
+            let last = r.last_activity.or(r.started_at).unwrap_or(r.updated_at);
+            self.activity.register(&r.student_id, last, r.ide_connected_at);
+        }
+        Ok(running.len())
+    }
+
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    pub fn locks(&self) -> &StudentLocks {
+        &self.locks
     }
 
     pub fn store(&self) -> &Store {
@@ -110,7 +131,15 @@ impl Lifecycle {
         let host_dir =
             tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s)).await.expect("storage task")?;
 
+        let previous = self.store.get(student).await?;
         self.store.mark_starting(student, self.clock.now()).await?;
+        if let Some(p) = previous {
+            // The wrong-cull signal: a student who comes back right after an idle stop was not idle.
+            let recent = p.stopped_at.is_some_and(|t| self.clock.now() - t <= chrono::Duration::minutes(5));
+            if p.status == Status::Stopped && p.stop_reason == Some(StopReason::Idle) && recent {
+                crate::metrics::restart_after_idle_stop();
+            }
+        }
         tracing::info!(student = %student, "starting workspace");
         let started = Instant::now();
 
@@ -135,7 +164,10 @@ impl Lifecycle {
 
         let message = format!("Workspace running (ready in {} ms).", started.elapsed().as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
-        self.store.mark_running(student, &info.id, port, self.clock.now(), &event).await?;
+        let now = self.clock.now();
+        self.store.mark_running(student, &info.id, port, now, &event).await?;
+        self.activity.register(student, now, None);
+        crate::metrics::start_finished("ok", started.elapsed());
         tracing::info!(student = %student, container = %info.id, port, ms = started.elapsed().as_millis() as u64, "workspace ready");
         self.status(student).await
     }
@@ -154,6 +186,7 @@ impl Lifecycle {
         if let Err(e) = self.runtime.stop(student, std::time::Duration::ZERO).await {
             tracing::error!(student = %student, error = %e, "could not remove the container of a failed start");
         }
+        crate::metrics::start_finished("error", std::time::Duration::ZERO);
         if let Err(e) = self.store.mark_failed(student, &message, self.clock.now()).await {
             tracing::error!(student = %student, error = %e, "could not record a failed start");
         }
@@ -177,24 +210,31 @@ impl Lifecycle {
         if matches!(rec.status, Status::Stopped | Status::Failed) {
             return Ok(rec);
         }
+        // Activity that arrived since the last batch is still worth keeping in the record.
+        if let Some(last) = self.activity.last(student) {
+            self.store.touch_activity(student, last).await?;
+        }
         self.store.mark_stopping(student, self.clock.now()).await?;
         self.runtime.stop(student, self.settings.workspace.stop_grace).await?;
         self.store.mark_stopped(student, reason, self.clock.now()).await?;
+        self.activity.unregister(student);
+        crate::metrics::stopped(reason);
         tracing::info!(student = %student, reason = %reason, "workspace stopped");
         self.status(student).await
     }
 
-    /// Records activity for a running workspace (the seeds' heartbeat).
-    pub async fn heartbeat(&self, student: &StudentId) -> Result<WorkspaceRecord, LifecycleError> {
-        let now = self.clock.now();
-        if !self.store.touch_activity(student, now).await? {
-            let rec = self.status(student).await?;
-            if rec.status != Status::Running {
-                return Err(LifecycleError::NotRunning { student: student.clone(), status: rec.status });
+    /// Records activity for a running workspace (the seeds' heartbeat). In memory only: the batch writer puts it in
+    /// the store. Returns the workspace's latest activity.
+    pub async fn heartbeat(&self, student: &StudentId) -> Result<chrono::DateTime<chrono::Utc>, LifecycleError> {
+        crate::metrics::heartbeat();
+        match self.activity.touch(student, self.clock.now()) {
+            Touch::Recorded(last) => Ok(last),
+            // Not running: the store says whether the student is unknown (404) or stopped (409).
+            Touch::NotRunning => {
+                let rec = self.status(student).await?;
+                Err(LifecycleError::NotRunning { student: student.clone(), status: rec.status })
             }
-            return Ok(rec); // running, and a later activity was already recorded
         }
-        self.status(student).await
     }
 
     fn spec(&self, student: &StudentId, host_dir: std::path::PathBuf) -> ContainerSpec {

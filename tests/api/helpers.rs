@@ -31,6 +31,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns an app after letting the test edit the settings (image, timeouts, base path...).
 pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_clock(edit, Arc::new(workspaced::clock::SystemClock)).await
+}
+
+/// Spawns an app with the given clock (a `ManualClock` moves time without sleeping).
+pub async fn spawn_app_with_clock(
+    edit: impl FnOnce(&mut Settings),
+    clock: Arc<dyn workspaced::clock::Clock>,
+) -> TestApp {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("workspaced=debug").try_init();
     let tmp = tempfile::tempdir().expect("tempdir");
     let instance = format!("t{:08x}", rand::random::<u32>());
@@ -46,7 +54,12 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     settings.workspace.stop_grace = std::time::Duration::from_secs(2);
     edit(&mut settings);
     let base = settings.base_path.clone();
-    let app = Application::build(settings).await.expect("app builds");
+    let runtime = workspaced::runtime::docker::DockerRuntime::connect_lazy(
+        settings.instance.clone(),
+        workspaced::app::ENGINE_CALL_TIMEOUT,
+    )
+    .expect("docker client");
+    let app = Application::build_with(settings, Arc::new(runtime), clock).await.expect("app builds");
     let addr = app.addr();
     let lifecycle = app.lifecycle();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -66,6 +79,40 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).send().await.expect("request");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn heartbeat(&self, id: &str) -> (u16, Value) {
+        self.post_json("/api/workspaces/heartbeat", &format!(r#"{{"student_id":"{id}"}}"#)).await
+    }
+
+    /// Polls the status until `done` says so or `within` passes; returns the last status.
+    pub async fn wait_for(&self, id: &str, within: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let (_, ws) = self.get(&format!("/api/workspaces/{id}")).await;
+            if done(&ws) || std::time::Instant::now() > deadline {
+                return ws;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kinds of the stored events of one student, oldest first.
+    pub async fn event_kinds(&self, id: &str) -> Vec<String> {
+        let s = workspaced::domain::StudentId::parse(id).unwrap();
+        self.lifecycle.store().events(Some(&s), 0, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> (u16, Value) {

@@ -1,0 +1,58 @@
+//! Prometheus metrics: one process-wide recorder, rendered at `GET /metrics`. Call sites use the helpers below so
+//! metric names live in one place.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::StopReason;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first use (several apps in one test process share it) and returns its handle.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("workspaced_start_duration_seconds".into()), &buckets)
+            .expect("valid buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness): then our handle renders nothing, which is fine.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub fn heartbeat() {
+    counter!("workspaced_heartbeats_total").increment(1);
+}
+
+pub fn stopped(reason: StopReason) {
+    counter!("workspaced_stops_total", "reason" => reason.as_str()).increment(1);
+    if matches!(reason, StopReason::Idle | StopReason::MaxAge) {
+        counter!("workspaced_culls_total", "reason" => reason.as_str()).increment(1);
+    }
+}
+
+pub fn warning_sent() {
+    counter!("workspaced_warnings_total").increment(1);
+}
+
+/// A workspace was started again within 5 minutes of an idle stop: the culler probably stopped someone who was working.
+pub fn restart_after_idle_stop() {
+    counter!("workspaced_restarts_after_idle_stop_total").increment(1);
+}
+
+pub fn start_finished(outcome: &'static str, took: Duration) {
+    counter!("workspaced_starts_total", "outcome" => outcome).increment(1);
+    if outcome == "ok" {
+        histogram!("workspaced_start_duration_seconds", "outcome" => outcome).record(took.as_secs_f64());
+    }
+}
+
+pub fn running(n: usize) {
+    gauge!("workspaced_workspaces_running").set(n as f64);
+}

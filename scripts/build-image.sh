@@ -13,6 +13,7 @@ IMAGE=${WORKSPACED_IMAGE:-workspaced/code-server:${CODE_SERVER_VERSION}}
 TINY_IMAGE=${WORKSPACED_TINY_IMAGE:-workspaced/tiny:1}
 # Bump when the recipe changes, so an old image with the same tag is rebuilt.
 RECIPE_VERSION=3
+TINY_RECIPE_VERSION=2
 BUILD_DIR=${WORKSPACED_BUILD_DIR:-/var/cache/workspaced/image-build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -36,7 +37,7 @@ apt_install() {
 }
 
 build_tiny() {
-  local version="tiny-${RECIPE_VERSION}"
+  local version="tiny-${TINY_RECIPE_VERSION}"
   if have_image "$TINY_IMAGE" "$version"; then log "$TINY_IMAGE is up to date"; return; fi
   apt_install busybox-static
   local root="$BUILD_DIR/tiny-rootfs"
@@ -51,7 +52,7 @@ build_tiny() {
     --change 'USER 1000:1000' \
     --change 'WORKDIR /home/coder' \
     --change 'ENTRYPOINT ["/bin/busybox"]' \
-    --change 'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]' \
+    --change 'CMD ["sh", "-c", "trap \"exit 0\" TERM INT; httpd -f -p 8080 -h /www & wait"]' \
     --change "LABEL workspaced.image-version=$version" \
     - "$TINY_IMAGE" >/dev/null
   rm -rf "$root"

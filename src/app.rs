@@ -1,13 +1,13 @@
 //! Wiring: builds the store, runtime, lifecycle and HTTP server from settings. `Application::build` binds the
 //! listener (port 0 in tests) so callers know the address before serving.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -20,6 +20,9 @@ use crate::store::Store;
 
 /// Bound on every call to the container engine (a stop adds its grace period).
 pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long in-flight HTTP requests get to finish after shutdown is asked for.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// How long background loops get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,7 +60,7 @@ impl Application {
         let running = lifecycle.load_activity().await.context("cannot load running workspaces")?;
         tracing::info!(running, "loaded running workspaces");
         crate::metrics::handle();
-        let state = Arc::new(AppState { lifecycle });
+        let state = Arc::new(AppState::new(lifecycle));
         Ok(Self { listener, addr, state })
     }
 
@@ -80,20 +83,34 @@ impl Application {
         if let Err(e) = lifecycle.storage().check_base() {
             tracing::warn!(error = %e, "workspace base path is not usable yet; starts will fail until it is");
         }
-        let token = CancellationToken::new();
+        let token = self.state.shutdown.clone();
+        // Settle what a crash left before anything else acts.
+        let first_ok = crate::reconciler::startup_pass(&lifecycle).await;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), token.clone()));
         tasks.spawn(Culler::new(lifecycle.clone()).run(token.clone()));
+        tasks.spawn(crate::reconciler::run(lifecycle.clone(), first_ok, token.clone()));
         tasks.spawn(crate::notify::webhook::run(lifecycle.store().clone(), settings.notify.clone(), token.clone()));
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();
-        let served = axum::serve(self.listener, http::router(self.state))
+        let server = axum::serve(self.listener, http::router(self.state))
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 stop.cancel();
             })
-            .await;
+            .into_future();
+        // In-flight requests get a bounded time to finish; a start still waiting then is abandoned, and the next
+        // start-up reconcile pass settles it (its container removed, its record `failed`).
+        let drain = async {
+            token.cancelled().await;
+            tokio::time::sleep(HTTP_DRAIN).await;
+            tracing::warn!("in-flight requests did not finish in time; abandoning them");
+        };
+        let served = tokio::select! {
+            r = server => r,
+            _ = drain => Ok(()),
+        };
         token.cancel();
         // The loops notice the token at once; give a stuck one a bounded time, then leave it.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;

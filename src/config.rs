@@ -38,6 +38,12 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// How often the reconciler compares the store with the engine (`WORKSPACED_RECONCILE_INTERVAL`).
     pub reconcile_interval: Duration,
+    /// Starts that talk to the engine at once; more wait in a queue (`WORKSPACED_MAX_CONCURRENT_STARTS`).
+    pub max_concurrent_starts: usize,
+    /// Starts that may wait in the queue; more are refused with 429 (`WORKSPACED_MAX_QUEUED_STARTS`).
+    pub max_queued_starts: usize,
+    /// Cap on running (and starting) workspaces; `None` = no cap (`WORKSPACED_MAX_RUNNING`, `off`).
+    pub max_running: Option<usize>,
 }
 
 /// What a workspace container is: image, command, port, limits, user, timeouts.
@@ -107,6 +113,9 @@ impl Default for Settings {
             cull: CullSettings::default(),
             notify: NotifySettings::default(),
             reconcile_interval: Duration::from_secs(60),
+            max_concurrent_starts: 4,
+            max_queued_starts: 1000,
+            max_running: None,
         }
     }
 }
@@ -176,6 +185,9 @@ struct FileSettings {
     activity_flush_interval: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    max_concurrent_starts: Option<usize>,
+    max_queued_starts: Option<usize>,
+    max_running: Option<usize>,
 }
 
 impl Settings {
@@ -264,6 +276,15 @@ impl Settings {
         if let Some(v) = f.open_tab_keeps_alive {
             self.cull.open_tab_keeps_alive = v;
         }
+        if let Some(v) = f.max_concurrent_starts {
+            self.max_concurrent_starts = v;
+        }
+        if let Some(v) = f.max_queued_starts {
+            self.max_queued_starts = v;
+        }
+        if let Some(v) = f.max_running {
+            self.max_running = Some(v);
+        }
         if let Some(v) = f.webhook_url {
             self.notify.webhook_url = Some(v);
         }
@@ -314,6 +335,13 @@ impl Settings {
         set(&get, "WORKSPACED_CULL_INTERVAL", &mut self.cull.interval, dur)?;
         set(&get, "WORKSPACED_WARNING_LEAD", &mut self.cull.warning_lead, dur)?;
         set(&get, "WORKSPACED_RECONCILE_INTERVAL", &mut self.reconcile_interval, dur)?;
+        let count = |v: &str| v.trim().parse::<usize>().map_err(|e| e.to_string());
+        set(&get, "WORKSPACED_MAX_CONCURRENT_STARTS", &mut self.max_concurrent_starts, count)?;
+        set(&get, "WORKSPACED_MAX_QUEUED_STARTS", &mut self.max_queued_starts, count)?;
+        set(&get, "WORKSPACED_MAX_RUNNING", &mut self.max_running, |v| match v.trim() {
+            "" | "off" | "none" => Ok(None),
+            n => n.parse::<usize>().map(Some).map_err(|e| e.to_string()),
+        })?;
         set(&get, "WORKSPACED_MAX_AGE", &mut self.cull.max_age, parse_optional_duration)?;
         set(&get, "WORKSPACED_OPEN_TAB_KEEPS_ALIVE", &mut self.cull.open_tab_keeps_alive, parse_bool)?;
         set(&get, "WORKSPACED_ACTIVITY_FLUSH_INTERVAL", &mut self.cull.activity_flush_interval, dur)?;
@@ -356,6 +384,9 @@ impl Settings {
             || self.cull.activity_flush_interval.is_zero()
         {
             return bad("cull_interval", "intervals must be more than zero");
+        }
+        if self.max_concurrent_starts == 0 {
+            return bad("max_concurrent_starts", "must be at least 1");
         }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
             return bad("webhook_secret", "is required when webhook_url is set (the LMS verifies the signature)");

@@ -116,10 +116,11 @@ impl Culler {
                 }
                 Decision::Stop(reason) => {
                     tracing::info!(student = %rec.student_id, reason = %reason, "decided to stop; re-checking under the lock");
-                    if self.stop_if_still_due(&rec.student_id).await? {
-                        report.stopped.push(rec.student_id.clone());
-                    } else {
-                        report.reprieved.push(rec.student_id.clone());
+                    match self.stop_if_still_due(&rec.student_id).await {
+                        Ok(true) => report.stopped.push(rec.student_id.clone()),
+                        Ok(false) => report.reprieved.push(rec.student_id.clone()),
+                        // One student's failure (engine unreachable) must not hold up the others.
+                        Err(e) => tracing::warn!(student = %rec.student_id, error = %e, "stop failed; retrying next sweep"),
                     }
                 }
             }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod reconciler;
 pub mod ops;
 pub mod runtime;
 pub mod storage;

@@ -56,3 +56,11 @@ pub fn start_finished(outcome: &'static str, took: Duration) {
 pub fn running(n: usize) {
     gauge!("workspaced_workspaces_running").set(n as f64);
 }
+
+pub fn queue_length(n: usize) {
+    gauge!("workspaced_start_queue_length").set(n as f64);
+}
+
+pub fn reconcile_action(kind: &'static str) {
+    counter!("workspaced_reconcile_actions_total", "kind" => kind).increment(1);
+}

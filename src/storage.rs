@@ -54,7 +54,10 @@ impl Storage {
         if !meta.is_dir() {
             return Err(StorageError::BaseNotDirectory(self.base.clone()));
         }
-        let probe = self.base.join(format!(".workspaced-probe-{}", std::process::id()));
+        // Unique per call: concurrent starts probe at the same time.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self.base.join(format!(".workspaced-probe-{}-{n}", std::process::id()));
         std::fs::write(&probe, b"probe")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|source| StorageError::BaseNotWritable { path: self.base.clone(), source })?;

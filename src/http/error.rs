@@ -15,11 +15,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -31,7 +33,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
+        let mut resp = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -53,14 +59,23 @@ impl From<LifecycleError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
             }
             L::Runtime(ref r) => match r {
-                RuntimeError::Unavailable(_) => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", e.to_string())
-                }
+                RuntimeError::Unavailable(_) => ApiError {
+                    retry_after: Some(10),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", e.to_string())
+                },
                 RuntimeError::ImageMissing(_) => {
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", e.to_string())
                 }
                 RuntimeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "container_conflict", e.to_string()),
                 RuntimeError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "runtime_error", e.to_string()),
+            },
+            L::QueueFull { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "start_queue_full", e.to_string())
+            },
+            L::CapacityReached { retry_after_secs, .. } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity_reached", e.to_string())
             },
             L::Store(s) => ApiError::internal(s),
         }

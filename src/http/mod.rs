@@ -23,6 +23,14 @@ use crate::lifecycle::Lifecycle;
 
 pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
+    /// Cancelled when the service shuts down: endless responses (event streams) end then.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AppState {
+    pub fn new(lifecycle: Arc<Lifecycle>) -> Self {
+        Self { lifecycle, shutdown: tokio_util::sync::CancellationToken::new() }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -36,6 +44,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/workspaces/{id}/start", post(workspaces::start))
         .route("/api/workspaces/{id}/stop", post(workspaces::stop))
         .route("/api/workspaces/{id}/policy", axum::routing::put(workspaces::set_policy))
+        .route("/api/workspaces/{id}/export", get(crate::ops::http_export::export_handler))
+        .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())

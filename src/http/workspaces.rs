@@ -40,6 +40,9 @@ pub struct WorkspaceView {
     /// What the stop at `stop_at` would be for: `idle` or `max_age`.
     pub stop_at_reason: Option<StopReason>,
     pub policy: PolicyView,
+    /// While queued: 1-based place in the start queue and a rough wait until ready.
+    pub queue_position: Option<usize>,
+    pub queue_estimate_seconds: Option<u64>,
 }
 
 /// The culling policy in force for a workspace (service defaults with its overrides).
@@ -79,6 +82,7 @@ impl WorkspaceView {
             (a, b) => a.or(b),
         };
         let ide_connected_at = lc.activity().ide_connected_at(&r.student_id).or(r.ide_connected_at);
+        let queue_position = if r.status == Status::Queued { lc.admission().position(&r.student_id) } else { None };
         let url = match (r.status, r.host_port) {
             (Status::Running, Some(port)) => Some(format!("http://127.0.0.1:{port}/")),
             _ => None,
@@ -102,6 +106,8 @@ impl WorkspaceView {
             seconds_left: deadlines.map(|d| ((d.stop_at - now).num_milliseconds().max(0) + 999) / 1000),
             stop_at_reason: deadlines.map(|d| d.reason),
             policy,
+            queue_position,
+            queue_estimate_seconds: queue_position.map(|p| lc.admission().estimate(p).as_secs()),
         }
     }
 }

@@ -30,6 +30,26 @@ impl StudentLocks {
         StudentGuard { locks: self, student: student.clone(), guard: Some(guard) }
     }
 
+    /// The lock if nobody holds it now (the reconciler skips students that are busy: their operation is the one
+    /// making things right).
+    pub fn try_lock(&self, student: &StudentId) -> Option<StudentGuard<'_>> {
+        let m = {
+            let mut map = self.map.lock().expect("lock map");
+            map.entry(student.clone()).or_default().clone()
+        };
+        match m.try_lock_owned() {
+            Ok(guard) => Some(StudentGuard { locks: self, student: student.clone(), guard: Some(guard) }),
+            Err(_) => {
+                // Forget the entry again if we were the only other holder of it.
+                let mut map = self.map.lock().expect("lock map");
+                if map.get(student).is_some_and(|m| Arc::strong_count(m) == 1) {
+                    map.remove(student);
+                }
+                None
+            }
+        }
+    }
+
     /// How many operations hold or wait for this student's lock.
     pub fn contenders(&self, student: &StudentId) -> usize {
         self.map.lock().expect("lock map").get(student).map_or(0, |m| Arc::strong_count(m) - 1)

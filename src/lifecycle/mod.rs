@@ -2,6 +2,7 @@
 //! student's lock; the store records the desired and reached state, the runtime is made to match it.
 //! It never builds a container name, label or path from anything but a `StudentId`.
 
+mod admission;
 mod locks;
 mod readiness;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+pub use admission::Admission;
 pub use locks::{StudentGuard, StudentLocks};
 
 use crate::activity::{Activity, Touch};
@@ -34,6 +36,10 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
     #[error("workspace of {student} did not become ready within {seconds} s: {detail}")]
     StartTimeout { student: StudentId, seconds: u64, detail: String },
+    #[error("the start queue is full; try again in {retry_after_secs} s")]
+    QueueFull { retry_after_secs: u64 },
+    #[error("the maximum of {cap} running workspaces is reached; try again later")]
+    CapacityReached { cap: usize, retry_after_secs: u64 },
 }
 
 pub struct Lifecycle {
@@ -44,6 +50,7 @@ pub struct Lifecycle {
     clock: Arc<dyn Clock>,
     locks: StudentLocks,
     activity: Arc<Activity>,
+    admission: Admission,
     probe: reqwest::Client,
 }
 
@@ -53,7 +60,8 @@ impl Lifecycle {
         let storage = Storage::new(settings.base_path.clone(), w.uid, w.gid);
         let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
         let activity = Arc::new(Activity::default());
-        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, probe }
+        let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
+        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, admission, probe }
     }
 
     /// Loads the running workspaces' activity from the store (at start-up, before serving).
@@ -68,6 +76,10 @@ impl Lifecycle {
 
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn locks(&self) -> &StudentLocks {
@@ -106,33 +118,93 @@ impl Lifecycle {
 
     /// Starts the student's workspace and returns once its IDE answers the readiness path. Idempotent: a running
     /// workspace whose container is alive is returned as is. On failure no container is left behind and the
-    /// record says `failed` with the reason.
-    pub async fn start(&self, student: &StudentId) -> Result<WorkspaceRecord, LifecycleError> {
-        let _guard = self.locks.lock(student).await;
-        self.start_locked(student).await
+    /// record says `failed` with the reason. Runs in its own task, so a caller that goes away (a closed HTTP
+    /// connection) never leaves a start half done.
+    pub async fn start(self: &Arc<Self>, student: &StudentId) -> Result<WorkspaceRecord, LifecycleError> {
+        self.start_with(student, true).await
     }
 
-    async fn start_locked(&self, student: &StudentId) -> Result<WorkspaceRecord, LifecycleError> {
-        let deadline = Instant::now() + self.settings.workspace.start_timeout;
-        if let Some(rec) = self.store.get(student).await? {
+    /// Like [`Lifecycle::start`]; with `wait == false` it returns as soon as the start is queued or under way
+    /// (the record then says `queued` or `starting`), and the start goes on in the background.
+    pub async fn start_with(self: &Arc<Self>, student: &StudentId, wait: bool) -> Result<WorkspaceRecord, LifecycleError> {
+        let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+        let (lc, s) = (self.clone(), student.clone());
+        let task = tokio::spawn(async move {
+            let _guard = lc.locks.lock(&s).await;
+            lc.start_locked(&s, Some(accepted_tx)).await
+        });
+        if !wait && accepted_rx.await.is_ok() {
+            return self.status(student).await;
+        }
+        task.await.expect("start task panicked")
+    }
+
+    async fn start_locked(
+        &self,
+        student: &StudentId,
+        accepted: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
+        let previous = self.store.get(student).await?;
+        if let Some(rec) = &previous {
             if rec.status == Status::Running {
                 if let Some(info) = self.runtime.inspect(student).await? {
                     if info.running && Some(&info.id) == rec.container_id.as_ref() {
-                        return Ok(rec);
+                        return Ok(rec.clone());
                     }
                 }
                 tracing::warn!(student = %student, "record says running but its container is gone; starting anew");
             }
         }
-
-        // Storage first: a bad base path must change nothing, not even the record.
+        // Checks that change nothing when they fail: engine, storage, capacity.
+        self.runtime.ping().await?;
         let storage = self.storage.clone();
         let s = student.clone();
         let host_dir =
             tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s)).await.expect("storage task")?;
+        if let Some(cap) = self.settings.max_running {
+            if self.activity.running().len() + self.admission.in_flight() + self.admission.queued() >= cap {
+                return Err(LifecycleError::CapacityReached { cap, retry_after_secs: 60 });
+            }
+        }
 
-        let previous = self.store.get(student).await?;
+        // Admission: at once when a permit is free, else wait in the queue (the record says `queued`).
+        let permit = match self.admission.try_admit() {
+            Some(p) => p,
+            None => {
+                let Some(ticket) = self.admission.enqueue(student) else {
+                    let wait = self.admission.estimate(self.admission.queued());
+                    return Err(LifecycleError::QueueFull { retry_after_secs: wait.as_secs().max(1) });
+                };
+                self.store.mark_queued(student, self.clock.now()).await?;
+                crate::metrics::queue_length(self.admission.queued());
+                if let Some(tx) = accepted {
+                    let _ = tx.send(());
+                }
+                let permit = self.admission.admit(ticket).await;
+                crate::metrics::queue_length(self.admission.queued());
+                let result = self.start_admitted(student, previous, host_dir, None).await;
+                drop(permit);
+                return result;
+            }
+        };
+        let result = self.start_admitted(student, previous, host_dir, accepted).await;
+        drop(permit);
+        result
+    }
+
+    /// The start itself, holding the student's lock and an admission permit.
+    async fn start_admitted(
+        &self,
+        student: &StudentId,
+        previous: Option<WorkspaceRecord>,
+        host_dir: std::path::PathBuf,
+        accepted: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
+        let deadline = Instant::now() + self.settings.workspace.start_timeout;
         self.store.mark_starting(student, self.clock.now()).await?;
+        if let Some(tx) = accepted {
+            let _ = tx.send(());
+        }
         if let Some(p) = previous {
             // The wrong-cull signal: a student who comes back right after an idle stop was not idle.
             let recent = p.stopped_at.is_some_and(|t| self.clock.now() - t <= chrono::Duration::minutes(5));
@@ -146,29 +218,31 @@ impl Lifecycle {
         let spec = self.spec(student, host_dir);
         let info = match tokio::time::timeout_at(deadline, self.runtime.ensure_running(&spec)).await {
             Ok(Ok(info)) => info,
-            Ok(Err(e)) => return Err(self.fail_start(student, e.to_string(), e.into()).await),
+            Ok(Err(e)) => return Err(self.fail_start(student, started, e.to_string(), e.into()).await),
             Err(_) => {
                 let e = self.timeout_error(student, "the container engine did not finish creating it".into());
-                return Err(self.fail_start(student, e.to_string(), e).await);
+                return Err(self.fail_start(student, started, e.to_string(), e).await);
             }
         };
         let Some(port) = info.host_port else {
             let e = LifecycleError::Runtime(RuntimeError::Engine("container has no published port".into()));
-            return Err(self.fail_start(student, e.to_string(), e).await);
+            return Err(self.fail_start(student, started, e.to_string(), e).await);
         };
         let path = &self.settings.workspace.readiness_path;
         if let Err(detail) = readiness::wait_ready(&self.probe, port, path, deadline).await {
             let e = self.timeout_error(student, detail);
-            return Err(self.fail_start(student, e.to_string(), e).await);
+            return Err(self.fail_start(student, started, e.to_string(), e).await);
         }
 
-        let message = format!("Workspace running (ready in {} ms).", started.elapsed().as_millis());
+        let took = started.elapsed();
+        let message = format!("Workspace running (ready in {} ms).", took.as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
         self.store.mark_running(student, &info.id, port, now, &event).await?;
         self.activity.register(student, now, None);
-        crate::metrics::start_finished("ok", started.elapsed());
-        tracing::info!(student = %student, container = %info.id, port, ms = started.elapsed().as_millis() as u64, "workspace ready");
+        self.admission.record_start(took);
+        crate::metrics::start_finished("ok", took);
+        tracing::info!(student = %student, container = %info.id, port, ms = took.as_millis() as u64, "workspace ready");
         self.status(student).await
     }
 
@@ -181,12 +255,12 @@ impl Lifecycle {
     }
 
     /// Cleans up after a failed start: removes whatever container exists and records `failed`.
-    async fn fail_start(&self, student: &StudentId, message: String, err: LifecycleError) -> LifecycleError {
+    async fn fail_start(&self, student: &StudentId, started: Instant, message: String, err: LifecycleError) -> LifecycleError {
         tracing::warn!(student = %student, error = %message, "start failed; removing what was created");
         if let Err(e) = self.runtime.stop(student, std::time::Duration::ZERO).await {
             tracing::error!(student = %student, error = %e, "could not remove the container of a failed start");
         }
-        crate::metrics::start_finished("error", std::time::Duration::ZERO);
+        crate::metrics::start_finished("error", started.elapsed());
         if let Err(e) = self.store.mark_failed(student, &message, self.clock.now()).await {
             tracing::error!(student = %student, error = %e, "could not record a failed start");
         }
@@ -194,28 +268,34 @@ impl Lifecycle {
     }
 
     /// Stops the student's workspace for `reason`: the container is stopped and removed, the files stay.
-    /// Stopping a workspace that is not running succeeds and changes nothing.
-    pub async fn stop(&self, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
-        let _guard = self.locks.lock(student).await;
-        self.stop_locked(student, reason).await
+    /// Stopping a workspace that is not running succeeds and changes nothing. Runs in its own task, like a start.
+    pub async fn stop(self: &Arc<Self>, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
+        let (lc, s) = (self.clone(), student.clone());
+        tokio::spawn(async move {
+            let _guard = lc.locks.lock(&s).await;
+            lc.stop_locked(&s, reason).await
+        })
+        .await
+        .expect("stop task panicked")
     }
 
-    /// [`Lifecycle::stop`] for a caller that already holds the student's lock.
-    pub async fn stop_locked(
-        &self,
-        student: &StudentId,
-        reason: StopReason,
-    ) -> Result<WorkspaceRecord, LifecycleError> {
+    /// [`Lifecycle::stop`] for a caller that already holds the student's lock. When the engine cannot be reached
+    /// the record is left as it was and the error returned: nothing is marked stopped that may still run.
+    pub async fn stop_locked(&self, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
         let rec = self.status(student).await?;
         if matches!(rec.status, Status::Stopped | Status::Failed) {
             return Ok(rec);
         }
+        self.runtime.ping().await?;
         // Activity that arrived since the last batch is still worth keeping in the record.
         if let Some(last) = self.activity.last(student) {
             self.store.touch_activity(student, last).await?;
         }
-        self.store.mark_stopping(student, self.clock.now()).await?;
-        self.runtime.stop(student, self.settings.workspace.stop_grace).await?;
+        self.store.mark_stopping(student, reason, self.clock.now()).await?;
+        if let Err(e) = self.runtime.stop(student, self.settings.workspace.stop_grace).await {
+            self.store.revert_status(student, rec.status, self.clock.now()).await?;
+            return Err(e.into());
+        }
         self.store.mark_stopped(student, reason, self.clock.now()).await?;
         self.activity.unregister(student);
         crate::metrics::stopped(reason);

@@ -267,7 +267,7 @@ impl DockerRuntime {
     /// Stops (SIGTERM, SIGKILL after `grace`) then removes the container with this id. A vanished container is
     /// success. Volumes are never removed (`v=false`): a student's files must survive.
     async fn stop_and_remove(&self, id: &str, name: &str, student: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let secs = (grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).clamp(1, i32::MAX as u64);
+        let secs = (grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).min(i32::MAX as u64);
         let budget = self.call_timeout + Duration::from_secs(secs);
         tracing::info!(student, container = name, grace_secs = secs, "stopping container");
         let options = StopContainerOptionsBuilder::new().t(secs as i32).build();

@@ -243,9 +243,36 @@ impl Store {
         Ok(())
     }
 
-    /// `stopping`: a stop is under way.
-    pub async fn mark_stopping(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE workspaces SET status = 'stopping', updated_at_ms = ? WHERE student_id = ?")
+    /// `stopping` for `reason`: a stop is under way (the reason is kept so a crash mid-stop still ends with it).
+    pub async fn mark_stopping(&self, student: &StudentId, reason: StopReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET status = 'stopping', stop_reason = ?, updated_at_ms = ? WHERE student_id = ?")
+            .bind(reason.as_str())
+            .bind(ms(now))
+            .bind(student.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `queued`: a start waits for admission. Creates the record on a student's first start.
+    pub async fn mark_queued(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'queued', ?, ?)
+             ON CONFLICT (student_id) DO UPDATE SET status = 'queued', error = NULL, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(student.as_str())
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts the status back after an operation that could not reach the engine, so the record never claims a
+    /// change that did not happen.
+    pub async fn revert_status(&self, student: &StudentId, status: Status, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workspaces SET status = ?, updated_at_ms = ? WHERE student_id = ?")
+            .bind(status.as_str())
             .bind(ms(now))
             .bind(student.as_str())
             .execute(&self.pool)

@@ -22,6 +22,10 @@ pub struct TestApp {
     pub base: PathBuf,
     pub lifecycle: Arc<Lifecycle>,
     pub client: reqwest::Client,
+    pub settings: Settings,
+    clock: Arc<dyn workspaced::clock::Clock>,
+    runtime: Arc<dyn workspaced::runtime::Runtime>,
+    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -39,6 +43,19 @@ pub async fn spawn_app_with_clock(
     edit: impl FnOnce(&mut Settings),
     clock: Arc<dyn workspaced::clock::Clock>,
 ) -> TestApp {
+    spawn_app_full(edit, clock, None).await
+}
+
+/// Spawns an app whose runtime talks to the engine through `socket` (a proxy the test can cut).
+pub async fn spawn_app_with_socket(edit: impl FnOnce(&mut Settings), socket: &Path) -> TestApp {
+    spawn_app_full(edit, Arc::new(workspaced::clock::SystemClock), Some(socket)).await
+}
+
+pub async fn spawn_app_full(
+    edit: impl FnOnce(&mut Settings),
+    clock: Arc<dyn workspaced::clock::Clock>,
+    socket: Option<&Path>,
+) -> TestApp {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("workspaced=debug").try_init();
     let tmp = tempfile::tempdir().expect("tempdir");
     let instance = format!("t{:08x}", rand::random::<u32>());
@@ -54,16 +71,66 @@ pub async fn spawn_app_with_clock(
     settings.workspace.stop_grace = std::time::Duration::from_secs(2);
     edit(&mut settings);
     let base = settings.base_path.clone();
-    let runtime = workspaced::runtime::docker::DockerRuntime::connect_lazy(
-        settings.instance.clone(),
-        workspaced::app::ENGINE_CALL_TIMEOUT,
-    )
-    .expect("docker client");
-    let app = Application::build_with(settings, Arc::new(runtime), clock).await.expect("app builds");
-    let addr = app.addr();
-    let lifecycle = app.lifecycle();
-    tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { addr, instance, base, lifecycle, client: reqwest::Client::new(), _tmp: tmp }
+    let runtime: Arc<dyn workspaced::runtime::Runtime> = Arc::new(match socket {
+        // Short engine timeouts, so a cut engine is noticed in seconds.
+        Some(path) => DockerRuntime::connect_lazy_at(path, settings.instance.clone(), std::time::Duration::from_secs(3)),
+        None => DockerRuntime::connect_lazy(settings.instance.clone(), workspaced::app::ENGINE_CALL_TIMEOUT),
+    }
+    .expect("docker client"));
+    let mut app = TestApp {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        instance,
+        base,
+        lifecycle: placeholder_lifecycle(&settings, runtime.clone(), clock.clone()).await,
+        client: reqwest::Client::new(),
+        settings,
+        clock,
+        runtime,
+        server: None,
+        _tmp: tmp,
+    };
+    app.boot().await;
+    app
+}
+
+use workspaced::runtime::docker::DockerRuntime;
+
+async fn placeholder_lifecycle(
+    settings: &Settings,
+    runtime: Arc<dyn workspaced::runtime::Runtime>,
+    clock: Arc<dyn workspaced::clock::Clock>,
+) -> Arc<Lifecycle> {
+    let store = workspaced::store::Store::connect(&settings.database_url).await.expect("store");
+    Arc::new(Lifecycle::new(Arc::new(settings.clone()), store, runtime, clock))
+}
+
+impl TestApp {
+    /// Builds and serves the application from `self.settings` (same database, base path and instance).
+    async fn boot(&mut self) {
+        let mut settings = self.settings.clone();
+        settings.listen = "127.0.0.1:0".to_owned();
+        let app = Application::build_with(settings, self.runtime.clone(), self.clock.clone()).await.expect("app builds");
+        self.addr = app.addr();
+        self.lifecycle = app.lifecycle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        self.server = Some((tx, handle));
+        // The listener is bound before the start-up reconcile pass and served after it: the first answer means the
+        // pass is over, so a test's own containers cannot race it.
+        let health = format!("http://{}/healthz", self.addr);
+        self.client.get(&health).send().await.expect("the app serves");
+    }
+
+    /// Shuts the service down gracefully (workspaces keep running) and starts it again on the same state.
+    pub async fn restart(&mut self) {
+        if let Some((tx, handle)) = self.server.take() {
+            let _ = tx.send(());
+            handle.await.expect("server task").expect("clean shutdown");
+        }
+        self.boot().await;
+    }
 }
 
 impl TestApp {
@@ -208,4 +275,73 @@ pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -
     let status: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status line");
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A Unix-socket proxy in front of the Docker engine that a test can cut (as if the engine stopped) and restore.
+pub struct EngineProxy {
+    pub path: PathBuf,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl EngineProxy {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (c, k) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the engine "is not there"
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut engine).await;
+                    }
+                });
+                k.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { path, cut, conns, _dir: dir }
+    }
+
+    /// The engine goes away: open connections are dropped and new ones closed at once.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Our containers, grouped by student label: (student, container id, running).
+pub fn containers_by_student(instance: &str) -> Vec<(String, String, bool)> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &format!("label=workspaced.instance={instance}"),
+            "--format",
+            "{{.Label \"workspaced.student\"}} {{.ID}} {{.State}}",
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((p.next()?.to_owned(), p.next()?.to_owned(), p.next()? == "running"))
+        })
+        .collect()
 }

@@ -7,3 +7,5 @@ mod bad_input;
 mod culling;
 mod lifecycle;
 mod persistence;
+mod reconcile;
+mod storage_ops;

@@ -1,0 +1,123 @@
+//! Admission control for starts: at most `max_concurrent_starts` starts talk to the engine at once (it serializes
+//! much of its work anyway, and a burst of 200 starts would otherwise all time out together); the rest wait in a
+//! bounded FIFO queue whose positions the status API shows. Only a full queue is refused.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::domain::StudentId;
+
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    max_queued: usize,
+    waiting: Mutex<VecDeque<StudentId>>,
+    /// Moving average of recent start durations, in ms, for queue estimates.
+    avg_start_ms: AtomicU64,
+}
+
+/// A place in the queue; leaving it (admitted or given up) removes the student from the queue.
+pub struct Ticket<'a> {
+    admission: &'a Admission,
+    student: StudentId,
+}
+
+impl Admission {
+    pub fn new(concurrency: usize, max_queued: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
+            max_queued,
+            waiting: Mutex::new(VecDeque::new()),
+            avg_start_ms: AtomicU64::new(2000),
+        }
+    }
+
+    /// A permit at once, when one is free and nobody waits.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        if !self.waiting.lock().expect("queue lock").is_empty() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Joins the queue, or `None` when it is full.
+    pub fn enqueue(&self, student: &StudentId) -> Option<Ticket<'_>> {
+        let mut q = self.waiting.lock().expect("queue lock");
+        if q.len() >= self.max_queued {
+            return None;
+        }
+        q.push_back(student.clone());
+        Some(Ticket { admission: self, student: student.clone() })
+    }
+
+    /// Waits for a permit (FIFO: tokio's semaphore is fair).
+    pub async fn admit(&self, ticket: Ticket<'_>) -> OwnedSemaphorePermit {
+        let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closed");
+        drop(ticket);
+        permit
+    }
+
+    /// 1-based position of a waiting student.
+    pub fn position(&self, student: &StudentId) -> Option<usize> {
+        self.waiting.lock().expect("queue lock").iter().position(|s| s == student).map(|p| p + 1)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.waiting.lock().expect("queue lock").len()
+    }
+
+    /// Starts under way right now.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency - self.permits.available_permits()
+    }
+
+    /// Rough time until a student at `position` is ready.
+    pub fn estimate(&self, position: usize) -> Duration {
+        let rounds = position.div_ceil(self.concurrency) as u64 + 1;
+        Duration::from_millis(rounds * self.avg_start_ms.load(Ordering::Relaxed))
+    }
+
+    /// Feeds the estimate with a finished start.
+    pub fn record_start(&self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let old = self.avg_start_ms.load(Ordering::Relaxed);
+        self.avg_start_ms.store((old * 4 + ms) / 5, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut q = self.admission.waiting.lock().expect("queue lock");
+        if let Some(i) = q.iter().position(|s| *s == self.student) {
+            q.remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_get_positions_in_order_and_the_queue_is_bounded() {
+        let a = Admission::new(1, 2);
+        let held = a.try_admit().expect("first is admitted at once");
+        let (x, y, z) = (StudentId::parse("x").unwrap(), StudentId::parse("y").unwrap(), StudentId::parse("z").unwrap());
+        let tx = a.enqueue(&x).unwrap();
+        let ty = a.enqueue(&y).unwrap();
+        assert!(a.enqueue(&z).is_none(), "queue of 2 is full");
+        assert_eq!((a.position(&x), a.position(&y)), (Some(1), Some(2)));
+        assert!(a.try_admit().is_none());
+        drop(ty);
+        assert_eq!(a.position(&y), None, "giving up leaves the queue");
+        drop(held);
+        let _p = a.admit(tx).await;
+        assert_eq!(a.queued(), 0);
+        assert_eq!(a.in_flight(), 1);
+    }
+}

@@ -1,0 +1,281 @@
+//! Export of a student's folder as a gzip-compressed tar stream. Entries are relative to the folder, keep their
+//! mode, mtime (seconds) and numeric uid/gid; symlinks are stored as links and never followed; hardlinked files are
+//! stored once and then as links; nothing is held in memory beyond a file's read buffer. The writer is any
+//! `io::Write` (a file, stdout, a channel to an HTTP body). Import, with its checks, is in `import.rs`.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use tar::{EntryType, Header};
+
+use super::import::symlink_target_escapes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0} is not a directory")]
+    NotDirectory(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write the archive: {0}")]
+    Write(io::Error),
+}
+
+/// Where an export stands; handed to the progress callback after each entry and during large files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// File content bytes written so far (before compression).
+    pub bytes: u64,
+    /// Entries written so far.
+    pub entries: u64,
+}
+
+/// What an export wrote, and what the operator should know about it.
+#[derive(Debug, Clone, Default)]
+pub struct ExportStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// File content bytes.
+    pub bytes: u64,
+    /// Sockets, fifos and devices (not archived), and entries that vanished during the walk.
+    pub skipped: Vec<String>,
+    /// Files whose size changed while they were read (a running workspace): archived with the size first seen.
+    pub changed: Vec<String>,
+    /// Symlinks with an absolute target or one that leaves the folder: archived, but an import will refuse them.
+    pub unsafe_links: Vec<String>,
+}
+
+/// Writes `dir` as a tar.gz into `writer`, calling `progress` as it goes. Blocking: use `spawn_blocking`.
+/// Returns after the gzip trailer is written and the writer flushed.
+pub fn export_to_writer<W: Write>(
+    dir: &Path,
+    writer: W,
+    mut progress: impl FnMut(&Progress),
+) -> Result<ExportStats, ExportError> {
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExportError::Read { path, source }
+    };
+    let root = std::fs::symlink_metadata(dir).map_err(read_err(dir))?;
+    if !root.is_dir() {
+        return Err(ExportError::NotDirectory(dir.to_path_buf()));
+    }
+    let mut builder = tar::Builder::new(GzEncoder::new(writer, Compression::default()));
+    let mut state = Walk { stats: ExportStats::default(), progress: Progress::default(), links: HashMap::new() };
+
+    // Depth first, names sorted, so two exports of the same tree list entries in the same order.
+    let mut pending: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = pending.pop() {
+        let abs_dir = dir.join(&rel_dir);
+        let mut names: Vec<_> = match std::fs::read_dir(&abs_dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                state.stats.skipped.push(format!("{} (vanished)", rel_dir.display()));
+                continue;
+            }
+            Err(e) => return Err(ExportError::Read { path: abs_dir, source: e }),
+        };
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let rel = rel_dir.join(&name);
+            let abs = dir.join(&rel);
+            let meta = match std::fs::symlink_metadata(&abs) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    state.stats.skipped.push(format!("{} (vanished)", rel.display()));
+                    continue;
+                }
+                Err(e) => return Err(ExportError::Read { path: abs, source: e }),
+            };
+            if meta.dev() != root.dev() {
+                state.stats.skipped.push(format!("{} (another file system is mounted there)", rel.display()));
+                continue;
+            }
+            let added = state.add(&mut builder, &abs, &rel, &meta, &mut progress)?;
+            if added && meta.is_dir() {
+                subdirs.push(rel);
+            }
+        }
+        // Reverse, so the stack pops them in name order.
+        pending.extend(subdirs.into_iter().rev());
+    }
+    let encoder = builder.into_inner().map_err(ExportError::Write)?;
+    let mut writer = encoder.finish().map_err(ExportError::Write)?;
+    writer.flush().map_err(ExportError::Write)?;
+    Ok(state.stats)
+}
+
+struct Walk {
+    stats: ExportStats,
+    progress: Progress,
+    /// First archived path of each hardlinked inode.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Walk {
+    /// Appends one entry; false when it was skipped.
+    fn add<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        abs: &Path,
+        rel: &Path,
+        meta: &std::fs::Metadata,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<bool, ExportError> {
+        let mut header = Header::new_gnu();
+        header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+        // Permission bits only, as GNU tar writes them; a pre-1970 mtime becomes 0 rather than a huge number.
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_mtime(meta.mtime().max(0) as u64);
+        let ft = meta.file_type();
+        let write = ExportError::Write;
+        if ft.is_dir() {
+            header.set_size(0);
+            builder.append_data(&mut header, rel, io::empty()).map_err(write)?;
+            self.stats.dirs += 1;
+        } else if ft.is_symlink() {
+            let target = match std::fs::read_link(abs) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.stats.skipped.push(format!("{} (vanished)", rel.display()));
+                    return Ok(false);
+                }
+                Err(source) => return Err(ExportError::Read { path: abs.to_path_buf(), source }),
+            };
+            if symlink_target_escapes(rel, &target) {
+                self.stats.unsafe_links.push(format!("{} -> {}", rel.display(), target.display()));
+            }
+            header.set_size(0);
+            builder.append_link(&mut header, rel, &target).map_err(write)?;
+            self.stats.symlinks += 1;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.links.get(&key) {
+                    header.set_entry_type(EntryType::Link);
+                    header.set_size(0);
+                    builder.append_link(&mut header, rel, first).map_err(write)?;
+                    self.stats.hardlinks += 1;
+                    self.tick(progress);
+                    return Ok(true);
+                }
+                self.links.insert(key, rel.to_path_buf());
+            }
+            let file = match std::fs::File::open(abs) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.stats.skipped.push(format!("{} (vanished)", rel.display()));
+                    return Ok(false);
+                }
+                Err(source) => return Err(ExportError::Read { path: abs.to_path_buf(), source }),
+            };
+            let size = meta.len();
+            let mut reader = ExactReader {
+                file,
+                remaining: size,
+                short: false,
+                progress: &mut self.progress,
+                callback: progress,
+                error: None,
+            };
+            let appended = builder.append_data(&mut header, rel, &mut reader);
+            let (short, read_error) = (reader.short, reader.error.take());
+            let file = reader.file;
+            if let Some(source) = read_error {
+                return Err(ExportError::Read { path: abs.to_path_buf(), source });
+            }
+            appended.map_err(write)?;
+            let now = file.metadata().map(|m| m.len()).unwrap_or(size);
+            if short || now != size {
+                self.stats.changed.push(rel.display().to_string());
+            }
+            self.stats.files += 1;
+            self.stats.bytes += size;
+        } else {
+            self.stats.skipped.push(format!("{} (socket, fifo or device)", rel.display()));
+            return Ok(false);
+        }
+        self.tick(progress);
+        Ok(true)
+    }
+
+    fn tick(&mut self, progress: &mut impl FnMut(&Progress)) {
+        self.progress.entries += 1;
+        progress(&self.progress);
+    }
+}
+
+/// Yields exactly `remaining` bytes of a file: its content, zero-padded if it shrank meanwhile, cut if it grew, so
+/// the tar header's size is always right. Read errors are kept aside so they are reported as read errors.
+struct ExactReader<'a, F: FnMut(&Progress)> {
+    file: std::fs::File,
+    remaining: u64,
+    short: bool,
+    progress: &'a mut Progress,
+    callback: &'a mut F,
+    error: Option<io::Error>,
+}
+
+impl<F: FnMut(&Progress)> Read for ExactReader<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = if self.short {
+            0
+        } else {
+            match self.file.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    let kind = e.kind();
+                    self.error = Some(e);
+                    return Err(io::Error::new(kind, "read error"));
+                }
+            }
+        };
+        let n = if n == 0 {
+            self.short = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.remaining -= n as u64;
+        self.progress.bytes += n as u64;
+        (self.callback)(self.progress);
+        Ok(n)
+    }
+}
+
+/// Apparent size of the regular files below `dir` (hardlinks once), for a progress bar's length. Symlinks are not
+/// followed.
+pub fn content_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() && (meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino()))) {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The default archive name: `<id>-<UTC timestamp>.tar.gz`.
+pub fn default_archive_name(student: &crate::domain::StudentId, now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{student}-{}.tar.gz", now.format("%Y%m%dT%H%M%SZ"))
+}

@@ -1,0 +1,548 @@
+//! Migration of every student folder to a new base path (local disk to EFS, one EFS to another), verified.
+//!
+//! For each student, one at a time: copy the tree (files, folders, symlinks as links; owner, mode and mtime kept),
+//! then verify it, then write a done marker. A file is copied to `<name>.wsd-partial` and renamed into place only
+//! when complete and stamped with the source's mtime, so an interrupted run never leaves a file that looks done.
+//! A rerun skips students whose marker matches the source and, for the student that was interrupted, files whose
+//! size and mtime already match; verification then reads every file of both trees and compares BLAKE3 hashes, so a
+//! skipped file is checked all the same.
+//!
+//! The caller serializes each student with the lifecycle (see `migrate_all`): a start waits until that student's
+//! copy is verified. A running workspace is not copied (its IDE writes while we read); it is reported as skipped and
+//! the next run picks it up once it is stopped. Nothing is ever deleted from the source.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use crate::domain::StudentId;
+
+/// Folder below the target base holding one done marker per migrated student.
+pub const MARKER_DIR: &str = ".workspaced-migrate";
+const PARTIAL_SUFFIX: &str = ".wsd-partial";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("verification failed for {student}: {detail}")]
+    Verify { student: StudentId, detail: String },
+    #[error("the target {0} is the source or inside it")]
+    TargetInsideSource(PathBuf),
+    #[error("the target {0} does not exist or is not a folder (on EFS: is it mounted?); it is not created")]
+    TargetMissing(PathBuf),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MigrateError + '_ {
+    move |source| MigrateError::Io { path: path.to_path_buf(), source }
+}
+
+/// What happened to one student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Copied (or completed) and verified now.
+    Migrated,
+    /// A previous run migrated and verified it, and the source has not changed since.
+    AlreadyDone,
+    /// Running (or about to): not copied this time.
+    SkippedRunning,
+    /// `--dry-run`: what would be copied.
+    WouldMigrate,
+}
+
+/// One student's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StudentReport {
+    pub student_id: String,
+    pub outcome: Outcome,
+    /// Regular files in the tree.
+    pub files: u64,
+    /// Their content, in bytes.
+    pub bytes: u64,
+    /// Files actually copied now (the rest were already complete from an interrupted run).
+    pub copied_files: u64,
+    pub copied_bytes: u64,
+    /// Files whose content was hashed on both sides.
+    pub verified_files: u64,
+    /// Entries that cannot be migrated (sockets, devices, fifos), relative paths.
+    pub skipped_entries: Vec<String>,
+}
+
+impl StudentReport {
+    fn new(student: &StudentId, outcome: Outcome) -> Self {
+        Self {
+            student_id: student.to_string(),
+            outcome,
+            files: 0,
+            bytes: 0,
+            copied_files: 0,
+            copied_bytes: 0,
+            verified_files: 0,
+            skipped_entries: Vec::new(),
+        }
+    }
+}
+
+/// Every student folder below `base` (names that are valid student ids; dot-folders and others are ignored), sorted.
+pub fn student_folders(base: &Path) -> Result<Vec<StudentId>, MigrateError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(base).map_err(io_at(base))? {
+        let entry = entry.map_err(io_at(base))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Ok(student) = StudentId::parse(&name) else { continue };
+        if entry.file_type().map_err(io_at(&entry.path()))?.is_dir() {
+            out.push(student);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Refuses a target that is the source or below it (the copy would copy itself).
+pub fn check_paths(from: &Path, to: &Path) -> Result<(), MigrateError> {
+    if !to.is_dir() {
+        return Err(MigrateError::TargetMissing(to.to_path_buf()));
+    }
+    let from = fs::canonicalize(from).map_err(io_at(from))?;
+    let to_abs = fs::canonicalize(to).map_err(io_at(to))?;
+    if to_abs.starts_with(&from) {
+        return Err(MigrateError::TargetInsideSource(to.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Size summary of a source tree, written in the done marker: a rerun skips the student only while it matches.
+fn fingerprint(dir: &Path) -> Result<String, MigrateError> {
+    let (mut files, mut bytes, mut newest) = (0u64, 0u64, 0i64);
+    walk(dir, &mut |_, path, meta| {
+        if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+        }
+        newest = newest.max(meta.mtime() * 1_000_000_000 + meta.mtime_nsec());
+        let _ = path;
+        Ok(())
+    })?;
+    Ok(format!("files={files} bytes={bytes} newest_mtime_ns={newest}\n"))
+}
+
+fn marker_path(to_base: &Path, student: &StudentId) -> PathBuf {
+    to_base.join(MARKER_DIR).join(format!("{student}.done"))
+}
+
+/// Whether a previous run finished this student and its source has not changed since.
+pub fn already_done(from_base: &Path, to_base: &Path, student: &StudentId) -> Result<bool, MigrateError> {
+    let marker = marker_path(to_base, student);
+    match fs::read_to_string(&marker) {
+        Ok(saved) => Ok(saved == fingerprint(&from_base.join(student.as_str()))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(MigrateError::Io { path: marker, source: e }),
+    }
+}
+
+/// Sizes of a student's tree, for `--dry-run` and progress totals.
+pub fn measure(from_base: &Path, student: &StudentId) -> Result<StudentReport, MigrateError> {
+    let mut r = StudentReport::new(student, Outcome::WouldMigrate);
+    walk(&from_base.join(student.as_str()), &mut |_, _, meta| {
+        if meta.is_file() {
+            r.files += 1;
+            r.bytes += meta.len();
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+/// Copies and verifies one student's folder, then writes its done marker. Blocking. `progress` gets the bytes
+/// copied or hashed since its last call; `cancel` is checked between files.
+pub fn migrate_student(
+    from_base: &Path,
+    to_base: &Path,
+    student: &StudentId,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<StudentReport, MigrateError> {
+    let src = from_base.join(student.as_str());
+    let dst = to_base.join(student.as_str());
+    let mut report = StudentReport::new(student, Outcome::Migrated);
+    let fp = fingerprint(&src)?;
+
+    // Copy, top-down; folder modes and times are set afterwards, deepest first (writing into a folder moves its
+    // mtime, and a read-only folder could not be filled).
+    let root_meta = fs::symlink_metadata(&src).map_err(io_at(&src))?;
+    match fs::create_dir(&dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
+        Err(e) => return Err(MigrateError::Io { path: dst, source: e }),
+    }
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o700)).map_err(io_at(&dst))?;
+    let mut dirs: Vec<(PathBuf, fs::Metadata)> = vec![(dst.clone(), root_meta)];
+    walk(&src, &mut |rel, path, meta| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Interrupted);
+        }
+        let target = dst.join(rel);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            match fs::create_dir(&target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && target.is_dir() => {}
+                Err(e) => return Err(MigrateError::Io { path: target, source: e }),
+            }
+            // Writable for us while we fill it; the real mode comes at the end.
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).map_err(io_at(&target))?;
+            dirs.push((target, meta.clone()));
+        } else if ft.is_file() {
+            report.files += 1;
+            report.bytes += meta.len();
+            if !same_file_done(&target, meta) {
+                copy_file(path, &target, meta, progress)?;
+                report.copied_files += 1;
+                report.copied_bytes += meta.len();
+            }
+        } else if ft.is_symlink() {
+            let link = fs::read_link(path).map_err(io_at(path))?;
+            match fs::read_link(&target) {
+                Ok(existing) if existing == link => {}
+                Ok(_) => fs::remove_file(&target).map_err(io_at(&target))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => remove_any(&target)?,
+            }
+            if fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(&link, &target).map_err(io_at(&target))?;
+            }
+            lchown(&target, Some(meta.uid()), Some(meta.gid())).map_err(io_at(&target))?;
+            set_times_nofollow(&target, meta)?;
+        } else {
+            report.skipped_entries.push(rel.display().to_string());
+        }
+        Ok(())
+    })?;
+    for (dir, meta) in dirs.iter().rev() {
+        std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid())).map_err(io_at(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_at(dir))?;
+        set_times_nofollow(dir, meta)?;
+    }
+
+    report.verified_files = verify(&src, &dst, student, cancel, progress)?;
+
+    let marker = marker_path(to_base, student);
+    let marker_dir = marker.parent().expect("marker has a folder");
+    fs::create_dir_all(marker_dir).map_err(io_at(marker_dir))?;
+    fs::write(&marker, fp).map_err(io_at(&marker))?;
+    Ok(report)
+}
+
+/// Compares both trees entry by entry: kinds, owners, modes, link targets, and every file's BLAKE3 hash. Returns
+/// how many files were hashed. Extra entries in the target are reported too (a stale copy would hide them).
+pub fn verify(
+    src: &Path,
+    dst: &Path,
+    student: &StudentId,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, MigrateError> {
+    let bad = |detail: String| MigrateError::Verify { student: student.clone(), detail };
+    let mut hashed = 0u64;
+    let mut seen = 0u64;
+    walk(src, &mut |rel, path, meta| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Interrupted);
+        }
+        let ft = meta.file_type();
+        if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            return Ok(());
+        }
+        seen += 1;
+        let target = dst.join(rel);
+        let t = fs::symlink_metadata(&target).map_err(|e| bad(format!("{}: missing in the copy ({e})", rel.display())))?;
+        if t.file_type() != ft {
+            return Err(bad(format!("{}: different kind of entry", rel.display())));
+        }
+        if (t.uid(), t.gid()) != (meta.uid(), meta.gid()) {
+            return Err(bad(format!("{}: owner differs", rel.display())));
+        }
+        if !ft.is_symlink() && t.mode() & 0o7777 != meta.mode() & 0o7777 {
+            return Err(bad(format!("{}: mode differs", rel.display())));
+        }
+        if ft.is_symlink() {
+            if fs::read_link(path).ok() != fs::read_link(&target).ok() {
+                return Err(bad(format!("{}: link target differs", rel.display())));
+            }
+        } else if ft.is_file() {
+            let a = hash_file(path, progress)?;
+            let b = hash_file(&target, &mut |_| {})?;
+            if a != b {
+                return Err(bad(format!("{}: content differs (BLAKE3)", rel.display())));
+            }
+            hashed += 1;
+        }
+        Ok(())
+    })?;
+    let mut in_copy = 0u64;
+    walk(dst, &mut |_, _, meta| {
+        let ft = meta.file_type();
+        if ft.is_dir() || ft.is_file() || ft.is_symlink() {
+            in_copy += 1;
+        }
+        Ok(())
+    })?;
+    if in_copy != seen {
+        return Err(bad(format!("the copy has {in_copy} entries, the source {seen} (leftovers of an older copy?)")));
+    }
+    Ok(hashed)
+}
+
+fn hash_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<blake3::Hash, MigrateError> {
+    let mut f = File::open(path).map_err(io_at(path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_at(path))?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+        progress(n as u64);
+    }
+}
+
+/// A complete copy from an earlier run: same size and same mtime (set only after the copy finished).
+fn same_file_done(target: &Path, meta: &fs::Metadata) -> bool {
+    fs::symlink_metadata(target).is_ok_and(|t| {
+        t.is_file() && t.len() == meta.len() && t.mtime() == meta.mtime() && t.mtime_nsec() == meta.mtime_nsec()
+    })
+}
+
+fn copy_file(src: &Path, target: &Path, meta: &fs::Metadata, progress: &mut dyn FnMut(u64)) -> Result<(), MigrateError> {
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(PARTIAL_SUFFIX);
+    let partial = PathBuf::from(partial);
+    let mut from = File::open(src).map_err(io_at(src))?;
+    let mut to = File::create(&partial).map_err(io_at(&partial))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = from.read(&mut buf).map_err(io_at(src))?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).map_err(io_at(&partial))?;
+        progress(n as u64);
+    }
+    // On NFS a rename before the data is durable could publish an empty file after a server crash.
+    to.sync_all().map_err(io_at(&partial))?;
+    drop(to);
+    std::os::unix::fs::chown(&partial, Some(meta.uid()), Some(meta.gid())).map_err(io_at(&partial))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_at(&partial))?;
+    set_times_nofollow(&partial, meta)?;
+    if fs::symlink_metadata(target).is_ok_and(|t| t.is_dir() || t.file_type().is_symlink()) {
+        remove_any(target)?;
+    }
+    fs::rename(&partial, target).map_err(io_at(target))
+}
+
+fn remove_any(path: &Path) -> Result<(), MigrateError> {
+    let meta = fs::symlink_metadata(path).map_err(io_at(path))?;
+    if meta.is_dir() {
+        fs::remove_dir_all(path).map_err(io_at(path))
+    } else {
+        fs::remove_file(path).map_err(io_at(path))
+    }
+}
+
+fn set_times_nofollow(path: &Path, meta: &fs::Metadata) -> Result<(), MigrateError> {
+    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| MigrateError::Io { path: path.to_path_buf(), source: e.into() })
+}
+
+/// Walks `root` depth-first without following symlinks, calling `f(relative, absolute, metadata)` for every entry
+/// below it (not the root itself). Our own `.wsd-partial` files are skipped. Entries come in sorted order.
+fn walk(
+    root: &Path,
+    f: &mut dyn FnMut(&Path, &Path, &fs::Metadata) -> Result<(), MigrateError>,
+) -> Result<(), MigrateError> {
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let dir = root.join(&rel_dir);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(io_at(&dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_at(&dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                continue;
+            }
+            let rel = rel_dir.join(&name);
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+            f(&rel, &path, &meta)?;
+            if meta.is_dir() {
+                subdirs.push(rel);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+/// A line of a migration's progress, as the server streams it (NDJSON) and the CLI reads it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MigrateEvent {
+    /// Before the first copy: how much there is.
+    Plan { students: u64, files: u64, bytes: u64, dry_run: bool },
+    /// Bytes copied or hashed so far (both count: each file is read twice).
+    Progress { bytes: u64 },
+    /// One student finished.
+    Student { report: serde_json::Value },
+    /// The end: what to do next.
+    Done { migrated: u64, already_done: u64, skipped_running: u64, files_verified: u64, next_step: String },
+    Error { message: String },
+}
+
+/// Runs the migration of every student folder from `from` to `to`, one student at a time. With a lifecycle, each
+/// student is copied under that student's lock (a start waits), and a workspace that is not stopped is skipped.
+/// `bytes` counts progress; `events` gets the plan and each student's report.
+pub async fn migrate_all(
+    lifecycle: Option<&crate::lifecycle::Lifecycle>,
+    from: &Path,
+    to: &Path,
+    dry_run: bool,
+    cancel: std::sync::Arc<AtomicBool>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
+) -> Result<(), MigrateError> {
+    let (f, t) = (from.to_path_buf(), to.to_path_buf());
+    let plan = tokio::task::spawn_blocking(move || -> Result<_, MigrateError> {
+        check_paths(&f, &t)?;
+        let students = student_folders(&f)?;
+        let mut sizes = Vec::new();
+        for s in &students {
+            sizes.push(measure(&f, s)?);
+        }
+        Ok(sizes)
+    })
+    .await
+    .expect("plan task")?;
+    let files = plan.iter().map(|r| r.files).sum();
+    let total = plan.iter().map(|r| r.bytes).sum();
+    let _ = events.send(MigrateEvent::Plan { students: plan.len() as u64, files, bytes: total, dry_run });
+
+    let (mut migrated, mut done_before, mut skipped, mut verified) = (0, 0, 0, 0);
+    for sized in plan {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MigrateError::Interrupted);
+        }
+        let student = StudentId::parse(&sized.student_id).expect("listed folders are valid ids");
+        let _guard = match lifecycle {
+            Some(lc) => Some(lc.lock(&student).await),
+            None => None,
+        };
+        let busy = match lifecycle {
+            Some(lc) => lc
+                .store()
+                .get(&student)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| !matches!(r.status, crate::domain::Status::Stopped | crate::domain::Status::Failed)),
+            None => false,
+        };
+        let report = if busy {
+            skipped += 1;
+            StudentReport { outcome: Outcome::SkippedRunning, ..sized }
+        } else if dry_run {
+            sized
+        } else {
+            let (f, t, s, c, b) = (from.to_path_buf(), to.to_path_buf(), student.clone(), cancel.clone(), bytes.clone());
+            let r = tokio::task::spawn_blocking(move || -> Result<StudentReport, MigrateError> {
+                if already_done(&f, &t, &s)? {
+                    return Ok(StudentReport { outcome: Outcome::AlreadyDone, ..sized });
+                }
+                let mut add = |n: u64| {
+                    b.fetch_add(n, Ordering::Relaxed);
+                };
+                migrate_student(&f, &t, &s, &c, &mut add)
+            })
+            .await
+            .expect("migrate task")?;
+            match r.outcome {
+                Outcome::AlreadyDone => done_before += 1,
+                _ => migrated += 1,
+            }
+            verified += r.verified_files;
+            tracing::info!(student = %student, outcome = ?r.outcome, files = r.files, bytes = r.bytes, "migrated");
+            r
+        };
+        let _ = events.send(MigrateEvent::Student { report: serde_json::to_value(&report).expect("serializable") });
+    }
+    let next_step = if dry_run {
+        "dry run: nothing was copied".to_owned()
+    } else if skipped > 0 {
+        format!("{skipped} workspace(s) were not stopped and were not copied; stop them and run migrate again")
+    } else {
+        format!(
+            "every folder is copied and verified; stop workspaced, set WORKSPACE_BASE_PATH={} and start it again \
+             (the old folders are kept at {} until you remove them)",
+            to.display(),
+            from.display()
+        )
+    };
+    let _ = events.send(MigrateEvent::Done {
+        migrated,
+        already_done: done_before,
+        skipped_running: skipped,
+        files_verified: verified,
+        next_step,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_verified_and_a_changed_byte_is_caught() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("a"), tmp.path().join("b"));
+        let s = StudentId::parse("alice").unwrap();
+        fs::create_dir_all(from.join("alice/src")).unwrap();
+        fs::create_dir_all(&to).unwrap();
+        fs::write(from.join("alice/src/main.py"), "print(1)\n").unwrap();
+        std::os::unix::fs::symlink("src/main.py", from.join("alice/link")).unwrap();
+        let cancel = AtomicBool::new(false);
+        let r = migrate_student(&from, &to, &s, &cancel, &mut |_| {}).unwrap();
+        assert_eq!((r.files, r.copied_files, r.verified_files), (1, 1, 1));
+        assert!(already_done(&from, &to, &s).unwrap());
+        assert_eq!(fs::read_link(to.join("alice/link")).unwrap(), Path::new("src/main.py"));
+
+        // Same size and mtime but other content: only the hash sees it.
+        let copy = to.join("alice/src/main.py");
+        let meta = fs::metadata(&copy).unwrap();
+        fs::write(&copy, "print(2)\n").unwrap();
+        set_times_nofollow(&copy, &meta).unwrap();
+        let err = verify(&from.join("alice"), &to.join("alice"), &s, &cancel, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("content differs"), "{err}");
+    }
+
+    #[test]
+    fn a_target_inside_the_source_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("new")).unwrap();
+        assert!(matches!(check_paths(tmp.path(), &tmp.path().join("new")), Err(MigrateError::TargetInsideSource(_))));
+    }
+}

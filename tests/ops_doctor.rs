@@ -1,0 +1,215 @@
+//! `run_doctor` against real folders: a good local base passes its storage checks; a read-only, a missing base and
+//! a student folder with the wrong owner are reported with the right reason; NFS options from a mount-table fixture
+//! are compared with the recommended line. The Docker checks may pass or fail here; only named checks are asserted.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use workspaced::config::Settings;
+use workspaced::ops::doctor::{run_doctor, CheckStatus, DoctorOptions, Report};
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    base: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("workspace-data");
+        std::fs::create_dir(&base).unwrap();
+        Self { tmp, base }
+    }
+
+    fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        s.base_path = self.base.clone();
+        s.database_url = format!("sqlite://{}", self.tmp.path().join("workspaced.db").display());
+        s.workspace.uid = 1000;
+        s.workspace.gid = 1000;
+        s
+    }
+
+    /// A mount table in which the base path is its own mount of `fstype` from `device` with `options`.
+    fn mounts(&self, device: &str, fstype: &str, options: &str) -> PathBuf {
+        let mount_point = std::fs::canonicalize(&self.base).unwrap_or_else(|_| self.base.clone());
+        let table = format!(
+            "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n{device} {} {fstype} {options} 0 0\n",
+            mount_point.display()
+        );
+        let path = self.tmp.path().join(format!("mounts-{fstype}"));
+        std::fs::write(&path, table).unwrap();
+        path
+    }
+
+    fn options(&self, mounts: PathBuf) -> DoctorOptions {
+        DoctorOptions { mounts, files: 200, git_files: 100, ..Default::default() }
+    }
+}
+
+fn status(report: &Report, name: &str) -> CheckStatus {
+    report.get(name).unwrap_or_else(|| panic!("no check {name} in {}", report.to_text())).status
+}
+
+fn reason<'a>(report: &'a Report, name: &str) -> &'a str {
+    &report.get(name).unwrap().reason
+}
+
+fn student(base: &Path, name: &str, uid: u32, gid: u32, mode: u32) {
+    let dir = base.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn scratch_left(base: &Path) -> Vec<String> {
+    std::fs::read_dir(base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".workspaced-doctor"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_good_local_base_passes_every_storage_check_and_leaves_nothing_behind() {
+    let f = Fixture::new();
+    student(&f.base, "alice", 1000, 1000, 0o700);
+    let opts = f.options(f.mounts("/dev/sdb1", "ext4", "rw,relatime"));
+    let report = run_doctor(&f.settings(), &opts).await;
+    eprintln!("{}", report.to_text());
+    for name in ["base_path", "base_writable", "chown", "filesystem", "small_files", "git_status", "student_folders"] {
+        assert_eq!(status(&report, name), CheckStatus::Pass, "{name}: {}", reason(&report, name));
+    }
+    assert!(reason(&report, "filesystem").contains("ext4"), "{}", reason(&report, "filesystem"));
+    assert!(report.get("nfs_hard").is_none(), "no NFS checks on a local disk");
+    assert_eq!(status(&report, "database"), CheckStatus::Pass, "{}", reason(&report, "database"));
+    assert!(report.get("docker").is_some(), "the engine is always checked");
+    let small = report.get("small_files").unwrap().details.as_ref().unwrap();
+    assert_eq!(small["files"], 200);
+    assert!(small["total_ms"].is_u64());
+    assert!(scratch_left(&f.base).is_empty(), "scratch folders left: {:?}", scratch_left(&f.base));
+    assert_eq!(std::fs::read_dir(&f.base).unwrap().count(), 1, "only alice remains");
+
+    let json = report.to_json();
+    assert!(json["ok"].is_boolean());
+    let first = &json["checks"][0];
+    for key in ["name", "status", "reason", "advice"] {
+        assert!(!first[key].is_null(), "{key} missing in {first}");
+    }
+    assert_eq!(first["status"], "pass");
+}
+
+/// Mounts a read-only tmpfs over a folder for the life of the guard.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Self {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount -t tmpfs -o ro failed (the tests run as root)");
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_base_fails_the_write_check_with_the_reason() {
+    let f = Fixture::new();
+    let _mount = ReadOnlyMount::new(&f.base);
+    let report = run_doctor(&f.settings(), &f.options("/proc/self/mounts".into())).await;
+    eprintln!("{}", report.to_text());
+    assert_eq!(status(&report, "base_path"), CheckStatus::Pass);
+    assert_eq!(status(&report, "base_writable"), CheckStatus::Fail);
+    assert!(reason(&report, "base_writable").contains("Read-only file system"), "{}", reason(&report, "base_writable"));
+    assert!(report.get("base_writable").unwrap().advice.contains("read-only"));
+    assert!(report.get("small_files").is_none(), "no latency test without writing");
+    // The real mount table shows what holds the base: the tmpfs we mounted.
+    assert!(reason(&report, "filesystem").contains("tmpfs"), "{}", reason(&report, "filesystem"));
+    assert!(!report.ok());
+}
+
+#[tokio::test]
+async fn a_missing_base_fails_and_is_not_created() {
+    let f = Fixture::new();
+    let mut settings = f.settings();
+    settings.base_path = f.tmp.path().join("not-mounted/workspace-data");
+    let opts = f.options(f.mounts("/dev/sdb1", "ext4", "rw"));
+    let report = run_doctor(&settings, &opts).await;
+    eprintln!("{}", report.to_text());
+    assert_eq!(status(&report, "base_path"), CheckStatus::Fail);
+    assert!(reason(&report, "base_path").contains("does not exist"));
+    assert!(report.get("base_path").unwrap().advice.contains("mkdir -p"));
+    assert!(report.get("base_writable").is_none() && report.get("student_folders").is_none());
+    // The file system of the nearest existing folder is still reported: it tells whether EFS is mounted.
+    assert!(report.get("filesystem").is_some());
+    assert!(!settings.base_path.exists(), "doctor never creates the base path");
+    assert!(!report.ok());
+}
+
+#[tokio::test]
+async fn student_folders_with_a_wrong_owner_or_open_mode_are_a_warning_naming_them() {
+    let f = Fixture::new();
+    student(&f.base, "alice", 1000, 1000, 0o700);
+    student(&f.base, "bob", 0, 0, 0o700);
+    student(&f.base, "carol", 1000, 1000, 0o755);
+    std::fs::create_dir(f.base.join("lost+found")).unwrap();
+    let report = run_doctor(&f.settings(), &f.options(f.mounts("/dev/sdb1", "ext4", "rw"))).await;
+    let check = report.get("student_folders").unwrap();
+    assert_eq!(check.status, CheckStatus::Warn, "{}", check.reason);
+    assert!(check.reason.contains("2 of 3"), "{}", check.reason);
+    assert!(check.reason.contains("bob (owner 0:0)") && check.reason.contains("carol (mode 755)"), "{}", check.reason);
+    assert!(!check.reason.contains("alice") && !check.reason.contains("lost+found"));
+    assert!(check.advice.contains("chown 1000:1000"), "{}", check.advice);
+    assert_eq!(status(&report, "base_writable"), CheckStatus::Pass);
+}
+
+#[tokio::test]
+async fn nfs_mounts_without_hard_or_with_version_3_are_flagged_with_the_fstab_line() {
+    let f = Fixture::new();
+    let old =
+        f.mounts("nas.internal:/export", "nfs", "rw,relatime,vers=3,rsize=65536,wsize=65536,soft,proto=tcp,timeo=14");
+    let report = run_doctor(&f.settings(), &f.options(old)).await;
+    eprintln!("{}", report.to_text());
+    assert!(reason(&report, "filesystem").starts_with("nfs "), "{}", reason(&report, "filesystem"));
+    assert_eq!(status(&report, "nfs_version"), CheckStatus::Fail);
+    assert_eq!(status(&report, "nfs_hard"), CheckStatus::Fail);
+    assert!(reason(&report, "nfs_hard").contains("corrupt"));
+    for name in ["nfs_timeo", "nfs_retrans", "nfs_rsize", "nfs_wsize", "nfs_noresvport"] {
+        assert_eq!(status(&report, name), CheckStatus::Warn, "{name}");
+    }
+    let advice = &report.get("nfs_rsize").unwrap().advice;
+    assert!(
+        advice.contains("nas.internal:/export")
+            && advice.contains("nfs4 nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"),
+        "{advice}"
+    );
+    assert!(!report.ok());
+
+    // EFS by name, everything recommended but `hard` spelled out: only that is a warning.
+    let efs = f.mounts(
+        "fs-0123abcd.efs.eu-west-1.amazonaws.com:/",
+        "nfs4",
+        "rw,relatime,vers=4.1,rsize=1048576,wsize=1048576,namlen=255,noresvport,proto=tcp,timeo=600,retrans=2,sec=sys",
+    );
+    let report = run_doctor(&f.settings(), &f.options(efs)).await;
+    assert!(reason(&report, "filesystem").starts_with("EFS"), "{}", reason(&report, "filesystem"));
+    assert_eq!(status(&report, "nfs_hard"), CheckStatus::Warn);
+    for name in ["nfs_version", "nfs_timeo", "nfs_retrans", "nfs_rsize", "nfs_wsize", "nfs_noresvport"] {
+        assert_eq!(status(&report, name), CheckStatus::Pass, "{name}: {}", reason(&report, name));
+    }
+
+    // NFS 4.0 is a warning, not a failure.
+    let v40 =
+        f.mounts("10.0.0.5:/", "nfs4", "rw,vers=4.0,rsize=1048576,wsize=1048576,hard,noresvport,timeo=600,retrans=2");
+    let report = run_doctor(&f.settings(), &f.options(v40)).await;
+    assert_eq!(status(&report, "nfs_version"), CheckStatus::Warn);
+    assert_eq!(status(&report, "nfs_hard"), CheckStatus::Pass);
+}

@@ -90,6 +90,7 @@ impl Application {
         tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), token.clone()));
         tasks.spawn(Culler::new(lifecycle.clone()).run(token.clone()));
         tasks.spawn(crate::reconciler::run(lifecycle.clone(), first_ok, token.clone()));
+        tasks.spawn(crate::ops::usage::run_usage_loop(lifecycle.clone(), token.clone()));
         tasks.spawn(crate::notify::webhook::run(lifecycle.store().clone(), settings.notify.clone(), token.clone()));
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");

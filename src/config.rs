@@ -42,6 +42,11 @@ pub struct Settings {
     pub max_concurrent_starts: usize,
     /// Starts that may wait in the queue; more are refused with 429 (`WORKSPACED_MAX_QUEUED_STARTS`).
     pub max_queued_starts: usize,
+    /// How often the disk use of every student folder is measured in the background (`WORKSPACED_USAGE_INTERVAL`).
+    pub usage_interval: Duration,
+    /// Disk use above which a `quota_exceeded` event is emitted (once, until it falls below); `None` = off
+    /// (`WORKSPACED_DISK_SOFT_QUOTA`, e.g. `5g`). Nothing is refused or deleted: it is a warning.
+    pub disk_soft_quota: Option<u64>,
     /// Cap on running (and starting) workspaces; `None` = no cap (`WORKSPACED_MAX_RUNNING`, `off`).
     pub max_running: Option<usize>,
 }
@@ -116,6 +121,8 @@ impl Default for Settings {
             max_concurrent_starts: 4,
             max_queued_starts: 1000,
             max_running: None,
+            usage_interval: Duration::from_secs(600),
+            disk_soft_quota: None,
         }
     }
 }
@@ -188,6 +195,8 @@ struct FileSettings {
     max_concurrent_starts: Option<usize>,
     max_queued_starts: Option<usize>,
     max_running: Option<usize>,
+    usage_interval: Option<String>,
+    disk_soft_quota: Option<String>,
 }
 
 impl Settings {
@@ -270,6 +279,10 @@ impl Settings {
         d(f.warning_lead, "warning_lead", &mut self.cull.warning_lead)?;
         d(f.reconcile_interval, "reconcile_interval", &mut self.reconcile_interval)?;
         d(f.activity_flush_interval, "activity_flush_interval", &mut self.cull.activity_flush_interval)?;
+        d(f.usage_interval, "usage_interval", &mut self.usage_interval)?;
+        if let Some(v) = f.disk_soft_quota {
+            self.disk_soft_quota = parse_optional_bytes(&v).map_err(|e| format!("disk_soft_quota: {e}"))?;
+        }
         if let Some(v) = f.max_age {
             self.cull.max_age = parse_optional_duration(&v).map_err(|e| format!("max_age: {e}"))?;
         }
@@ -345,6 +358,8 @@ impl Settings {
         set(&get, "WORKSPACED_MAX_AGE", &mut self.cull.max_age, parse_optional_duration)?;
         set(&get, "WORKSPACED_OPEN_TAB_KEEPS_ALIVE", &mut self.cull.open_tab_keeps_alive, parse_bool)?;
         set(&get, "WORKSPACED_ACTIVITY_FLUSH_INTERVAL", &mut self.cull.activity_flush_interval, dur)?;
+        set(&get, "WORKSPACED_USAGE_INTERVAL", &mut self.usage_interval, dur)?;
+        set(&get, "WORKSPACED_DISK_SOFT_QUOTA", &mut self.disk_soft_quota, parse_optional_bytes)?;
         set(&get, "WORKSPACED_WEBHOOK_URL", &mut self.notify.webhook_url, |v| {
             Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
         })?;
@@ -384,6 +399,9 @@ impl Settings {
             || self.cull.activity_flush_interval.is_zero()
         {
             return bad("cull_interval", "intervals must be more than zero");
+        }
+        if self.usage_interval.is_zero() {
+            return bad("usage_interval", "must be more than zero");
         }
         if self.max_concurrent_starts == 0 {
             return bad("max_concurrent_starts", "must be at least 1");
@@ -435,6 +453,14 @@ pub fn parse_optional_duration(v: &str) -> Result<Option<Duration>, String> {
     match v.trim() {
         "" | "off" | "none" | "0" => Ok(None),
         other => parse_duration(other).map(Some),
+    }
+}
+
+/// A size, or `off`/`none`/`0`/empty for none.
+pub fn parse_optional_bytes(v: &str) -> Result<Option<u64>, String> {
+    match v.trim() {
+        "" | "off" | "none" | "0" => Ok(None),
+        other => parse_bytes(other).map(|b| Some(b.max(0) as u64)),
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 struct Service {
     child: Child,
-    port: u16,
 }
 
 fn free_port() -> u16 {
@@ -30,7 +29,7 @@ fn serve(dir: &std::path::Path, instance: &str, port: u16) -> Service {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn workspaced");
-    Service { child, port }
+    Service { child }
 }
 
 async fn wait_healthy(port: u16) {

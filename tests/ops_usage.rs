@@ -86,3 +86,41 @@ fn the_usage_command_prints_each_student_like_du() {
     let text = String::from_utf8(one.stdout).unwrap();
     assert!(text.contains("bob") && !text.contains("alice"), "{text}");
 }
+
+#[tokio::test]
+async fn the_service_measures_usage_in_the_background_and_warns_once_above_the_soft_quota() {
+    use workspaced::domain::StudentId;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir_all(base.join("big")).unwrap();
+    generate(&base.join("big"));
+    std::fs::create_dir_all(base.join("small")).unwrap();
+    std::fs::write(base.join("small/a.txt"), "x").unwrap();
+    let mut settings = workspaced::config::Settings::default();
+    settings.base_path = base.clone();
+    settings.database_url = format!("sqlite://{}", tmp.path().join("db.sqlite").display());
+    settings.disk_soft_quota = Some(64 * 1024);
+    let store = workspaced::store::Store::connect(&settings.database_url).await.unwrap();
+    let instance = settings.instance.clone();
+    let runtime = std::sync::Arc::new(
+        workspaced::runtime::docker::DockerRuntime::connect_lazy(instance, std::time::Duration::from_secs(5)).unwrap(),
+    );
+    let lc = workspaced::lifecycle::Lifecycle::new(
+        std::sync::Arc::new(settings),
+        store.clone(),
+        runtime,
+        std::sync::Arc::new(workspaced::clock::SystemClock),
+    );
+    assert_eq!(workspaced::ops::usage::measure_all(&lc).await.unwrap(), 2);
+    let big = StudentId::parse("big").unwrap();
+    let measured = lc.usage().get(&big).unwrap();
+    assert_eq!(measured.usage.bytes, du(&base.join("big")), "same as du");
+    assert!(measured.over_quota);
+    assert!(!lc.usage().get(&StudentId::parse("small").unwrap()).unwrap().over_quota);
+    // A second pass while still over the quota does not warn again.
+    workspaced::ops::usage::measure_all(&lc).await.unwrap();
+    let events = store.events(Some(&big), 0, 100).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["quota_exceeded"]);
+    assert!(events[0].message.contains("soft quota"), "{}", events[0].message);
+}

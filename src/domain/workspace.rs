@@ -83,6 +83,7 @@ string_enum! {
         Warning => "warning",
         Orphan => "orphan_removed",
         Adopted => "adopted",
+        QuotaExceeded => "quota_exceeded",
     }
 }
 

@@ -43,6 +43,11 @@ pub struct WorkspaceView {
     /// While queued: 1-based place in the start queue and a rough wait until ready.
     pub queue_position: Option<usize>,
     pub queue_estimate_seconds: Option<u64>,
+    /// Disk use of the student's folder (allocated bytes, like `du -s`), measured in the background, and when.
+    pub disk_usage_bytes: Option<u64>,
+    pub disk_usage_measured_at: Option<DateTime<Utc>>,
+    /// Whether that measurement was above the soft quota.
+    pub over_soft_quota: Option<bool>,
 }
 
 /// The culling policy in force for a workspace (service defaults with its overrides).
@@ -83,6 +88,7 @@ impl WorkspaceView {
         };
         let ide_connected_at = lc.activity().ide_connected_at(&r.student_id).or(r.ide_connected_at);
         let queue_position = if r.status == Status::Queued { lc.admission().position(&r.student_id) } else { None };
+        let usage = lc.usage().get(&r.student_id);
         let url = match (r.status, r.host_port) {
             (Status::Running, Some(port)) => Some(format!("http://127.0.0.1:{port}/")),
             _ => None,
@@ -108,16 +114,33 @@ impl WorkspaceView {
             policy,
             queue_position,
             queue_estimate_seconds: queue_position.map(|p| lc.admission().estimate(p).as_secs()),
+            disk_usage_bytes: usage.map(|u| u.usage.bytes),
+            disk_usage_measured_at: usage.map(|u| u.at),
+            over_soft_quota: usage.map(|u| u.over_quota),
         }
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct StartQuery {
+    /// `false`: answer 202 as soon as the start is queued or under way, and go on in the background.
+    wait: Option<bool>,
+}
+
+/// Waits for readiness by default (200 with the running workspace); with `?wait=false` answers at once with 202 and
+/// the `queued` or `starting` workspace (200 when it already runs), so a launcher page can show queue positions.
 pub async fn start(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
-) -> Result<Json<WorkspaceView>, ApiError> {
-    let rec = state.lifecycle.start(&id).await?;
-    Ok(Json(WorkspaceView::new(&state, rec)))
+    query: Result<axum::extract::Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
+    let wait = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
+        .wait
+        .unwrap_or(true);
+    let rec = state.lifecycle.start_with(&id, wait).await?;
+    let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((code, Json(WorkspaceView::new(&state, rec))))
 }
 
 pub async fn stop(

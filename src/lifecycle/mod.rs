@@ -52,6 +52,7 @@ pub struct Lifecycle {
     activity: Arc<Activity>,
     admission: Admission,
     probe: reqwest::Client,
+    usage: crate::ops::usage::UsageCache,
 }
 
 impl Lifecycle {
@@ -61,7 +62,8 @@ impl Lifecycle {
         let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
         let activity = Arc::new(Activity::default());
         let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
-        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, admission, probe }
+        let usage = crate::ops::usage::UsageCache::default();
+        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, admission, probe, usage }
     }
 
     /// Loads the running workspaces' activity from the store (at start-up, before serving).
@@ -76,6 +78,11 @@ impl Lifecycle {
 
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
+    }
+
+    /// Latest measured disk use per student (filled in the background).
+    pub fn usage(&self) -> &crate::ops::usage::UsageCache {
+        &self.usage
     }
 
     pub fn admission(&self) -> &Admission {

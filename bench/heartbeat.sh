@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Heartbeat throughput and latency: wrk, 20 connections for 20 s (2 threads), POST /api/workspaces/heartbeat on
+# loopback against a release build, store included (activity is batched to SQLite once a second).
+# Usage: bench/heartbeat.sh [students=20] [seconds=20]
+# Needs: wrk (apt-get install wrk), the tiny image (scripts/build-image.sh tiny), target/release/workspaced.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+students=${1:-20}
+secs=${2:-20}
+tmp=$(mktemp -d /tmp/wsbench-hb.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+instance="benchhb$$"
+mkdir -p "$tmp/base"
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  ids=$(docker ps -aq --filter "label=workspaced.instance=$instance")
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+WORKSPACE_BASE_PATH="$tmp/base" DATABASE_URL="sqlite://$tmp/bench.db" WORKSPACED_LISTEN="127.0.0.1:$port" \
+  WORKSPACED_IMAGE=workspaced/tiny:1 WORKSPACED_INSTANCE="$instance" RUST_LOG=warn \
+  target/release/workspaced serve 2>"$tmp/serve.log" &
+server=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+for i in $(seq 1 "$students"); do
+  curl -fs -X POST "http://127.0.0.1:$port/api/workspaces/hb-$i/start?wait=false" >/dev/null
+done
+for i in $(seq 1 "$students"); do
+  until curl -fs "http://127.0.0.1:$port/api/workspaces/hb-$i" | grep -q '"status":"running"'; do sleep 0.2; done
+done
+cat > "$tmp/hb.lua" <<LUA
+local n = $students
+local i = 0
+request = function()
+  i = i % n + 1
+  return wrat.format("POST", "/api/workspaces/heartbeat", {["Content-Type"] = "application/json"},
+    '{"student_id":"hb-' .. i .. '"}')
+end
+response = function(status) if status ~= 200 then error("status " .. status) end end
+LUA
+sed -i 's/wrat/wrk/' "$tmp/hb.lua"
+echo "heartbeat: $students running workspaces, wrk -t2 -c20 -d${secs}s --latency"
+rss_before=$(awk '/VmRSS/{print $2}' /proc/$server/status)
+wrk -t2 -c20 -d"${secs}s" --latency -s "$tmp/hb.lua" "http://127.0.0.1:$port"
+rss_after=$(awk '/VmRSS/{print $2}' /proc/$server/status)
+echo "service RSS: ${rss_before} KiB before, ${rss_after} KiB after"
+curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^workspaced_heartbeats_total' || true

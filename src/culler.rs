@@ -82,7 +82,10 @@ impl Culler {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.sweep().await {
+            // IDE polls run beside the sweep, not before it: 500 code-servers answering slowly must not delay the
+            // decisions. The sweep sees the previous round's polls, fine for a signal that moves once a minute.
+            let (_, swept) = tokio::join!(self.poll_ides_now(), self.sweep());
+            if let Err(e) = swept {
                 tracing::warn!(error = %e, "cull sweep failed; trying again next interval");
             }
         }
@@ -94,7 +97,6 @@ impl Culler {
         let lc = &self.lifecycle;
         let running = lc.store().list(Some(Status::Running)).await?;
         crate::metrics::running(running.len());
-        self.poll_ides(&running).await;
         let now = lc.clock().now();
         let mut report = SweepReport { running: running.len(), ..Default::default() };
         for rec in &running {
@@ -108,7 +110,7 @@ impl Culler {
                         human(secs),
                         if reason == crate::domain::StopReason::MaxAge { "its maximum lifetime" } else { "inactivity" }
                     );
-                    if lc.store().record_warning(&rec.student_id, &message, now).await?.is_some() {
+                    if lc.store().record_warning(&rec.student_id, reason, &message, now).await?.is_some() {
                         tracing::info!(student = %rec.student_id, %stop_at, reason = %reason, "warned: stop is near");
                         crate::metrics::warning_sent();
                         report.warned.push(rec.student_id.clone());
@@ -154,6 +156,14 @@ impl Culler {
     /// Asks each running IDE whether a tab is open (code-server's `/healthz` says `alive` while a connection is
     /// open or a request came within its 60 s heartbeat). Recorded apart from activity; it only counts as activity
     /// when `open_tab_keeps_alive` is set. IDEs without such an endpoint are simply never "connected".
+    /// Polls the IDE of every running workspace once (code-server's `lastHeartbeat`: an open tab).
+    pub async fn poll_ides_now(&self) {
+        match self.lifecycle.store().list(Some(Status::Running)).await {
+            Ok(running) => self.poll_ides(&running).await,
+            Err(e) => tracing::warn!(error = %e, "cannot list running workspaces for IDE polls"),
+        }
+    }
+
     async fn poll_ides(&self, running: &[WorkspaceRecord]) {
         let lc = &self.lifecycle;
         let path = lc.settings().workspace.readiness_path.clone();

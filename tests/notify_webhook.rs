@@ -139,7 +139,7 @@ async fn session(store: &Store, student: &str) {
     store.mark_starting(&s, now).await.unwrap();
     let started = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
     store.mark_running(&s, "cid", 1234, now, &started).await.unwrap();
-    store.record_warning(&s, "Your workspace stops in 2 minutes.", now).await.unwrap().expect("warning recorded");
+    store.record_warning(&s, workspaced::domain::StopReason::Idle, "Your workspace stops in 2 minutes.", now).await.unwrap().expect("warning recorded");
     store.mark_stopped(&s, StopReason::Idle, now).await.unwrap();
 }
 

@@ -67,7 +67,7 @@ pub const CURSOR_KEY: &str = "webhook_cursor";
 
 /// Event kinds sent to the LMS; others (`starting`, `adopted`, kinds added later) are skipped.
 pub const DELIVERED_KINDS: &[EventKind] =
-    &[EventKind::Warning, EventKind::Stopped, EventKind::Started, EventKind::StartFailed, EventKind::Orphan];
+    &[EventKind::Warning, EventKind::Stopped, EventKind::Started, EventKind::StartFailed, EventKind::Orphan, EventKind::QuotaExceeded];
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn only_the_announced_kinds_are_delivered() {
-        for kind in ["warning", "stopped", "started", "start_failed", "orphan_removed"] {
+        for kind in ["warning", "stopped", "started", "start_failed", "orphan_removed", "quota_exceeded"] {
             assert!(is_delivered(kind), "{kind}");
         }
         for kind in ["starting", "adopted", "something_new"] {

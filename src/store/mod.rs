@@ -365,6 +365,7 @@ impl Store {
     pub async fn record_warning(
         &self,
         student: &StudentId,
+        reason: StopReason,
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
@@ -377,7 +378,8 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let event = NewEvent { kind: EventKind::Warning, reason: Some("idle"), message };
+        // The reason of the stop that is coming: `idle` or `max_age`.
+        let event = NewEvent { kind: EventKind::Warning, reason: Some(reason.as_str()), message };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);

@@ -2,7 +2,7 @@
 # Storage operations on a generated tree of mixed small and large files (default about 1 GiB), on local disk:
 #   export  (workspaced export)          next to  tar czf
 #   import  (workspaced import)          next to  tar xzf
-#   migrate (workspaced migrate, BLAKE3 verified) next to  rsync -a, then b3sum over both trees
+#   migrate (workspaced migrate, BLAKE3 verified) next to  rsync -a (and rsync -a --fsync), then b3sum over both trees
 # Every command runs on the same tree in the same run; times are wall-clock seconds and MB/s of tree content.
 # Usage: bench/storage.sh [size_mib=1024]   Needs: rsync, b3sum (apt-get install rsync b3sum), target/release/workspaced.
 set -euo pipefail
@@ -57,3 +57,7 @@ sync
 a=$(t bash -c "rsync -a '$tmp/base/src' '$tmp/rsync/' && (cd '$tmp/base/src' && find . -type f -print0 | xargs -0 b3sum) > '$tmp/sums' && (cd '$tmp/rsync/src' && b3sum --check '$tmp/sums')")
 b=$(t "$bin" migrate --to "$tmp/efs")
 printf "migrate  rsync -a+b3sum %7s s  %5s MB/s   | workspaced migrate %7s s  %5s MB/s\n" "$a" "$(rate $a)" "$b" "$(rate $b)"
+# workspaced syncs each file before publishing it; rsync --fsync is the same durability.
+rm -rf "$tmp/rsync" "$tmp/efs"; mkdir -p "$tmp/rsync" "$tmp/efs"; sync
+a=$(t bash -c "rsync -a --fsync '$tmp/base/src' '$tmp/rsync/' && (cd '$tmp/base/src' && find . -type f -print0 | xargs -0 b3sum) > '$tmp/sums' && (cd '$tmp/rsync/src' && b3sum --check '$tmp/sums')")
+printf "migrate  rsync -a --fsync+b3sum %7s s  %5s MB/s\n" "$a" "$(rate $a)"

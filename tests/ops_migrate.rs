@@ -128,6 +128,8 @@ fn every_folder_arrives_verified_with_modes_owners_times_and_links() {
     let again = cli(&from, &to, &["--json"]).output().unwrap();
     assert!(again.status.success());
     assert_eq!(student_lines(&json_lines(&again.stdout))["alice"]["outcome"], "already_done");
+    let dry_again = cli(&from, &to, &["--dry-run", "--json"]).output().unwrap();
+    assert_eq!(student_lines(&json_lines(&dry_again.stdout))["alice"]["outcome"], "already_done");
 
     // A change in the source after the copy is migrated again.
     std::fs::write(from.join("bob/new.txt"), "later").unwrap();

@@ -48,6 +48,7 @@ impl From<LifecycleError> for ApiError {
             L::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "workspace_not_found", e.to_string()),
             L::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "workspace_not_running", e.to_string()),
             L::StartTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "start_timeout", e.to_string()),
+            L::StartCancelled(_) => ApiError::new(StatusCode::CONFLICT, "start_cancelled", e.to_string()),
             L::Storage(ref s) => {
                 tracing::error!(error = %s, "workspace storage unavailable");
                 let code = match s {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::StudentId;
 
@@ -15,7 +15,8 @@ pub struct Admission {
     permits: Arc<Semaphore>,
     concurrency: usize,
     max_queued: usize,
-    waiting: Mutex<VecDeque<StudentId>>,
+    /// Waiting students with the signal that calls their start off (a stop of a queued workspace).
+    waiting: Mutex<VecDeque<(StudentId, Arc<Notify>)>>,
     /// Moving average of recent start durations, in ms, for queue estimates.
     avg_start_ms: AtomicU64,
 }
@@ -24,6 +25,7 @@ pub struct Admission {
 pub struct Ticket<'a> {
     admission: &'a Admission,
     student: StudentId,
+    cancel: Arc<Notify>,
 }
 
 impl Admission {
@@ -51,20 +53,38 @@ impl Admission {
         if q.len() >= self.max_queued {
             return None;
         }
-        q.push_back(student.clone());
-        Some(Ticket { admission: self, student: student.clone() })
+        let cancel = Arc::new(Notify::new());
+        q.push_back((student.clone(), cancel.clone()));
+        Some(Ticket { admission: self, student: student.clone(), cancel })
     }
 
-    /// Waits for a permit (FIFO: tokio's semaphore is fair).
-    pub async fn admit(&self, ticket: Ticket<'_>) -> OwnedSemaphorePermit {
-        let permit = self.permits.clone().acquire_owned().await.expect("semaphore never closed");
+    /// Waits for a permit (FIFO: tokio's semaphore is fair), or `None` when the start was called off with
+    /// [`Admission::cancel`] while it waited.
+    pub async fn admit(&self, ticket: Ticket<'_>) -> Option<OwnedSemaphorePermit> {
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
+            _ = ticket.cancel.notified() => None,
+        };
         drop(ticket);
         permit
     }
 
+    /// Calls off the queued start of `student`, if there is one; returns whether there was.
+    pub fn cancel(&self, student: &StudentId) -> bool {
+        let q = self.waiting.lock().expect("queue lock");
+        match q.iter().find(|(s, _)| s == student) {
+            Some((_, n)) => {
+                // A stored permit: the waiter sees it even if it has not started waiting yet.
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// 1-based position of a waiting student.
     pub fn position(&self, student: &StudentId) -> Option<usize> {
-        self.waiting.lock().expect("queue lock").iter().position(|s| s == student).map(|p| p + 1)
+        self.waiting.lock().expect("queue lock").iter().position(|(s, _)| s == student).map(|p| p + 1)
     }
 
     pub fn queued(&self) -> usize {
@@ -93,7 +113,7 @@ impl Admission {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         let mut q = self.admission.waiting.lock().expect("queue lock");
-        if let Some(i) = q.iter().position(|s| *s == self.student) {
+        if let Some(i) = q.iter().position(|(s, _)| *s == self.student) {
             q.remove(i);
         }
     }
@@ -116,8 +136,20 @@ mod tests {
         drop(ty);
         assert_eq!(a.position(&y), None, "giving up leaves the queue");
         drop(held);
-        let _p = a.admit(tx).await;
+        let _p = a.admit(tx).await.expect("admitted");
         assert_eq!(a.queued(), 0);
         assert_eq!(a.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_the_queue_without_a_permit() {
+        let a = Admission::new(1, 4);
+        let _held = a.try_admit().unwrap();
+        let x = StudentId::parse("x").unwrap();
+        let t = a.enqueue(&x).unwrap();
+        assert!(a.cancel(&x));
+        assert!(a.admit(t).await.is_none());
+        assert_eq!(a.queued(), 0);
+        assert!(!a.cancel(&x), "nothing left to cancel");
     }
 }

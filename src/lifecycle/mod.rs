@@ -36,6 +36,8 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
     #[error("workspace of {student} did not become ready within {seconds} s: {detail}")]
     StartTimeout { student: StudentId, seconds: u64, detail: String },
+    #[error("the start of {0}'s workspace was called off by a stop while it waited in the queue")]
+    StartCancelled(StudentId),
     #[error("the start queue is full; try again in {retry_after_secs} s")]
     QueueFull { retry_after_secs: u64 },
     #[error("the maximum of {cap} running workspaces is reached; try again later")]
@@ -189,6 +191,11 @@ impl Lifecycle {
                 }
                 let permit = self.admission.admit(ticket).await;
                 crate::metrics::queue_length(self.admission.queued());
+                let Some(permit) = permit else {
+                    // A stop called this start off while it waited; the stop, next under the lock, records it.
+                    tracing::info!(student = %student, "queued start called off by a stop");
+                    return Err(LifecycleError::StartCancelled(student.clone()));
+                };
                 let result = self.start_admitted(student, previous, host_dir, None).await;
                 drop(permit);
                 return result;
@@ -277,6 +284,8 @@ impl Lifecycle {
     /// Stops the student's workspace for `reason`: the container is stopped and removed, the files stay.
     /// Stopping a workspace that is not running succeeds and changes nothing. Runs in its own task, like a start.
     pub async fn stop(self: &Arc<Self>, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
+        // A start waiting in the queue holds the student's lock; call it off rather than wait through the queue.
+        self.admission.cancel(student);
         let (lc, s) = (self.clone(), student.clone());
         tokio::spawn(async move {
             let _guard = lc.locks.lock(&s).await;

@@ -280,3 +280,33 @@ async fn two_hundred_random_interleavings_never_make_two_containers_and_end_in_a
     let report = reconcile_once(&app.lifecycle).await.unwrap();
     assert_eq!(report, Default::default(), "nothing to reconcile (seed {seed})");
 }
+
+#[tokio::test]
+async fn a_stop_calls_off_a_queued_start_instead_of_waiting_through_the_queue() {
+    // One start at a time, and starts that never get ready (5 s each): a queued start would hold its student's
+    // lock for as long as the queue ahead of it.
+    let app = spawn_app_with(|s| {
+        s.max_concurrent_starts = 1;
+        s.workspace.readiness_path = "/never-ready".into();
+        s.workspace.start_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let (code, _) = app.post("/api/workspaces/ahead/start?wait=false").await;
+    assert_eq!(code, 202);
+    let (code, ws) = app.post("/api/workspaces/queued-1/start?wait=false").await;
+    assert_eq!((code, ws["status"].as_str()), (202, Some("queued")), "{ws}");
+    assert_eq!(ws["queue_position"], 1);
+
+    let asked = std::time::Instant::now();
+    let stopped = app.stop("queued-1").await;
+    assert!(asked.elapsed() < Duration::from_secs(3), "the stop did not wait for the queue: {:?}", asked.elapsed());
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["stop_reason"], "user");
+    // The queue is empty, and nothing ever starts for the student whose start was called off.
+    let ahead = app.wait_for("ahead", Duration::from_secs(15), |w| w["status"] == "failed").await;
+    assert_eq!(ahead["status"], "failed", "{ahead}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, ws) = app.get("/api/workspaces/queued-1").await;
+    assert_eq!(ws["status"], "stopped");
+    assert!(app.containers().is_empty());
+}

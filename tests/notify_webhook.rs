@@ -36,6 +36,8 @@ struct Receiver {
     requests: Mutex<Vec<Received>>,
     /// Answer 500 to this many requests before answering 204.
     fail_first: AtomicUsize,
+    /// Answer 422 to every event of this student.
+    refuse_student: Mutex<Option<String>>,
 }
 
 impl Receiver {
@@ -77,8 +79,13 @@ impl Receiver {
 }
 
 async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, raw: Bytes) -> StatusCode {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let refused = r.refuse_student.lock().unwrap().as_deref().is_some_and(|s| body["student_id"] == s);
+    if refused {
+        r.requests.lock().unwrap().push(Received { headers, body, raw, acknowledged: false });
+        return StatusCode::UNPROCESSABLE_ENTITY;
+    }
     let fail = r.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     r.requests.lock().unwrap().push(Received { headers, body, raw, acknowledged: !fail });
     if fail {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -278,4 +285,26 @@ async fn without_a_url_the_deliverer_returns_at_once() {
     tokio::time::timeout(Duration::from_millis(100), webhook::run(store, NotifySettings::default(), never))
         .await
         .expect("returns without waiting for shutdown");
+}
+
+#[tokio::test]
+async fn an_event_the_receiver_always_refuses_is_given_up_and_later_events_still_arrive() {
+    let (store, _dir) = temp_store().await;
+    let (receiver, url) = Receiver::spawn(0).await;
+    *receiver.refuse_student.lock().unwrap() = Some("refused".into());
+    store.mark_starting(&id("seed"), Utc::now()).await.unwrap();
+    let deliverer = Deliverer::start(&store, &url).await;
+    let boot = store.job_state(CURSOR_KEY).await.unwrap();
+
+    let now = Utc::now();
+    store.mark_starting(&id("refused"), now).await.unwrap();
+    store.mark_failed(&id("refused"), "no image", now).await.unwrap();
+    session(&store, "alice").await;
+    let alice: Vec<i64> = deliverable_ids(&store, boot).await.into_iter().skip(1).collect();
+    receiver.wait_for_acks(alice.len()).await;
+
+    let refused: Vec<Received> = receiver.requests().into_iter().filter(|r| r.body["student_id"] == "refused").collect();
+    assert_eq!(refused.len() as u64, webhook::REFUSED_ATTEMPTS, "a 4xx is retried a few times, then given up");
+    assert_eq!(receiver.acknowledged_ids(), alice, "the events after it arrive, in order");
+    deliverer.stop().await;
 }

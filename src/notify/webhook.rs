@@ -2,6 +2,8 @@
 //! together (see `store`), and this loop sends the events in id order, one at a time, each until the receiver
 //! answers 2xx. Only then does the delivery cursor (`job_state` row [`CURSOR_KEY`]) move past it, so delivery is
 //! ordered and at-least-once; an event keeps its id across attempts and restarts, so the LMS deduplicates by id.
+//! One exception: an event the receiver refuses with a 4xx (not 408/429) [`REFUSED_ATTEMPTS`] times is given up
+//! (logged as an error, counted as `dropped`), so one bad event cannot hold back all later ones.
 //!
 //! # Request
 //!
@@ -70,6 +72,9 @@ pub const DELIVERED_KINDS: &[EventKind] =
     &[EventKind::Warning, EventKind::Stopped, EventKind::Started, EventKind::StartFailed, EventKind::Orphan, EventKind::QuotaExceeded];
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of an event the receiver refuses with a 4xx (not 408 or 429) before it is given up. Network errors
+/// and 5xx are retried without end: the receiver is down, and order is kept until it is back.
+pub const REFUSED_ATTEMPTS: u64 = 3;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Wake-up even without a change signal, as a safety net (an event written by another process, a missed signal).
@@ -109,6 +114,11 @@ pub fn to_json(event: &Event) -> String {
 /// Whether events of this kind go to the webhook.
 pub fn is_delivered(kind: &str) -> bool {
     kind.parse::<EventKind>().is_ok_and(|k| DELIVERED_KINDS.contains(&k))
+}
+
+/// A 4xx answer other than 408 (timeout) and 429 (slow down): the receiver will not take this event.
+fn is_refusal(code: reqwest::StatusCode) -> bool {
+    code.is_client_error() && code != reqwest::StatusCode::REQUEST_TIMEOUT && code != reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The `X-Workspaced-Signature` value: `sha256=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`.
@@ -261,6 +271,14 @@ impl Deliverer {
                     metrics::counter!("workspaced_webhook_deliveries_total", "outcome" => "ok").increment(1);
                     tracing::info!(event_id = event.id, student = %event.student_id, kind = %event.kind, attempt,
                         "webhook delivered");
+                    return true;
+                }
+                Err(DeliveryError::Status(code)) if is_refusal(code) && attempt >= REFUSED_ATTEMPTS => {
+                    // The receiver read it and says it will never take it (a 4xx): retrying forever would hold
+                    // back every later event, so this one is given up, loudly.
+                    metrics::counter!("workspaced_webhook_deliveries_total", "outcome" => "dropped").increment(1);
+                    tracing::error!(event_id = event.id, student = %event.student_id, kind = %event.kind, attempt,
+                        status = %code, "webhook receiver refused the event every time; giving it up");
                     return true;
                 }
                 Err(e) => {

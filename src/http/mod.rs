@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
+pub use extract::ApiJson;
 pub use workspaces::WorkspaceView;
 
 use crate::lifecycle::Lifecycle;

@@ -160,6 +160,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
 }
@@ -169,7 +170,12 @@ pub struct ListView {
     pub workspaces: Vec<WorkspaceView>,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<ListView>, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ListView>, ApiError> {
+    // A misspelt filter (`?stauts=`) must not silently list everything.
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<Status>().map_err(|_| {

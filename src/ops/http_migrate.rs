@@ -38,10 +38,8 @@ impl Drop for CancelOnDrop {
 
 pub async fn migrate_handler(
     State(state): State<Arc<AppState>>,
-    body: Result<axum::Json<MigrateRequest>, axum::extract::rejection::JsonRejection>,
+    crate::http::ApiJson(req): crate::http::ApiJson<MigrateRequest>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(req) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()))?;
     if !req.to.is_absolute() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "`to` must be an absolute path"));
     }

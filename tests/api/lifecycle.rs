@@ -92,6 +92,8 @@ async fn list_shows_workspaces_and_filters_by_status() {
     assert_eq!(ids, ["l-run"]);
     let (code, bad) = app.get("/api/workspaces?status=sleeping").await;
     assert_eq!((code, bad["error"]["code"].as_str()), (400, Some("invalid_status")));
+    let (code, bad) = app.get("/api/workspaces?stauts=running").await;
+    assert_eq!((code, bad["error"]["code"].as_str()), (400, Some("invalid_query")), "a misspelt filter is an error");
 }
 
 #[tokio::test]

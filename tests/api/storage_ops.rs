@@ -74,6 +74,11 @@ async fn a_running_workspace_is_skipped_and_bad_targets_are_refused() {
     assert_eq!(code, 400);
     let (code, body) = app.post_json("/api/admin/migrate", "{not json").await;
     assert_eq!((code, body["error"]["code"].as_str()), (400, Some("invalid_json")));
+    // Like every other body, no content type is required.
+    let r = app.client.post(app.url("/api/admin/migrate")).body(r#"{"to": "x"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_path");
 }
 
 #[tokio::test]

@@ -518,16 +518,9 @@ async fn usage(settings: &Settings, a: UsageArgs) -> anyhow::Result<()> {
     let base = settings.base_path.clone();
     let students = match &a.student_id {
         Some(raw) => vec![parse_student(raw)?],
-        None => {
-            let entries = std::fs::read_dir(&base).with_context(|| format!("cannot list {}", base.display()))?;
-            let mut ids: Vec<_> = entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| crate::domain::StudentId::parse(&e.file_name().to_string_lossy()).ok())
-                .collect();
-            ids.sort();
-            ids
-        }
+        None => crate::storage::Storage::new(&base, 0, 0)
+            .student_folders()
+            .with_context(|| format!("cannot list {}", base.display()))?,
     };
     let rows = tokio::task::spawn_blocking(move || {
         students.into_iter().map(|s| (disk_usage(&base.join(s.as_str())), s)).collect::<Vec<_>>()
@@ -577,7 +570,11 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
             if !resp.status().is_success() {
                 let status = resp.status();
                 let v: Value = resp.json().await.unwrap_or(Value::Null);
-                bail!("{status} {}: {}", v["error"]["code"].as_str().unwrap_or("unknown"), v["error"]["message"].as_str().unwrap_or(""));
+                bail!(
+                    "{status} {}: {}",
+                    v["error"]["code"].as_str().unwrap_or("unknown"),
+                    v["error"]["message"].as_str().unwrap_or("")
+                );
             }
             tokio::spawn(async move {
                 let mut resp = resp;
@@ -643,7 +640,10 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
         match event {
             MigrateEvent::Plan { students, files, bytes, dry_run } => {
                 if !a.json {
-                    println!("{students} student folder(s), {files} files, {bytes} bytes{}", if dry_run { " (dry run)" } else { "" });
+                    println!(
+                        "{students} student folder(s), {files} files, {bytes} bytes{}",
+                        if dry_run { " (dry run)" } else { "" }
+                    );
                     if !dry_run {
                         // Every byte is read twice: once to copy, once to verify.
                         bar = Some(progress_bar(bytes * 2, "migrate"));
@@ -661,7 +661,10 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
                         "{:<24} {:<16} files {:>8}  bytes {:>12}  copied {:>8}  verified {:>8}",
                         report["student_id"].as_str().unwrap_or(""),
                         report["outcome"].as_str().unwrap_or(""),
-                        report["files"], report["bytes"], report["copied_files"], report["verified_files"]
+                        report["files"],
+                        report["bytes"],
+                        report["copied_files"],
+                        report["verified_files"]
                     );
                     match &bar {
                         Some(b) => b.println(line),
@@ -677,13 +680,18 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
                     println!("migrated {migrated}, already done {already_done}, skipped (running) {skipped_running}, files verified {files_verified}");
                     println!("{next_step}");
                 }
-                outcome = Some(if skipped_running > 0 { Err(anyhow::anyhow!("{skipped_running} workspace(s) not migrated")) } else { Ok(()) });
+                outcome = Some(if skipped_running > 0 {
+                    Err(anyhow::anyhow!("{skipped_running} workspace(s) not migrated"))
+                } else {
+                    Ok(())
+                });
             }
             MigrateEvent::Error { message } => {
                 if let Some(b) = bar.take() {
                     b.abandon();
                 }
-                outcome = Some(Err(anyhow::anyhow!("migration stopped: {message}; run the same command again to resume")));
+                outcome =
+                    Some(Err(anyhow::anyhow!("migration stopped: {message}; run the same command again to resume")));
             }
         }
     }

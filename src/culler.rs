@@ -122,7 +122,9 @@ impl Culler {
                         Ok(true) => report.stopped.push(rec.student_id.clone()),
                         Ok(false) => report.reprieved.push(rec.student_id.clone()),
                         // One student's failure (engine unreachable) must not hold up the others.
-                        Err(e) => tracing::warn!(student = %rec.student_id, error = %e, "stop failed; retrying next sweep"),
+                        Err(e) => {
+                            tracing::warn!(student = %rec.student_id, error = %e, "stop failed; retrying next sweep")
+                        }
                     }
                 }
             }

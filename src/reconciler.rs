@@ -65,18 +65,28 @@ pub async fn reconcile_once(lc: &Lifecycle) -> Result<ReconcileReport, Reconcile
 }
 
 /// Makes one student's record and container agree. The caller holds the student's lock.
-async fn reconcile_student(lc: &Lifecycle, student: &StudentId, report: &mut ReconcileReport) -> Result<(), ReconcileError> {
+async fn reconcile_student(
+    lc: &Lifecycle,
+    student: &StudentId,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
     let rec = lc.store().get(student).await?;
     // Fresh look under the lock: the list may be older than an operation that just finished.
     let container = lc.runtime().inspect(student).await?;
     let now = lc.clock().now();
     let grace = lc.settings().workspace.stop_grace;
     match (rec.as_ref().map(|r| r.status), container) {
-        (Some(Status::Running), Some(c)) if c.running && rec.as_ref().and_then(|r| r.container_id.as_ref()) == Some(&c.id) => {
+        (Some(Status::Running), Some(c))
+            if c.running && rec.as_ref().and_then(|r| r.container_id.as_ref()) == Some(&c.id) =>
+        {
             if !lc.activity().is_running(student) {
                 let r = rec.as_ref().expect("record");
                 lc.activity().register(student, r.last_activity.or(r.started_at).unwrap_or(now), r.ide_connected_at);
-                let event = NewEvent { kind: EventKind::Adopted, reason: None, message: "Running workspace adopted after a restart." };
+                let event = NewEvent {
+                    kind: EventKind::Adopted,
+                    reason: None,
+                    message: "Running workspace adopted after a restart.",
+                };
                 lc.store().add_event(student, &event, now).await?;
                 tracing::info!(student = %student, container = %c.id, "adopted running workspace");
                 crate::metrics::reconcile_action("adopted");
@@ -134,8 +144,13 @@ async fn reconcile_student(lc: &Lifecycle, student: &StudentId, report: &mut Rec
 pub async fn startup_pass(lc: &Lifecycle) -> bool {
     match reconcile_once(lc).await {
         Ok(r) => {
-            tracing::info!(adopted = r.adopted.len(), orphans = r.orphans_removed.len(), lost = r.lost.len(),
-                interrupted = r.interrupted.len(), "start-up reconcile done");
+            tracing::info!(
+                adopted = r.adopted.len(),
+                orphans = r.orphans_removed.len(),
+                lost = r.lost.len(),
+                interrupted = r.interrupted.len(),
+                "start-up reconcile done"
+            );
             true
         }
         Err(e) => {
@@ -159,8 +174,14 @@ pub async fn run(lc: Arc<Lifecycle>, first_ok: bool, shutdown: CancellationToken
         match reconcile_once(&lc).await {
             Ok(r) => {
                 if r != ReconcileReport::default() {
-                    tracing::info!(adopted = r.adopted.len(), orphans = r.orphans_removed.len(), lost = r.lost.len(),
-                        interrupted = r.interrupted.len(), skipped = r.skipped.len(), "reconciled");
+                    tracing::info!(
+                        adopted = r.adopted.len(),
+                        orphans = r.orphans_removed.len(),
+                        lost = r.lost.len(),
+                        interrupted = r.interrupted.len(),
+                        skipped = r.skipped.len(),
+                        "reconciled"
+                    );
                 }
                 wait = interval;
                 backoff = Duration::from_secs(1);

@@ -43,6 +43,21 @@ impl Storage {
         self.base.join(student.as_str())
     }
 
+    /// The student folders below the base: directories named by a valid student id, sorted. Scratch, import and
+    /// migration folders start with a dot, which no student id does, so they are never listed.
+    pub fn student_folders(&self) -> io::Result<Vec<StudentId>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.base)? {
+            let entry = entry?;
+            let Ok(student) = StudentId::parse(&entry.file_name().to_string_lossy()) else { continue };
+            if entry.file_type()?.is_dir() {
+                out.push(student);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Checks that the base path exists, is a directory and is writable (by writing and removing a probe file:
     /// permission bits say little on NFS or for root). Returns the absolute base path.
     pub fn check_base(&self) -> Result<PathBuf, StorageError> {

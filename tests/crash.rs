@@ -133,7 +133,8 @@ async fn a_sigkill_during_a_batch_of_starts_converges_after_restart_and_sigterm_
     let before: Vec<String> = containers(&instance).into_iter().map(|c| c.1).collect();
     assert_eq!(before.len(), ids.len());
     let t0 = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(svc.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(svc.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
     let status = svc.child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     assert!(t0.elapsed() < Duration::from_secs(15), "bounded shutdown: {:?}", t0.elapsed());

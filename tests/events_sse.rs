@@ -127,7 +127,16 @@ async fn start(store: &Store, student: &str) {
 }
 
 async fn warn(store: &Store, student: &str) -> i64 {
-    store.record_warning(&sid(student), workspaced::domain::StopReason::Idle, "Your workspace stops in 2 minutes.", Utc::now()).await.unwrap().unwrap()
+    store
+        .record_warning(
+            &sid(student),
+            workspaced::domain::StopReason::Idle,
+            "Your workspace stops in 2 minutes.",
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 async fn stop_idle(store: &Store, student: &str) -> i64 {

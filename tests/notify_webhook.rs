@@ -146,7 +146,11 @@ async fn session(store: &Store, student: &str) {
     store.mark_starting(&s, now).await.unwrap();
     let started = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
     store.mark_running(&s, "cid", 1234, now, &started).await.unwrap();
-    store.record_warning(&s, workspaced::domain::StopReason::Idle, "Your workspace stops in 2 minutes.", now).await.unwrap().expect("warning recorded");
+    store
+        .record_warning(&s, workspaced::domain::StopReason::Idle, "Your workspace stops in 2 minutes.", now)
+        .await
+        .unwrap()
+        .expect("warning recorded");
     store.mark_stopped(&s, StopReason::Idle, now).await.unwrap();
 }
 
@@ -303,7 +307,8 @@ async fn an_event_the_receiver_always_refuses_is_given_up_and_later_events_still
     let alice: Vec<i64> = deliverable_ids(&store, boot).await.into_iter().skip(1).collect();
     receiver.wait_for_acks(alice.len()).await;
 
-    let refused: Vec<Received> = receiver.requests().into_iter().filter(|r| r.body["student_id"] == "refused").collect();
+    let refused: Vec<Received> =
+        receiver.requests().into_iter().filter(|r| r.body["student_id"] == "refused").collect();
     assert_eq!(refused.len() as u64, webhook::REFUSED_ATTEMPTS, "a 4xx is retried a few times, then given up");
     assert_eq!(receiver.acknowledged_ids(), alice, "the events after it arrive, in order");
     deliverer.stop().await;

@@ -175,7 +175,10 @@ fn a_migration_killed_half_way_is_finished_and_verified_by_a_rerun() {
     let copied = carol["copied_files"].as_u64().unwrap();
     assert!(copied < 404, "the rerun copies only what is missing: {copied}");
     assert_eq!(snapshot(&from.join("carol")), snapshot(&to.join("carol")));
-    let partial = std::fs::read_dir(&data).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".wsd-partial")).count();
+    let partial = std::fs::read_dir(&data)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".wsd-partial"))
+        .count();
     assert_eq!(partial, 0, "no partial file is left");
 }
 

@@ -134,10 +134,8 @@ pub async fn start(
     StudentPath(id): StudentPath,
     query: Result<axum::extract::Query<StartQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
-    let wait = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?
-        .wait
-        .unwrap_or(true);
+    let wait =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?.wait.unwrap_or(true);
     let rec = state.lifecycle.start_with(&id, wait).await?;
     let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((code, Json(WorkspaceView::new(&state, rec))))

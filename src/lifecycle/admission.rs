@@ -127,7 +127,8 @@ mod tests {
     async fn waiters_get_positions_in_order_and_the_queue_is_bounded() {
         let a = Admission::new(1, 2);
         let held = a.try_admit().expect("first is admitted at once");
-        let (x, y, z) = (StudentId::parse("x").unwrap(), StudentId::parse("y").unwrap(), StudentId::parse("z").unwrap());
+        let (x, y, z) =
+            (StudentId::parse("x").unwrap(), StudentId::parse("y").unwrap(), StudentId::parse("z").unwrap());
         let tx = a.enqueue(&x).unwrap();
         let ty = a.enqueue(&y).unwrap();
         assert!(a.enqueue(&z).is_none(), "queue of 2 is full");

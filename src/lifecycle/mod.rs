@@ -65,7 +65,18 @@ impl Lifecycle {
         let activity = Arc::new(Activity::default());
         let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
         let usage = crate::ops::usage::UsageCache::default();
-        Self { settings, store, runtime, storage, clock, locks: StudentLocks::default(), activity, admission, probe, usage }
+        Self {
+            settings,
+            store,
+            runtime,
+            storage,
+            clock,
+            locks: StudentLocks::default(),
+            activity,
+            admission,
+            probe,
+            usage,
+        }
     }
 
     /// Loads the running workspaces' activity from the store (at start-up, before serving).
@@ -135,7 +146,11 @@ impl Lifecycle {
 
     /// Like [`Lifecycle::start`]; with `wait == false` it returns as soon as the start is queued or under way
     /// (the record then says `queued` or `starting`), and the start goes on in the background.
-    pub async fn start_with(self: &Arc<Self>, student: &StudentId, wait: bool) -> Result<WorkspaceRecord, LifecycleError> {
+    pub async fn start_with(
+        self: &Arc<Self>,
+        student: &StudentId,
+        wait: bool,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
         let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
         let (lc, s) = (self.clone(), student.clone());
         let task = tokio::spawn(async move {
@@ -269,7 +284,13 @@ impl Lifecycle {
     }
 
     /// Cleans up after a failed start: removes whatever container exists and records `failed`.
-    async fn fail_start(&self, student: &StudentId, started: Instant, message: String, err: LifecycleError) -> LifecycleError {
+    async fn fail_start(
+        &self,
+        student: &StudentId,
+        started: Instant,
+        message: String,
+        err: LifecycleError,
+    ) -> LifecycleError {
         tracing::warn!(student = %student, error = %message, "start failed; removing what was created");
         if let Err(e) = self.runtime.stop(student, std::time::Duration::ZERO).await {
             tracing::error!(student = %student, error = %e, "could not remove the container of a failed start");
@@ -283,7 +304,11 @@ impl Lifecycle {
 
     /// Stops the student's workspace for `reason`: the container is stopped and removed, the files stay.
     /// Stopping a workspace that is not running succeeds and changes nothing. Runs in its own task, like a start.
-    pub async fn stop(self: &Arc<Self>, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
+    pub async fn stop(
+        self: &Arc<Self>,
+        student: &StudentId,
+        reason: StopReason,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
         // A start waiting in the queue holds the student's lock; call it off rather than wait through the queue.
         self.admission.cancel(student);
         let (lc, s) = (self.clone(), student.clone());
@@ -297,7 +322,11 @@ impl Lifecycle {
 
     /// [`Lifecycle::stop`] for a caller that already holds the student's lock. When the engine cannot be reached
     /// the record is left as it was and the error returned: nothing is marked stopped that may still run.
-    pub async fn stop_locked(&self, student: &StudentId, reason: StopReason) -> Result<WorkspaceRecord, LifecycleError> {
+    pub async fn stop_locked(
+        &self,
+        student: &StudentId,
+        reason: StopReason,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
         let rec = self.status(student).await?;
         if matches!(rec.status, Status::Stopped | Status::Failed) {
             return Ok(rec);

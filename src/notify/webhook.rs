@@ -68,8 +68,14 @@ use crate::store::{Event, Store};
 pub const CURSOR_KEY: &str = "webhook_cursor";
 
 /// Event kinds sent to the LMS; others (`starting`, `adopted`, kinds added later) are skipped.
-pub const DELIVERED_KINDS: &[EventKind] =
-    &[EventKind::Warning, EventKind::Stopped, EventKind::Started, EventKind::StartFailed, EventKind::Orphan, EventKind::QuotaExceeded];
+pub const DELIVERED_KINDS: &[EventKind] = &[
+    EventKind::Warning,
+    EventKind::Stopped,
+    EventKind::Started,
+    EventKind::StartFailed,
+    EventKind::Orphan,
+    EventKind::QuotaExceeded,
+];
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of an event the receiver refuses with a 4xx (not 408 or 429) before it is given up. Network errors
@@ -118,7 +124,9 @@ pub fn is_delivered(kind: &str) -> bool {
 
 /// A 4xx answer other than 408 (timeout) and 429 (slow down): the receiver will not take this event.
 fn is_refusal(code: reqwest::StatusCode) -> bool {
-    code.is_client_error() && code != reqwest::StatusCode::REQUEST_TIMEOUT && code != reqwest::StatusCode::TOO_MANY_REQUESTS
+    code.is_client_error()
+        && code != reqwest::StatusCode::REQUEST_TIMEOUT
+        && code != reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The `X-Workspaced-Signature` value: `sha256=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`.

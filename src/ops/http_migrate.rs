@@ -48,8 +48,9 @@ pub async fn migrate_handler(
     let from = lc.storage().base().to_path_buf();
     let checked = tokio::task::spawn_blocking(move || {
         target.check_base()?;
-        super::migrate::check_paths(&from, target.base()).map_err(|e| {
-            crate::storage::StorageError::Io { path: target.base().to_path_buf(), source: std::io::Error::other(e.to_string()) }
+        super::migrate::check_paths(&from, target.base()).map_err(|e| crate::storage::StorageError::Io {
+            path: target.base().to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
         })
     })
     .await

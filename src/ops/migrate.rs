@@ -91,19 +91,9 @@ impl StudentReport {
     }
 }
 
-/// Every student folder below `base` (names that are valid student ids; dot-folders and others are ignored), sorted.
+/// Every student folder below `base`, sorted (see [`Storage::student_folders`]).
 pub fn student_folders(base: &Path) -> Result<Vec<StudentId>, MigrateError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(base).map_err(io_at(base))? {
-        let entry = entry.map_err(io_at(base))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        let Ok(student) = StudentId::parse(&name) else { continue };
-        if entry.file_type().map_err(io_at(&entry.path()))?.is_dir() {
-            out.push(student);
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::storage::Storage::new(base, 0, 0).student_folders().map_err(io_at(base))
 }
 
 /// Refuses a target that is the source or below it (the copy would copy itself).
@@ -263,7 +253,8 @@ pub fn verify(
         }
         seen += 1;
         let target = dst.join(rel);
-        let t = fs::symlink_metadata(&target).map_err(|e| bad(format!("{}: missing in the copy ({e})", rel.display())))?;
+        let t =
+            fs::symlink_metadata(&target).map_err(|e| bad(format!("{}: missing in the copy ({e})", rel.display())))?;
         if t.file_type() != ft {
             return Err(bad(format!("{}: different kind of entry", rel.display())));
         }
@@ -331,7 +322,12 @@ fn same_file_done(target: &Path, meta: &fs::Metadata) -> bool {
     })
 }
 
-fn copy_file(src: &Path, target: &Path, meta: &fs::Metadata, progress: &mut dyn FnMut(u64)) -> Result<(), MigrateError> {
+fn copy_file(
+    src: &Path,
+    target: &Path,
+    meta: &fs::Metadata,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), MigrateError> {
     let mut partial = target.as_os_str().to_owned();
     partial.push(PARTIAL_SUFFIX);
     let partial = PathBuf::from(partial);
@@ -377,10 +373,8 @@ fn walk(
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(rel_dir) = stack.pop() {
         let dir = root.join(&rel_dir);
-        let mut entries: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_at(&dir))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_at(&dir))?;
+        let mut entries: Vec<_> =
+            fs::read_dir(&dir).map_err(io_at(&dir))?.collect::<Result<Vec<_>, _>>().map_err(io_at(&dir))?;
         entries.sort_by_key(|e| e.file_name());
         let mut subdirs = Vec::new();
         for entry in entries {
@@ -406,14 +400,31 @@ fn walk(
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MigrateEvent {
     /// Before the first copy: how much there is.
-    Plan { students: u64, files: u64, bytes: u64, dry_run: bool },
+    Plan {
+        students: u64,
+        files: u64,
+        bytes: u64,
+        dry_run: bool,
+    },
     /// Bytes copied or hashed so far (both count: each file is read twice).
-    Progress { bytes: u64 },
+    Progress {
+        bytes: u64,
+    },
     /// One student finished.
-    Student { report: serde_json::Value },
+    Student {
+        report: serde_json::Value,
+    },
     /// The end: what to do next.
-    Done { migrated: u64, already_done: u64, skipped_running: u64, files_verified: u64, next_step: String },
-    Error { message: String },
+    Done {
+        migrated: u64,
+        already_done: u64,
+        skipped_running: u64,
+        files_verified: u64,
+        next_step: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Runs the migration of every student folder from `from` to `to`, one student at a time. With a lifecycle, each
@@ -454,16 +465,13 @@ pub async fn migrate_all(
             Some(lc) => Some(lc.lock(&student).await),
             None => None,
         };
-        let busy = match lifecycle {
-            Some(lc) => lc
-                .store()
-                .get(&student)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|r| !matches!(r.status, crate::domain::Status::Stopped | crate::domain::Status::Failed)),
-            None => false,
-        };
+        let busy =
+            match lifecycle {
+                Some(lc) => lc.store().get(&student).await.ok().flatten().is_some_and(|r| {
+                    !matches!(r.status, crate::domain::Status::Stopped | crate::domain::Status::Failed)
+                }),
+                None => false,
+            };
         let report = if busy {
             skipped += 1;
             StudentReport { outcome: Outcome::SkippedRunning, ..sized }
@@ -477,7 +485,8 @@ pub async fn migrate_all(
                 sized
             }
         } else {
-            let (f, t, s, c, b) = (from.to_path_buf(), to.to_path_buf(), student.clone(), cancel.clone(), bytes.clone());
+            let (f, t, s, c, b) =
+                (from.to_path_buf(), to.to_path_buf(), student.clone(), cancel.clone(), bytes.clone());
             let r = tokio::task::spawn_blocking(move || -> Result<StudentReport, MigrateError> {
                 if already_done(&f, &t, &s)? {
                     return Ok(StudentReport { outcome: Outcome::AlreadyDone, ..sized });

@@ -91,7 +91,13 @@ impl UsageCache {
     }
 
     /// Records a measurement; returns whether the folder just went over the quota.
-    fn record(&self, student: &crate::domain::StudentId, usage: Usage, at: chrono::DateTime<chrono::Utc>, quota: Option<u64>) -> bool {
+    fn record(
+        &self,
+        student: &crate::domain::StudentId,
+        usage: Usage,
+        at: chrono::DateTime<chrono::Utc>,
+        quota: Option<u64>,
+    ) -> bool {
         let over = quota.is_some_and(|q| usage.bytes > q);
         let mut map = self.measured.lock().expect("usage lock");
         let was_over = map.get(student).is_some_and(|m| m.over_quota);
@@ -105,10 +111,10 @@ impl UsageCache {
 /// were measured.
 pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usize> {
     use anyhow::Context;
-    let base = lc.storage().base().to_path_buf();
-    let students = tokio::task::spawn_blocking(move || super::migrate::student_folders(&base))
+    let storage = lc.storage().clone();
+    let students = tokio::task::spawn_blocking(move || storage.student_folders())
         .await?
-        .context("cannot list student folders")?;
+        .with_context(|| format!("cannot list the student folders in {}", lc.storage().base().display()))?;
     let quota = lc.settings().disk_soft_quota;
     for student in &students {
         let dir = lc.storage().student_dir(student);
@@ -140,7 +146,10 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
 }
 
 /// Measures at start-up and then every `usage_interval` until cancelled.
-pub async fn run_usage_loop(lc: std::sync::Arc<crate::lifecycle::Lifecycle>, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn run_usage_loop(
+    lc: std::sync::Arc<crate::lifecycle::Lifecycle>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(lc.settings().usage_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

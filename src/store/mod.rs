@@ -244,13 +244,20 @@ impl Store {
     }
 
     /// `stopping` for `reason`: a stop is under way (the reason is kept so a crash mid-stop still ends with it).
-    pub async fn mark_stopping(&self, student: &StudentId, reason: StopReason, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE workspaces SET status = 'stopping', stop_reason = ?, updated_at_ms = ? WHERE student_id = ?")
-            .bind(reason.as_str())
-            .bind(ms(now))
-            .bind(student.as_str())
-            .execute(&self.pool)
-            .await?;
+    pub async fn mark_stopping(
+        &self,
+        student: &StudentId,
+        reason: StopReason,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE workspaces SET status = 'stopping', stop_reason = ?, updated_at_ms = ? WHERE student_id = ?",
+        )
+        .bind(reason.as_str())
+        .bind(ms(now))
+        .bind(student.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -270,7 +277,12 @@ impl Store {
 
     /// Puts the status back after an operation that could not reach the engine, so the record never claims a
     /// change that did not happen.
-    pub async fn revert_status(&self, student: &StudentId, status: Status, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn revert_status(
+        &self,
+        student: &StudentId,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE workspaces SET status = ?, updated_at_ms = ? WHERE student_id = ?")
             .bind(status.as_str())
             .bind(ms(now))

@@ -71,12 +71,16 @@ pub async fn spawn_app_full(
     settings.workspace.stop_grace = std::time::Duration::from_secs(2);
     edit(&mut settings);
     let base = settings.base_path.clone();
-    let runtime: Arc<dyn workspaced::runtime::Runtime> = Arc::new(match socket {
-        // Short engine timeouts, so a cut engine is noticed in seconds.
-        Some(path) => DockerRuntime::connect_lazy_at(path, settings.instance.clone(), std::time::Duration::from_secs(3)),
-        None => DockerRuntime::connect_lazy(settings.instance.clone(), workspaced::app::ENGINE_CALL_TIMEOUT),
-    }
-    .expect("docker client"));
+    let runtime: Arc<dyn workspaced::runtime::Runtime> = Arc::new(
+        match socket {
+            // Short engine timeouts, so a cut engine is noticed in seconds.
+            Some(path) => {
+                DockerRuntime::connect_lazy_at(path, settings.instance.clone(), std::time::Duration::from_secs(3))
+            }
+            None => DockerRuntime::connect_lazy(settings.instance.clone(), workspaced::app::ENGINE_CALL_TIMEOUT),
+        }
+        .expect("docker client"),
+    );
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
         instance,
@@ -109,7 +113,8 @@ impl TestApp {
     async fn boot(&mut self) {
         let mut settings = self.settings.clone();
         settings.listen = "127.0.0.1:0".to_owned();
-        let app = Application::build_with(settings, self.runtime.clone(), self.clock.clone()).await.expect("app builds");
+        let app =
+            Application::build_with(settings, self.runtime.clone(), self.clock.clone()).await.expect("app builds");
         self.addr = app.addr();
         self.lifecycle = app.lifecycle();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

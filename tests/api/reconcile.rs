@@ -52,7 +52,11 @@ async fn orphans_are_removed_and_foreign_or_unlabelled_containers_are_left_alone
     let foreign_inst = format!("{inst}x");
     let foreign = docker_run_labelled(
         &format!("ws-orphan-2.{foreign_inst}"),
-        &[("workspaced.managed-by", "workspaced"), ("workspaced.instance", &foreign_inst), ("workspaced.student", "orphan-2")],
+        &[
+            ("workspaced.managed-by", "workspaced"),
+            ("workspaced.instance", &foreign_inst),
+            ("workspaced.student", "orphan-2"),
+        ],
     );
     let unlabelled = docker_run_labelled(&format!("ws-orphan-3-{inst}"), &[]);
 

@@ -49,9 +49,10 @@ pub struct WorkspaceRecord {
 /// Per-workspace culling overrides; `None` means the service default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyOverrides {
-    #[serde(default, with = "opt_secs")]
+    // Named in JSON as in the body of `PUT /api/workspaces/{id}/policy`, so a client can send back what it read.
+    #[serde(default, with = "opt_secs", rename = "idle_timeout_seconds")]
     pub idle_timeout: Option<Duration>,
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, with = "opt_secs", rename = "max_age_seconds")]
     pub max_age: Option<Duration>,
     #[serde(default)]
     pub cull_enabled: Option<bool>,

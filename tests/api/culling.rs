@@ -161,6 +161,10 @@ async fn the_status_api_shows_the_deadlines_and_overrides_can_switch_culling_off
     assert_eq!(code, 200, "{ws}");
     assert_eq!(ws["seconds_left"], 3600);
     assert_eq!(ws["policy"]["idle_timeout_seconds"], 3600);
+    // What the status shows as overrides is a valid body for the PUT: a client can read, edit and send it back.
+    assert_eq!(ws["policy"]["overrides"]["idle_timeout_seconds"], 3600, "{ws}");
+    let (code, again) = app.put_json("/api/workspaces/exam/policy", &ws["policy"]["overrides"].to_string()).await;
+    assert_eq!((code, &again["policy"]["overrides"]), (200, &ws["policy"]["overrides"]));
 
     let (code, ws) = app.put_json("/api/workspaces/exam/policy", r#"{"cull_enabled": false}"#).await;
     assert_eq!(code, 200);

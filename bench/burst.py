@@ -9,7 +9,7 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from start_latency import free_port, http, pct, wait_200  # noqa: E402
+from start_latency import free_port, http, pct, remove_labelled, wait_200  # noqa: E402
 
 
 def docker_burst(image, n, tmp):
@@ -35,9 +35,7 @@ def docker_burst(image, n, tmp):
     with ThreadPoolExecutor(n) as ex:
         times = list(ex.map(one, range(n)))
     wall = time.monotonic() - t0
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={tag}"], capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    remove_labelled(tag)
     return wall, times
 
 
@@ -69,10 +67,7 @@ def workspaced_burst(binary, image, n, tmp, concurrency):
     finally:
         server.terminate()
         server.wait(20)
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=workspaced.instance={instance}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        remove_labelled(f"workspaced.instance={instance}")
 
 
 def line(label, wall, times):

@@ -26,6 +26,13 @@ def http(method, url, timeout=120):
         return r.status, json.loads(r.read() or b"null")
 
 
+def remove_labelled(label):
+    """Removes every container carrying `label` (`key=value` or a bare key)."""
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
 def wait_200(url, deadline):
     while time.monotonic() < deadline:
         try:
@@ -82,10 +89,7 @@ def workspaced_starts(binary, image, runs, tmp):
     finally:
         server.terminate()
         server.wait(10)
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=workspaced.instance={instance}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        remove_labelled(f"workspaced.instance={instance}")
 
 
 def main():

@@ -565,7 +565,7 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
     let base = a.server.clone().unwrap_or_else(|| settings.public_url()).trim_end_matches('/').to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<MigrateEvent>();
     let body = serde_json::json!({ "to": to, "dry_run": a.dry_run });
-    let local = match reqwest::Client::new().post(format!("{base}/api/admin/migrate")).json(&body).send().await {
+    match reqwest::Client::new().post(format!("{base}/api/admin/migrate")).json(&body).send().await {
         Ok(resp) => {
             if !resp.status().is_success() {
                 let status = resp.status();
@@ -589,51 +589,23 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
                     }
                 }
             });
-            None
         }
         Err(e) if e.is_connect() => {
             eprintln!("note: no server answers at {base}; migrating in this process (start no workspace meanwhile)");
-            let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (from, dry) = (settings.base_path.clone(), a.dry_run);
             let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (from, to2, b, dry) = (settings.base_path.clone(), to.clone(), bytes.clone(), a.dry_run);
-            let tx2 = tx.clone();
-            let task = tokio::spawn(async move {
-                crate::ops::migrate::migrate_all(None, &from, &to2, dry, cancel, b, tx2.clone()).await
+            let to = to.clone();
+            tokio::spawn(async move {
+                crate::ops::migrate::migrate_reporting(None, &from, &to, dry, cancel, tx).await;
             });
-            // Progress lines, like the server sends.
-            let ticker = tokio::spawn(async move {
-                let mut last = 0;
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let now = bytes.load(std::sync::atomic::Ordering::Relaxed);
-                    if now != last {
-                        last = now;
-                        if tx.send(MigrateEvent::Progress { bytes: now }).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-            Some((task, ticker))
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot reach workspaced at {base}"))),
     };
 
+    // Events end when the run does (the server closes the stream; the local task drops its sender).
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut outcome: Option<anyhow::Result<()>> = None;
-    let mut local = local;
-    loop {
-        let event = match &mut local {
-            Some((task, _)) if task.is_finished() => match rx.try_recv() {
-                Ok(e) => e,
-                Err(_) => break,
-            },
-            _ => match tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await {
-                Ok(Some(e)) => e,
-                Ok(None) => break,
-                Err(_) => continue,
-            },
-        };
+    while let Some(event) = rx.recv().await {
         if a.json {
             println!("{}", serde_json::to_string(&event)?);
         }
@@ -693,12 +665,6 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
                 outcome =
                     Some(Err(anyhow::anyhow!("migration stopped: {message}; run the same command again to resume")));
             }
-        }
-    }
-    if let Some((task, ticker)) = local {
-        ticker.abort();
-        if let Err(e) = task.await? {
-            return Err(anyhow::anyhow!("migration stopped: {e}; run the same command again to resume"));
         }
     }
     outcome.unwrap_or_else(|| Err(anyhow::anyhow!("the migration ended without a report; run it again to resume")))

@@ -4,19 +4,16 @@
 //! a final `done` or `error`. A client that goes away cancels the run between two files; a rerun resumes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
 
-use super::migrate::{migrate_all, MigrateEvent};
-use crate::http::{ApiError, AppState};
-use crate::storage::Storage;
+use super::migrate::{check_paths, migrate_reporting, MigrateEvent};
+use crate::http::{ApiError, ApiJson, AppState};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,67 +35,35 @@ impl Drop for CancelOnDrop {
 
 pub async fn migrate_handler(
     State(state): State<Arc<AppState>>,
-    crate::http::ApiJson(req): crate::http::ApiJson<MigrateRequest>,
+    ApiJson(req): ApiJson<MigrateRequest>,
 ) -> Result<Response, ApiError> {
     if !req.to.is_absolute() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "`to` must be an absolute path"));
     }
     let lc = state.lifecycle.clone();
-    let target = Storage::new(req.to.clone(), 0, 0);
-    let from = lc.storage().base().to_path_buf();
+    let (from, to) = (lc.storage().base().to_path_buf(), req.to.clone());
     let checked = tokio::task::spawn_blocking(move || {
-        target.check_base()?;
-        super::migrate::check_paths(&from, target.base()).map_err(|e| crate::storage::StorageError::Io {
-            path: target.base().to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        check_paths(&from, &to).map_err(|e| e.to_string())?;
+        // Writable, by a probe file (permission bits say little on NFS).
+        crate::storage::Storage::new(&to, 0, 0).check_base().map(drop).map_err(|e| e.to_string())
     })
     .await
     .map_err(ApiError::internal)?;
-    if let Err(e) = checked {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string()));
+    if let Err(message) = checked {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_target", message));
     }
 
     let cancel = Arc::new(AtomicBool::new(false));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let (lines_tx, lines_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let (c, b) = (cancel.clone(), bytes.clone());
-    let from = lc.storage().base().to_path_buf();
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (c, from) = (cancel.clone(), lc.storage().base().to_path_buf());
     let span = tracing::info_span!("migrate", to = %req.to.display());
     tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let run = migrate_all(Some(&lc), &from, &req.to, req.dry_run, c, b.clone(), events_tx);
-            tokio::pin!(run);
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut last = 0;
-            let result = loop {
-                tokio::select! {
-                    r = &mut run => break r,
-                    Some(e) = events_rx.recv() => { let _ = lines_tx.send(Ok(line(&e))).await; }
-                    _ = tick.tick() => {
-                        let now = b.load(Ordering::Relaxed);
-                        if now != last {
-                            last = now;
-                            // Progress may be dropped when the client reads slowly; the next tick says more.
-                            let _ = lines_tx.try_send(Ok(line(&MigrateEvent::Progress { bytes: now })));
-                        }
-                    }
-                }
-            };
-            while let Ok(e) = events_rx.try_recv() {
-                let _ = lines_tx.send(Ok(line(&e))).await;
-            }
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "migration stopped");
-                let _ = lines_tx.send(Ok(line(&MigrateEvent::Error { message: e.to_string() }))).await;
-            }
-        },
+        async move { migrate_reporting(Some(&lc), &from, &req.to, req.dry_run, c, events_tx).await },
         span,
     ));
-    let guard = CancelOnDrop(cancel);
-    let stream = futures_util::stream::unfold((lines_rx, guard), |(mut rx, g)| async move {
-        rx.recv().await.map(|item| (item, (rx, g)))
+    let stream = futures_util::stream::unfold((events_rx, CancelOnDrop(cancel)), |(mut rx, guard)| async move {
+        let event = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(line(&event)), (rx, guard)))
     });
     let mut response = Body::from_stream(stream).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));

@@ -112,13 +112,12 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), MigrateError> {
 /// Size summary of a source tree, written in the done marker: a rerun skips the student only while it matches.
 fn fingerprint(dir: &Path) -> Result<String, MigrateError> {
     let (mut files, mut bytes, mut newest) = (0u64, 0u64, 0i64);
-    walk(dir, &mut |_, path, meta| {
+    walk(dir, &mut |_, _, meta| {
         if meta.is_file() {
             files += 1;
             bytes += meta.len();
         }
         newest = newest.max(meta.mtime() * 1_000_000_000 + meta.mtime_nsec());
-        let _ = path;
         Ok(())
     })?;
     Ok(format!("files={files} bytes={bytes} newest_mtime_ns={newest}\n"))
@@ -528,6 +527,39 @@ pub async fn migrate_all(
         next_step,
     });
     Ok(())
+}
+
+/// [`migrate_all`] with its progress reported as `Progress` events about twice a second, and its failure as a last
+/// `Error` event: what the server streams and the CLI shows. The events end when this returns.
+pub async fn migrate_reporting(
+    lifecycle: Option<&crate::lifecycle::Lifecycle>,
+    from: &Path,
+    to: &Path,
+    dry_run: bool,
+    cancel: std::sync::Arc<AtomicBool>,
+    events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
+) {
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let run = migrate_all(lifecycle, from, to, dry_run, cancel, bytes.clone(), events.clone());
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let mut last = 0;
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick() => {
+                let now = bytes.load(Ordering::Relaxed);
+                if now != last {
+                    last = now;
+                    let _ = events.send(MigrateEvent::Progress { bytes: now });
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "migration stopped");
+        let _ = events.send(MigrateEvent::Error { message: e.to_string() });
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,15 @@ fn docker_run_labelled(name: &str, labels: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Removes containers by id when dropped.
+struct RemoveOnDrop(Vec<String>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").arg("rm").arg("-f").args(&self.0).output();
+    }
+}
+
 fn exists(id: &str) -> bool {
     Command::new("docker").args(["inspect", id]).output().unwrap().status.success()
 }
@@ -59,6 +68,8 @@ async fn orphans_are_removed_and_foreign_or_unlabelled_containers_are_left_alone
         ],
     );
     let unlabelled = docker_run_labelled(&format!("ws-orphan-3-{inst}"), &[]);
+    // The app's cleanup does not see these two; remove them even when an assertion fails.
+    let _cleanup = RemoveOnDrop(vec![foreign.clone(), unlabelled.clone()]);
 
     let report = reconcile_once(&app.lifecycle).await.unwrap();
     assert_eq!(report.orphans_removed, [StudentId::parse("orphan-1").unwrap()], "{report:?}");
@@ -66,7 +77,6 @@ async fn orphans_are_removed_and_foreign_or_unlabelled_containers_are_left_alone
     assert!(exists(&foreign), "another instance's container is never touched");
     assert!(exists(&unlabelled), "an unlabelled container is never touched");
     assert_eq!(app.event_kinds("orphan-1").await, ["orphan_removed"]);
-    let _ = Command::new("docker").args(["rm", "-f", &foreign, &unlabelled]).output();
 }
 
 #[tokio::test]
@@ -189,6 +199,13 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let r = app.client.post(app.url("/api/workspaces/q-d/start")).send().await.unwrap();
     if r.status() == 429 {
         assert!(r.headers().contains_key("retry-after"));
+    }
+    // Let the admitted starts finish, so no container is created after the app's cleanup.
+    for id in ["q-a", "q-b", "q-c", "q-d"] {
+        app.wait_for(id, Duration::from_secs(30), |w| {
+            !["queued", "starting"].contains(&w["status"].as_str().unwrap_or(""))
+        })
+        .await;
     }
 }
 

@@ -13,7 +13,7 @@ IMAGE=${WORKSPACED_IMAGE:-workspaced/code-server:${CODE_SERVER_VERSION}}
 TINY_IMAGE=${WORKSPACED_TINY_IMAGE:-workspaced/tiny:1}
 # Bump when the recipe changes, so an old image with the same tag is rebuilt.
 RECIPE_VERSION=3
-TINY_RECIPE_VERSION=2
+TINY_RECIPE_VERSION=3
 BUILD_DIR=${WORKSPACED_BUILD_DIR:-/var/cache/workspaced/image-build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -41,10 +41,14 @@ build_tiny() {
   if have_image "$TINY_IMAGE" "$version"; then log "$TINY_IMAGE is up to date"; return; fi
   apt_install busybox-static
   local root="$BUILD_DIR/tiny-rootfs"
-  rm -rf "$root"; mkdir -p "$root"/{bin,www,tmp,etc,home/coder/project}
+  rm -rf "$root"; mkdir -p "$root"/{bin,www/cgi-bin,tmp,etc,home/coder/project}
   cp /bin/busybox "$root/bin/busybox"
-  for a in sh ls cat echo id stat sleep mkdir rm touch; do ln -s busybox "$root/bin/$a"; done
+  for a in sh ls cat echo id stat sleep mkdir rm touch head md5sum wc; do ln -s busybox "$root/bin/$a"; done
   echo ok >"$root/www/healthz"
+  # For the proxy tests: a response that takes QUERY_STRING seconds, and the MD5 of a request body.
+  printf '#!/bin/sh\nsleep "${QUERY_STRING:-5}"\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow\\n"\n' >"$root/www/cgi-bin/slow"
+  printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nhead -c "$CONTENT_LENGTH" | md5sum\n' >"$root/www/cgi-bin/md5"
+  chmod 755 "$root/www/cgi-bin/slow" "$root/www/cgi-bin/md5"
   printf 'root:x:0:0:root:/root:/bin/sh\ncoder:x:1000:1000:coder:/home/coder:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\ncoder:x:1000:\n' >"$root/etc/group"
   chmod 1777 "$root/tmp"; chown -R 1000:1000 "$root/home/coder"

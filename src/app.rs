@@ -60,7 +60,7 @@ impl Application {
         let running = lifecycle.load_activity().await.context("cannot load running workspaces")?;
         tracing::info!(running, "loaded running workspaces");
         crate::metrics::handle();
-        let state = Arc::new(AppState::new(lifecycle));
+        let state = Arc::new(AppState::build(lifecycle).context("cannot set up authentication")?);
         Ok(Self { listener, addr, state })
     }
 
@@ -95,7 +95,8 @@ impl Application {
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();
-        let server = axum::serve(self.listener, http::router(self.state))
+        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 stop.cancel();

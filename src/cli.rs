@@ -56,6 +56,31 @@ pub enum Command {
     /// Copy every student folder to a new base path (e.g. an EFS mount) and verify each file by checksum.
     /// Runs inside the server when one answers (a start then waits for that student's copy); resumable.
     Migrate(MigrateArgs),
+    /// API keys for the LMS backend and operators (works on the database directly; no server needed).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it alone on stdout. It is shown this once; only its hash is stored.
+    Create {
+        /// `lms` (workspaces, launch links, heartbeats, events) or `admin` (also export, migrate, metrics).
+        #[arg(long, value_parser = ["lms", "admin"])]
+        role: String,
+        /// A note to tell keys apart in `key list` (e.g. "moodle-prod").
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (id, role, label, created, revoked); never the keys themselves.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (the 8 characters after `wsd_`). Takes effect within 2 seconds.
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,7 +217,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             if let Some(s) = status {
                 url = format!("{url}?status={s}");
             }
-            let body = send(reqwest::Client::new().get(&url)).await?;
+            let body = send(api_client().get(&url)).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
@@ -215,7 +240,67 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Import(a) => import(settings, a).await,
         Command::Usage(a) => usage(settings, a).await,
         Command::Migrate(a) => migrate(settings, a).await,
+        Command::Key { command } => key(settings, command).await,
     }
+}
+
+/// The environment variable the CLI's server calls take their API key from.
+pub const API_KEY_ENV: &str = "WORKSPACED_API_KEY";
+
+/// A client for the server's API that sends `WORKSPACED_API_KEY` as its bearer key.
+fn api_client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()) {
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
+
+fn api_client() -> reqwest::Client {
+    api_client_builder().build().unwrap_or_default()
+}
+
+async fn key(settings: &Settings, command: KeyCommand) -> anyhow::Result<()> {
+    let store = crate::store::Store::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+    let now = chrono::Utc::now();
+    match command {
+        KeyCommand::Create { role, label } => {
+            let role: crate::auth::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let k = crate::auth::create_key(&store, role, &label, now).await?;
+            eprintln!("created {} key {} (shown once; store it now)", role.as_str(), k.id);
+            println!("{}", k.key);
+        }
+        KeyCommand::List { json } => {
+            let keys = store.list_api_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!("{:<10} {:<6} {:<26} {:<26} LABEL", "ID", "ROLE", "CREATED", "REVOKED");
+                for k in keys {
+                    let revoked = k.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<10} {:<6} {:<26} {:<26} {}",
+                        k.id,
+                        k.role,
+                        k.created_at.to_rfc3339(),
+                        revoked,
+                        k.label
+                    );
+                }
+            }
+        }
+        KeyCommand::Revoke { id } => {
+            if !store.revoke_api_key(&id, now).await? {
+                bail!("no active key with id {id:?} (see `workspaced key list`)");
+            }
+            eprintln!("revoked key {id}");
+        }
+    }
+    Ok(())
 }
 
 fn base_url(settings: &Settings, client: &ClientArgs) -> String {
@@ -235,7 +320,7 @@ async fn workspace_call(
     if !action.is_empty() {
         url = format!("{url}/{action}");
     }
-    let body = send(reqwest::Client::new().request(method, &url)).await?;
+    let body = send(api_client().request(method, &url)).await?;
     if a.client.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
@@ -318,7 +403,7 @@ enum Running {
 async fn workspace_running(settings: &Settings, server: Option<&str>, student: &crate::domain::StudentId) -> Running {
     let base = server.map(str::to_owned).unwrap_or_else(|| settings.public_url()).trim_end_matches('/').to_owned();
     let url = format!("{base}/api/workspaces/{student}");
-    let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build() {
+    let client = match api_client_builder().timeout(std::time::Duration::from_secs(5)).build() {
         Ok(c) => c,
         Err(e) => return Running::Unclear(e.to_string()),
     };
@@ -332,6 +417,9 @@ async fn workspace_running(settings: &Settings, server: Option<&str>, student: &
                 Some(_) => Running::No,
                 None => Running::Unclear(format!("{url} answered without a status")),
             }
+        }
+        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED || r.status() == reqwest::StatusCode::FORBIDDEN => {
+            Running::Unclear(format!("{url} answered {}: set {API_KEY_ENV} to an lms or admin key", r.status()))
         }
         Ok(r) => Running::Unclear(format!("{url} answered {}", r.status())),
     }
@@ -565,7 +653,7 @@ async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
     let base = a.server.clone().unwrap_or_else(|| settings.public_url()).trim_end_matches('/').to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<MigrateEvent>();
     let body = serde_json::json!({ "to": to, "dry_run": a.dry_run });
-    match reqwest::Client::new().post(format!("{base}/api/admin/migrate")).json(&body).send().await {
+    match api_client().post(format!("{base}/api/admin/migrate")).json(&body).send().await {
         Ok(resp) => {
             if !resp.status().is_success() {
                 let status = resp.status();

@@ -27,7 +27,7 @@ pub struct Settings {
     pub base_path: PathBuf,
     /// Store location (`DATABASE_URL`); `sqlite://file.db` is the embedded default.
     pub database_url: String,
-    /// Address the HTTP API listens on (`WORKSPACED_LISTEN`). Loopback by default: there are no API keys yet.
+    /// Address the HTTP API and proxy listen on (`WORKSPACED_LISTEN`). Loopback by default; put TLS in front.
     pub listen: String,
     /// Public base URL of this service, used to build links (`WORKSPACED_PUBLIC_URL`); defaults to `http://<listen>`.
     pub public_url: Option<String>,
@@ -49,6 +49,64 @@ pub struct Settings {
     pub disk_soft_quota: Option<u64>,
     /// Cap on running (and starting) workspaces; `None` = no cap (`WORKSPACED_MAX_RUNNING`, `off`).
     pub max_running: Option<usize>,
+    pub auth: AuthSettings,
+    pub proxy: ProxySettings,
+}
+
+/// API keys, launch links and browser sessions.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Key that signs launch links and session cookies (`WORKSPACED_SECRET_KEY`, at least 32 characters). When unset
+    /// it is read from `secret_key_file`, which is created with a random key on first run.
+    pub secret_key: Option<String>,
+    /// File holding the signing key (`WORKSPACED_SECRET_KEY_FILE`); default: `workspaced.key` beside the database.
+    pub secret_key_file: Option<PathBuf>,
+    /// How long a launch link is valid (`WORKSPACED_LAUNCH_TTL`). Each link works once.
+    pub launch_ttl: Duration,
+    /// How long a browser session lasts after a launch (`WORKSPACED_SESSION_TTL`).
+    pub session_ttl: Duration,
+    /// Whether the session cookie is `Secure`; `None` = when `public_url` is https (`WORKSPACED_COOKIE_SECURE`).
+    pub cookie_secure: Option<bool>,
+    /// Where a browser without a session is sent (`WORKSPACED_LOGIN_URL`); unset: a 401 page.
+    pub login_url: Option<String>,
+}
+
+/// The reverse proxy to the IDEs (`/w/{student}/...`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Longest wait for the IDE's response headers (`WORKSPACED_PROXY_TIMEOUT`); a slower IDE gets 504.
+    pub timeout: Duration,
+    /// Longest wait to connect to the IDE (`WORKSPACED_PROXY_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// Largest request body forwarded, e.g. an upload (`WORKSPACED_PROXY_MAX_BODY`); larger gets 413.
+    pub max_body: u64,
+    /// Host-based mode: with `ws.example.org`, `alice.ws.example.org` reaches alice's IDE at `/`
+    /// (`WORKSPACED_PROXY_HOST_SUFFIX`); unset: path mode only.
+    pub host_suffix: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            secret_key_file: None,
+            launch_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: None,
+            login_url: None,
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            max_body: 1 << 30,
+            host_suffix: None,
+        }
+    }
 }
 
 /// What a workspace container is: image, command, port, limits, user, timeouts.
@@ -123,6 +181,8 @@ impl Default for Settings {
             max_running: None,
             usage_interval: Duration::from_secs(600),
             disk_soft_quota: None,
+            auth: AuthSettings::default(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -197,6 +257,15 @@ struct FileSettings {
     max_running: Option<usize>,
     usage_interval: Option<String>,
     disk_soft_quota: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    launch_ttl: Option<String>,
+    session_ttl: Option<String>,
+    cookie_secure: Option<bool>,
+    login_url: Option<String>,
+    proxy_timeout: Option<String>,
+    proxy_connect_timeout: Option<String>,
+    proxy_max_body: Option<String>,
+    proxy_host_suffix: Option<String>,
 }
 
 impl Settings {
@@ -304,6 +373,25 @@ impl Settings {
         if let Some(v) = f.webhook_secret {
             self.notify.webhook_secret = Some(v);
         }
+        if let Some(v) = f.secret_key_file {
+            self.auth.secret_key_file = Some(v);
+        }
+        d(f.launch_ttl, "launch_ttl", &mut self.auth.launch_ttl)?;
+        d(f.session_ttl, "session_ttl", &mut self.auth.session_ttl)?;
+        if let Some(v) = f.cookie_secure {
+            self.auth.cookie_secure = Some(v);
+        }
+        if let Some(v) = f.login_url {
+            self.auth.login_url = Some(v).filter(|v| !v.is_empty());
+        }
+        d(f.proxy_timeout, "proxy_timeout", &mut self.proxy.timeout)?;
+        d(f.proxy_connect_timeout, "proxy_connect_timeout", &mut self.proxy.connect_timeout)?;
+        if let Some(v) = f.proxy_max_body {
+            self.proxy.max_body = parse_bytes(&v).map_err(|e| format!("proxy_max_body: {e}"))? as u64;
+        }
+        if let Some(v) = f.proxy_host_suffix {
+            self.proxy.host_suffix = Some(v).filter(|v| !v.is_empty());
+        }
         Ok(())
     }
 
@@ -366,6 +454,24 @@ impl Settings {
         set(&get, "WORKSPACED_WEBHOOK_SECRET", &mut self.notify.webhook_secret, |v| {
             Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
         })?;
+        let opt_text = |v: &str| Ok(Some(v.to_owned()).filter(|v| !v.is_empty()));
+        set(&get, "WORKSPACED_SECRET_KEY", &mut self.auth.secret_key, opt_text)?;
+        set(&get, "WORKSPACED_SECRET_KEY_FILE", &mut self.auth.secret_key_file, |v| {
+            Ok(Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()))
+        })?;
+        set(&get, "WORKSPACED_LAUNCH_TTL", &mut self.auth.launch_ttl, dur)?;
+        set(&get, "WORKSPACED_SESSION_TTL", &mut self.auth.session_ttl, dur)?;
+        set(&get, "WORKSPACED_COOKIE_SECURE", &mut self.auth.cookie_secure, |v| match v.trim() {
+            "" | "auto" => Ok(None),
+            other => parse_bool(other).map(Some),
+        })?;
+        set(&get, "WORKSPACED_LOGIN_URL", &mut self.auth.login_url, opt_text)?;
+        set(&get, "WORKSPACED_PROXY_TIMEOUT", &mut self.proxy.timeout, dur)?;
+        set(&get, "WORKSPACED_PROXY_CONNECT_TIMEOUT", &mut self.proxy.connect_timeout, dur)?;
+        set(&get, "WORKSPACED_PROXY_MAX_BODY", &mut self.proxy.max_body, |v| parse_bytes(v).map(|b| b as u64))?;
+        set(&get, "WORKSPACED_PROXY_HOST_SUFFIX", &mut self.proxy.host_suffix, |v| {
+            Ok(Some(v.trim().trim_start_matches('.').to_ascii_lowercase()).filter(|v| !v.is_empty()))
+        })?;
         Ok(())
     }
 
@@ -406,10 +512,34 @@ impl Settings {
         if self.max_concurrent_starts == 0 {
             return bad("max_concurrent_starts", "must be at least 1");
         }
+        if self.auth.secret_key.as_ref().is_some_and(|k| k.len() < 32) {
+            return bad("secret_key", "must be at least 32 characters (e.g. `openssl rand -hex 32`)");
+        }
+        if self.auth.launch_ttl.is_zero() || self.auth.session_ttl.is_zero() {
+            return bad("launch_ttl", "launch_ttl and session_ttl must be more than zero");
+        }
+        if self.proxy.timeout.is_zero() || self.proxy.connect_timeout.is_zero() {
+            return bad("proxy_timeout", "proxy timeouts must be more than zero");
+        }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
             return bad("webhook_secret", "is required when webhook_url is set (the LMS verifies the signature)");
         }
         Ok(())
+    }
+
+    /// Whether the session cookie gets `Secure`.
+    pub fn cookie_secure(&self) -> bool {
+        self.auth.cookie_secure.unwrap_or_else(|| self.public_url().starts_with("https://"))
+    }
+
+    /// Where the signing key lives when it is not given directly: `workspaced.key` beside an SQLite database.
+    pub fn secret_key_file(&self) -> PathBuf {
+        if let Some(p) = &self.auth.secret_key_file {
+            return p.clone();
+        }
+        let db = self.database_url.strip_prefix("sqlite://").unwrap_or("workspaced.db");
+        let db = db.split('?').next().unwrap_or(db);
+        Path::new(db).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("workspaced.key")
     }
 
     /// Base URL for links to this service.

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod ops;
+pub mod proxy;
 pub mod reconciler;
 pub mod runtime;
 pub mod storage;

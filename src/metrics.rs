@@ -64,3 +64,14 @@ pub fn queue_length(n: usize) {
 pub fn reconcile_action(kind: &'static str) {
     counter!("workspaced_reconcile_actions_total", "kind" => kind).increment(1);
 }
+
+/// WebSocket connections open through the proxy.
+pub fn proxy_websockets(open: i64) {
+    gauge!("workspaced_proxy_websockets").set(open as f64);
+}
+
+/// A request answered by the proxy, by outcome (`forwarded`, `not_running`, `unauthorized`, `forbidden`,
+/// `timeout`, `unreachable`, ...).
+pub fn proxy_request(outcome: &'static str) {
+    counter!("workspaced_proxy_requests_total", "outcome" => outcome).increment(1);
+}

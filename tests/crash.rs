@@ -76,10 +76,21 @@ async fn a_sigkill_during_a_batch_of_starts_converges_after_restart_and_sigterm_
     let instance = format!("crash{:06x}", rand::random::<u32>() & 0xffffff);
     let _cleanup = Cleanup(instance.clone());
     let port = free_port();
+    // The operator's first step: an admin key, made by the CLI on the database itself (printed alone on stdout).
+    let out = Command::new(env!("CARGO_BIN_EXE_workspaced"))
+        .args(["key", "create", "--role", "admin", "--label", "crash-test"])
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("ws.db").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("wsd_") && !key.contains(char::is_whitespace), "{key:?}");
     let mut svc = serve(dir.path(), &instance, port);
     wait_healthy(port).await;
 
-    let client = reqwest::Client::new();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(auth).build().unwrap();
     let ids: Vec<String> = (0..12).map(|i| format!("c-{i}")).collect();
     for id in &ids {
         let (client, url) = (client.clone(), format!("http://127.0.0.1:{port}/api/workspaces/{id}/start"));

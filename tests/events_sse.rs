@@ -14,6 +14,8 @@ use workspaced::store::{NewEvent, Store};
 struct TestApp {
     addr: std::net::SocketAddr,
     store: Store,
+    /// Sends an LMS key: the event stream is the LMS's.
+    client: reqwest::Client,
     _tmp: tempfile::TempDir,
 }
 
@@ -42,8 +44,12 @@ async fn spawn_app() -> TestApp {
         .expect("app builds");
     let addr = app.addr();
     let store = app.lifecycle().store().clone();
+    let key = workspaced::auth::create_key(&store, workspaced::auth::Role::Lms, "sse", Utc::now()).await.unwrap().key;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(auth).build().unwrap();
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { addr, store, _tmp: tmp }
+    TestApp { addr, store, client, _tmp: tmp }
 }
 
 /// One server-sent event as received.
@@ -62,7 +68,7 @@ struct SseClient {
 
 impl SseClient {
     async fn connect(app: &TestApp, query: &str, last_event_id: Option<i64>) -> Self {
-        let mut request = reqwest::Client::new().get(format!("http://{}/api/events{query}", app.addr));
+        let mut request = app.client.get(format!("http://{}/api/events{query}", app.addr));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -210,7 +216,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_the_rest_without_loss_
 #[tokio::test]
 async fn bad_query_values_are_rejected_with_400_in_the_common_error_shape() {
     let app = spawn_app().await;
-    let client = reqwest::Client::new();
+    let client = app.client.clone();
     let cases: &[(&str, Option<&str>, &str)] = &[
         ("?student_id=Alice", None, "invalid_student_id"),
         ("?student_id=../etc", None, "invalid_student_id"),

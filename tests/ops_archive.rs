@@ -413,7 +413,7 @@ async fn the_http_export_streams_an_archive_that_imports_identically() {
             .unwrap();
     let lifecycle =
         Lifecycle::new(Arc::new(settings), store, Arc::new(runtime), Arc::new(workspaced::clock::SystemClock));
-    let state = Arc::new(AppState::new(Arc::new(lifecycle)));
+    let state = Arc::new(AppState::build(Arc::new(lifecycle)).unwrap());
     let app = axum::Router::new()
         .route("/api/workspaces/{id}/export", axum::routing::get(workspaced::ops::http_export::export_handler))
         .with_state(state);

@@ -1,9 +1,12 @@
 //! The HTTP surface: REST API (JSON, one error shape), health and readiness. It parses input at the edge and
 //! delegates to the lifecycle; it never talks to Docker directly except through the runtime's `ping` for readiness.
 
+pub mod auth;
 mod error;
 pub mod events;
 mod extract;
+pub mod ide;
+pub mod pages;
 mod workspaces;
 
 use std::sync::Arc;
@@ -26,29 +29,58 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Cancelled when the service shuts down: endless responses (event streams) end then.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Signs launch links and session cookies.
+    pub signer: crate::auth::Signer,
+    /// Checks API keys (with a short in-memory cache).
+    pub keys: crate::auth::KeyVerifier,
+    /// Forwards requests to the IDEs.
+    pub proxy: crate::proxy::Proxy,
 }
 
 impl AppState {
-    pub fn new(lifecycle: Arc<Lifecycle>) -> Self {
-        Self { lifecycle, shutdown: tokio_util::sync::CancellationToken::new() }
+    /// Loads the signing key (creating its file on first run) and sets up the proxy.
+    pub fn build(lifecycle: Arc<Lifecycle>) -> anyhow::Result<Self> {
+        let signer = crate::auth::Signer::load(lifecycle.settings())?;
+        let proxy = crate::proxy::Proxy::new(lifecycle.settings().proxy.clone());
+        Ok(Self {
+            lifecycle,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            signer,
+            keys: Default::default(),
+            proxy,
+        })
     }
 }
 
+/// Every route and the role it needs; `tests/api/auth.rs` walks this list.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    use axum::middleware::from_fn_with_state;
+    // The LMS backend (and operators).
+    let lms = Router::new()
         .route("/api/events", get(events::events))
         .route("/api/workspaces", get(workspaces::list))
-        .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
         .route("/api/workspaces/{id}", get(workspaces::get))
         .route("/api/workspaces/{id}/start", post(workspaces::start))
         .route("/api/workspaces/{id}/stop", post(workspaces::stop))
         .route("/api/workspaces/{id}/policy", axum::routing::put(workspaces::set_policy))
+        .route("/api/workspaces/{id}/launch", post(ide::create_launch))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_lms));
+    // Operators only: data leaves the service, or the service itself is inspected.
+    let admin = Router::new()
         .route("/api/workspaces/{id}/export", get(crate::ops::http_export::export_handler))
         .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
         .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        // A key, or the student's own session (checked in the handler).
+        .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
+        .merge(lms)
+        .merge(admin)
         .fallback(not_found)
+        // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
+        .layer(from_fn_with_state(state.clone(), ide::dispatch))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -28,8 +28,10 @@ pub struct WorkspaceView {
     /// The sentence for the student, e.g. "Workspace stopped due to inactivity."
     pub stop_message: Option<&'static str>,
     pub error: Option<String>,
-    /// Where the IDE is reached while running.
+    /// Where a browser reaches the IDE while running (through the proxy; a session from a launch link is needed).
     pub url: Option<String>,
+    /// The container's port on 127.0.0.1 while running (for operators; the proxy's upstream).
+    pub host_port: Option<u16>,
     pub limits: Limits,
     /// Latest time code-server reported an open tab (not counted as activity unless configured).
     pub ide_connected_at: Option<DateTime<Utc>>,
@@ -89,10 +91,8 @@ impl WorkspaceView {
         let ide_connected_at = lc.activity().ide_connected_at(&r.student_id).or(r.ide_connected_at);
         let queue_position = if r.status == Status::Queued { lc.admission().position(&r.student_id) } else { None };
         let usage = lc.usage().get(&r.student_id);
-        let url = match (r.status, r.host_port) {
-            (Status::Running, Some(port)) => Some(format!("http://127.0.0.1:{port}/")),
-            _ => None,
-        };
+        let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
+        let host_port = r.host_port.filter(|_| r.status == Status::Running);
         let stopped = r.status == Status::Stopped;
         Self {
             student_id: r.student_id,
@@ -105,6 +105,7 @@ impl WorkspaceView {
             stop_message: r.stop_reason.filter(|_| stopped).map(StopReason::message),
             error: r.error,
             url,
+            host_port,
             limits: Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
             ide_connected_at,
             warn_at: deadlines.map(|d| d.warn_at),
@@ -201,8 +202,20 @@ pub struct HeartbeatView {
 
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
-    ApiJson(body): ApiJson<HeartbeatBody>,
+    req: axum::extract::Request,
 ) -> Result<Json<HeartbeatView>, ApiError> {
+    // Who is asking comes first: without a key or a session, the body is not even read.
+    let caller = super::auth::caller(&state, req.headers()).await?;
+    let ApiJson(body) = <ApiJson<HeartbeatBody> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
+    if let super::auth::Caller::Student(own) = caller {
+        if own != body.student_id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a session may send heartbeats for its own workspace only",
+            ));
+        }
+    }
     let last = state.lifecycle.heartbeat(&body.student_id).await?;
     Ok(Json(HeartbeatView { student_id: body.student_id, last_activity: Some(last) }))
 }

@@ -99,6 +99,26 @@ pub struct Store {
     pool: SqlitePool,
     /// The id of the newest event, for listeners (SSE, webhook) that wait for new events.
     latest_event: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    /// Where each running IDE listens, for the proxy: filled on demand, emptied before any change that could
+    /// release the port, so a request is never sent to a port that may now belong to another student.
+    routes: std::sync::Arc<std::sync::Mutex<Routes>>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    ports: std::collections::HashMap<StudentId, u16>,
+    /// Bumped on every removal; a lookup that read the database before a removal does not cache its answer.
+    generation: u64,
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub role: String,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -125,7 +145,124 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let latest: i64 =
             sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&pool).await?.try_get("m")?;
-        Ok(Self { pool, latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0) })
+        Ok(Self {
+            pool,
+            latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0),
+            routes: Default::default(),
+        })
+    }
+
+    /// The host port of the student's IDE while it runs (`None` otherwise). Answers from memory after the first
+    /// lookup; every state change that can release the port forgets the answer first.
+    pub async fn route(&self, student: &StudentId) -> Result<Option<u16>, StoreError> {
+        let generation = {
+            let routes = self.routes.lock().expect("routes lock");
+            if let Some(port) = routes.ports.get(student) {
+                return Ok(Some(*port));
+            }
+            routes.generation
+        };
+        let row = sqlx::query("SELECT host_port FROM workspaces WHERE student_id = ? AND status = 'running'")
+            .bind(student.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let port = row
+            .map(|r| r.try_get::<Option<i64>, _>("host_port"))
+            .transpose()?
+            .flatten()
+            .and_then(|p| u16::try_from(p).ok());
+        if let Some(port) = port {
+            let mut routes = self.routes.lock().expect("routes lock");
+            if routes.generation == generation {
+                routes.ports.insert(student.clone(), port);
+            }
+        }
+        Ok(port)
+    }
+
+    /// Forgets the student's route (before a stop, a failure, or any status change).
+    pub fn forget_route(&self, student: &StudentId) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        routes.ports.remove(student);
+        routes.generation += 1;
+    }
+
+    /// Stores a new API key's hash. `id` is the key's public part, shown in lists.
+    pub async fn insert_api_key(
+        &self,
+        id: &str,
+        role: &str,
+        key_hash: &str,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (id, role, key_hash, label, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(role)
+            .bind(key_hash)
+            .bind(label)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The id and role of the unrevoked key with this hash.
+    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT id, role FROM api_keys WHERE key_hash = ? AND revoked_at_ms IS NULL")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("id")?, r.try_get("role")?)),
+            None => None,
+        })
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, role, label, created_at_ms, revoked_at_ms FROM api_keys ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ApiKeyRecord {
+                    id: r.try_get("id")?,
+                    role: r.try_get("role")?,
+                    label: r.try_get("label")?,
+                    created_at: from_ms(r.try_get("created_at_ms")?),
+                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at_ms")?.map(from_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a key; returns whether an unrevoked key by that id existed.
+    pub async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL")
+            .bind(ms(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a launch token's nonce used. Returns false when it was already used (a replay).
+    pub async fn use_launch_nonce(
+        &self,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM used_launch_tokens WHERE expires_at_ms < ?").bind(ms(now)).execute(&self.pool).await?;
+        let done =
+            sqlx::query("INSERT INTO used_launch_tokens (nonce, expires_at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(nonce)
+                .bind(ms(expires_at))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// A receiver that changes whenever an event is recorded (its value: the newest event id).
@@ -174,6 +311,7 @@ impl Store {
 
     /// `starting`: a start is under way. Creates the record on a student's first start.
     pub async fn mark_starting(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'starting', ?, ?)
@@ -227,6 +365,7 @@ impl Store {
 
     /// `failed` with the reason; no container remains.
     pub async fn mark_failed(&self, student: &StudentId, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, error = ?,
@@ -251,6 +390,7 @@ impl Store {
         reason: StopReason,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.forget_route(student);
         sqlx::query(
             "UPDATE workspaces SET status = 'stopping', stop_reason = ?, updated_at_ms = ? WHERE student_id = ?",
         )
@@ -264,6 +404,7 @@ impl Store {
 
     /// `queued`: a start waits for admission. Creates the record on a student's first start.
     pub async fn mark_queued(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.forget_route(student);
         sqlx::query(
             "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'queued', ?, ?)
              ON CONFLICT (student_id) DO UPDATE SET status = 'queued', error = NULL, updated_at_ms = excluded.updated_at_ms",
@@ -284,6 +425,7 @@ impl Store {
         status: Status,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.forget_route(student);
         sqlx::query("UPDATE workspaces SET status = ?, updated_at_ms = ? WHERE student_id = ?")
             .bind(status.as_str())
             .bind(ms(now))
@@ -300,6 +442,7 @@ impl Store {
         reason: StopReason,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, stop_reason = ?,

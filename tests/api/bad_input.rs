@@ -36,14 +36,14 @@ async fn invalid_student_ids_are_400_and_create_nothing() {
     for seg in &segments {
         for (method, suffix) in [("POST", "/start"), ("POST", "/stop"), ("GET", "")] {
             let url = format!("/api/workspaces/{seg}{suffix}");
-            let (code, body) = raw_request(app.addr, method, &url).await;
+            let (code, body) = raw_request(app.addr, method, &url, &app.auth_header()).await;
             assert_eq!(code, 400, "{method} {url}: {body}");
             assert_eq!(body["error"]["code"], "invalid_student_id", "{method} {url}");
             assert!(body["error"]["message"].as_str().unwrap().contains("student id"));
         }
     }
     // An empty id in the path.
-    let (code, body) = raw_request(app.addr, "POST", "/api/workspaces//start").await;
+    let (code, body) = raw_request(app.addr, "POST", "/api/workspaces//start", &app.auth_header()).await;
     assert_eq!((code, body["error"]["code"].as_str()), (400, Some("invalid_student_id")), "{body}");
     // And in heartbeat bodies.
     for id in ["", "../x", "a/b", "Ä", "a\u{0000}b", &"b".repeat(300)] {

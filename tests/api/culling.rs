@@ -215,7 +215,7 @@ async fn open_tab(port: u16) -> tokio::net::TcpStream {
 }
 
 fn port_of(ws: &serde_json::Value) -> u16 {
-    ws["url"].as_str().unwrap().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
+    ws["host_port"].as_u64().expect("running workspace has a port") as u16
 }
 
 #[tokio::test]

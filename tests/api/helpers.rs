@@ -21,7 +21,11 @@ pub struct TestApp {
     pub instance: String,
     pub base: PathBuf,
     pub lifecycle: Arc<Lifecycle>,
+    /// Sends the admin key on every request.
     pub client: reqwest::Client,
+    /// An admin key and an LMS key of this app.
+    pub admin_key: String,
+    pub lms_key: String,
     pub settings: Settings,
     clock: Arc<dyn workspaced::clock::Clock>,
     runtime: Arc<dyn workspaced::runtime::Runtime>,
@@ -81,12 +85,18 @@ pub async fn spawn_app_full(
         }
         .expect("docker client"),
     );
+    let lifecycle = placeholder_lifecycle(&settings, runtime.clone(), clock.clone()).await;
+    let now = chrono::Utc::now();
+    let admin_key = create_key(lifecycle.store(), Role::Admin, "tests", now).await.expect("admin key").key;
+    let lms_key = create_key(lifecycle.store(), Role::Lms, "tests", now).await.expect("lms key").key;
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
         instance,
         base,
-        lifecycle: placeholder_lifecycle(&settings, runtime.clone(), clock.clone()).await,
-        client: reqwest::Client::new(),
+        lifecycle,
+        client: client_with_key(&admin_key),
+        admin_key,
+        lms_key,
         settings,
         clock,
         runtime,
@@ -97,7 +107,15 @@ pub async fn spawn_app_full(
     app
 }
 
+use workspaced::auth::{create_key, Role};
 use workspaced::runtime::docker::DockerRuntime;
+
+/// A client that sends `key` as its bearer key.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
 
 async fn placeholder_lifecycle(
     settings: &Settings,
@@ -139,6 +157,11 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The admin key as a raw header line, for [`raw_request`].
+    pub fn auth_header(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.admin_key)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -269,10 +292,11 @@ pub fn entries(dir: &Path) -> Vec<String> {
 
 /// Sends one HTTP/1.1 request with the path exactly as given (no client-side normalization of `..` or `%2E`),
 /// and returns the status and the JSON body.
-pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, Value) {
+pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, headers: &str) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();

@@ -149,13 +149,21 @@ async fn the_cli_talks_to_a_running_server() {
     let app = spawn_app().await;
     let bin = env!("CARGO_BIN_EXE_workspaced");
     let server = format!("http://{}", app.addr);
+    let key = app.lms_key.clone();
     let run = |args: &[&str]| {
         let bin = bin.to_owned();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let server = server.clone();
+        let key = key.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new(bin).args(&args).arg("--server").arg(server).output().unwrap()
+                std::process::Command::new(bin)
+                    .args(&args)
+                    .arg("--server")
+                    .arg(server)
+                    .env("WORKSPACED_API_KEY", key)
+                    .output()
+                    .unwrap()
             })
             .await
             .unwrap()
@@ -173,4 +181,12 @@ async fn the_cli_talks_to_a_running_server() {
     let out = run(&["stop", "../x"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid student id"));
+    // Without a key the server refuses, and the CLI says why.
+    let out = std::process::Command::new(bin)
+        .args(["status", "cli-1", "--server", &server])
+        .env_remove("WORKSPACED_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401 Unauthorized unauthorized"), "{out:?}");
 }

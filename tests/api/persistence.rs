@@ -60,12 +60,12 @@ async fn the_code_server_container_has_the_configured_limits_user_labels_and_loo
     assert_eq!(mounts[0]["Type"], "bind");
 
     // code-server itself answers through the published port.
-    let url = ws["url"].as_str().unwrap();
+    let url = format!("http://127.0.0.1:{}/", ws["host_port"]);
     let r = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(url)
+        .get(&url)
         .send()
         .await
         .unwrap();

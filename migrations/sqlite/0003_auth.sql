@@ -1,0 +1,15 @@
+-- API keys for the LMS backend and operators: only a SHA-256 of each key is kept.
+CREATE TABLE api_keys (
+    id             TEXT PRIMARY KEY NOT NULL,
+    role           TEXT NOT NULL CHECK (role IN ('lms', 'admin')),
+    key_hash       TEXT NOT NULL UNIQUE,
+    label          TEXT NOT NULL DEFAULT '',
+    created_at_ms  BIGINT NOT NULL,
+    revoked_at_ms  BIGINT
+);
+
+-- Launch links already used (each works once), kept until they expire.
+CREATE TABLE used_launch_tokens (
+    nonce          TEXT PRIMARY KEY NOT NULL,
+    expires_at_ms  BIGINT NOT NULL
+);

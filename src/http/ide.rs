@@ -1,0 +1,365 @@
+//! What a student's browser reaches: `/w/{id}/...` (or `{id}.<host suffix>/...` in host mode).
+//!
+//! - `/_workspaced/launch?token=` under the prefix turns a launch link into a session cookie;
+//! - `/_workspaced/{status,start,heartbeat}` are the student's own API (session only, same origin);
+//! - everything else is the IDE, forwarded by [`crate::proxy`] once the session names this student;
+//! - a workspace that is not running answers with the launcher page (a browser) or JSON (anything else),
+//!   never a raw 502.
+//!
+//! The decision is made once, on the normalized path, before the router sees the request (see [`dispatch`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::{self, session_of};
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::SESSION_COOKIE;
+use crate::domain::{Status, StopReason, StudentId};
+use crate::proxy::path::{host_target, path_target, Target};
+use crate::proxy::{Forwarded, ProxyError};
+
+/// The reserved sub-path under each workspace prefix.
+pub const RESERVED: &str = "/_workspaced/";
+
+/// Runs before routing: requests for a workspace go to the IDE side, the rest to the API router.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let target = match &state.lifecycle.settings().proxy.host_suffix {
+        Some(suffix) => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| host_target(h, suffix, req.uri().path())),
+        None => None,
+    }
+    .or_else(|| path_target(req.uri().path()));
+    match target {
+        Some(t) => ide_request(state, t, req).await,
+        None => next.run(req).await,
+    }
+}
+
+fn wants_html(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+/// An error for a browser page or a script, in the shape each expects.
+fn refuse(h: &HeaderMap, e: ApiError) -> Response {
+    if wants_html(h) {
+        let page = super::pages::message_page(e.status, e.code, &e.message);
+        return (e.status, Html(page)).into_response();
+    }
+    e.into_response()
+}
+
+async fn ide_request(state: Arc<AppState>, t: Target, req: Request) -> Response {
+    let Some(rest) = t.rest.clone() else {
+        // `/w/alice` -> `/w/alice/`: the IDE's relative links need the slash.
+        let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        return Redirect::permanent(&format!("{}/{q}", t.prefix)).into_response();
+    };
+    let headers = req.headers().clone();
+    if let Some(sub) = rest.strip_prefix(RESERVED) {
+        if sub == "launch" {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            drop(req);
+            return launch_landing(&state, &t, &query, &headers).await;
+        }
+    }
+    // Who is asking: only the student's own session reaches this workspace.
+    let Some(student) = session_of(&state, &headers) else {
+        crate::metrics::proxy_request("unauthorized");
+        if let (Some(login), true) = (&state.lifecycle.settings().auth.login_url, wants_html(&headers)) {
+            return Redirect::to(login).into_response();
+        }
+        return refuse(
+            &headers,
+            auth::unauthorized("no workspace session: open the workspace from the course page (a launch link)"),
+        );
+    };
+    if student.as_str() != t.student {
+        crate::metrics::proxy_request("forbidden");
+        tracing::warn!(session = %student, asked = %t.student, "session used for another workspace");
+        return refuse(&headers, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace"));
+    }
+    if let Some(sub) = rest.strip_prefix(RESERVED) {
+        let sub = sub.split('?').next().unwrap_or(sub);
+        return own_api(&state, &student, sub, req).await.unwrap_or_else(|e| e.into_response());
+    }
+    let port = match state.lifecycle.store().route(&student).await {
+        Ok(Some(port)) => port,
+        Ok(None) => return not_running(&state, &student, &t.prefix, &headers).await,
+        Err(e) => return refuse(&headers, ApiError::internal(e)),
+    };
+    if counts_as_activity(req.method(), &headers) {
+        state.lifecycle.activity().touch(&student, state.lifecycle.clock().now());
+    }
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let client_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let public = state.lifecycle.settings().public_url();
+    let proto = if public.starts_with("https://") { "https" } else { "http" };
+    let fwd = Forwarded {
+        prefix: &t.prefix,
+        path_and_query: format!("{rest}{query}"),
+        client_addr,
+        proto,
+        strip_cookie: SESSION_COOKIE,
+    };
+    match state.proxy.forward(port, req, fwd).await {
+        Ok(resp) => {
+            crate::metrics::proxy_request("forwarded");
+            resp
+        }
+        Err(ProxyError::Unreachable(detail)) => {
+            // The container may have gone since the route was learnt: ask the store again.
+            state.lifecycle.store().forget_route(&student);
+            crate::metrics::proxy_request("unreachable");
+            match state.lifecycle.store().route(&student).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(student = %student, %detail, "IDE does not answer");
+                    refuse(
+                        &headers,
+                        ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "ide_unreachable",
+                            "the workspace is running but its IDE does not answer; try again in a moment",
+                        ),
+                    )
+                }
+                _ => not_running(&state, &student, &t.prefix, &headers).await,
+            }
+        }
+        Err(ProxyError::Timeout(d)) => {
+            crate::metrics::proxy_request("timeout");
+            let msg = format!("the IDE did not answer within {} s", d.as_secs_f64());
+            refuse(&headers, ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ide_timeout", msg))
+        }
+        Err(ProxyError::TooLarge(max)) => {
+            crate::metrics::proxy_request("too_large");
+            let msg = format!("request body larger than {max} bytes");
+            refuse(&headers, ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg))
+        }
+        Err(ProxyError::BadRequest(m)) => refuse(&headers, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
+    }
+}
+
+/// Which proxied requests a person caused: loading or reloading the IDE page (`Sec-Fetch-Mode: navigate`) and
+/// requests that send something (POST, PUT, PATCH, DELETE: uploads, forms). Not counted: the assets and API calls
+/// the page makes by itself, and WebSocket traffic, which an open tab keeps up on its own (keep-alives every few
+/// seconds). Typing and clicking inside the IDE count through the IDE page's heartbeat instead.
+pub fn counts_as_activity(method: &Method, h: &HeaderMap) -> bool {
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        return true;
+    }
+    *method == Method::GET
+        && h.get("sec-fetch-mode").is_some_and(|v| v == "navigate")
+        && !h.contains_key(header::UPGRADE)
+}
+
+/// `.../_workspaced/launch?token=...`: checks the link, sets the session cookie, redirects to the IDE.
+async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &HeaderMap) -> Response {
+    let token = query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(crate::proxy::path::percent_decode);
+    let refused = |why: &str| {
+        crate::metrics::proxy_request("launch_refused");
+        tracing::info!(asked = %t.student, why, "launch link refused");
+        refuse(
+            headers,
+            auth::unauthorized(
+                "this launch link is invalid, expired or already used: open the workspace again from the course page",
+            ),
+        )
+    };
+    let Some(token) = token else { return refused("no token") };
+    let lc = &state.lifecycle;
+    let now = lc.clock().now();
+    let claims = match state.signer.check_launch(&token, now) {
+        Ok(c) => c,
+        Err(e) => return refused(&e.to_string()),
+    };
+    if claims.student.as_str() != t.student {
+        return refused("token for another workspace");
+    }
+    match lc.store().use_launch_nonce(&claims.nonce, claims.expires_at, now).await {
+        Ok(true) => {}
+        Ok(false) => return refused("already used"),
+        Err(e) => return refuse(headers, ApiError::internal(e)),
+    }
+    let settings = lc.settings();
+    let ttl = settings.auth.session_ttl;
+    let value = state.signer.session(&claims.student, now, ttl);
+    let secure = if settings.cookie_secure() { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs());
+    tracing::info!(student = %claims.student, "launch link used; session started");
+    // Opening a link means "open my workspace": start it (queued, in the background) if it is not running. The
+    // launcher page it lands on follows the start. A start that cannot begin shows there, with a button to retry.
+    if lc.store().route(&claims.student).await.ok().flatten().is_none() {
+        if let Err(e) = lc.start_with(&claims.student, false).await {
+            tracing::warn!(student = %claims.student, error = %e, "start from a launch link failed");
+        }
+    }
+    crate::metrics::proxy_request("launch");
+    let mut resp = Redirect::to(&format!("{}/", t.prefix)).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// What the student's own pages read: enough to show state, queue, countdown and why it stopped.
+#[derive(Debug, Serialize)]
+pub struct OwnStatus {
+    pub student_id: StudentId,
+    pub status: Status,
+    pub queue_position: Option<usize>,
+    pub queue_estimate_seconds: Option<u64>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub stop_reason: Option<StopReason>,
+    pub stop_message: Option<&'static str>,
+    pub error: Option<String>,
+    pub warn_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub stop_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub seconds_left: Option<i64>,
+    pub warning: bool,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
+    let lc = &state.lifecycle;
+    let view = match lc.store().get(student).await.map_err(ApiError::internal)? {
+        Some(r) => Some(super::WorkspaceView::new(state, r)),
+        None => None,
+    };
+    let now = lc.clock().now();
+    Ok(match view {
+        Some(v) => OwnStatus {
+            warning: v.warn_at.is_some_and(|w| now >= w),
+            student_id: v.student_id,
+            status: v.status,
+            queue_position: v.queue_position,
+            queue_estimate_seconds: v.queue_estimate_seconds,
+            started_at: v.started_at,
+            stopped_at: v.stopped_at,
+            stop_reason: v.stop_reason,
+            stop_message: v.stop_message,
+            error: v.error,
+            warn_at: v.warn_at,
+            stop_at: v.stop_at,
+            seconds_left: v.seconds_left,
+            now,
+        },
+        None => OwnStatus {
+            student_id: student.clone(),
+            status: Status::Stopped,
+            queue_position: None,
+            queue_estimate_seconds: None,
+            started_at: None,
+            stopped_at: None,
+            stop_reason: None,
+            stop_message: None,
+            error: None,
+            warn_at: None,
+            stop_at: None,
+            seconds_left: None,
+            warning: false,
+            now,
+        },
+    })
+}
+
+/// The student's own API under `.../_workspaced/`.
+async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request) -> Result<Response, ApiError> {
+    let method = req.method().clone();
+    if method != Method::GET && !same_origin(req.headers()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused"));
+    }
+    let lc = &state.lifecycle;
+    match (method, sub) {
+        (Method::GET, "status") => Ok(Json(own_status(state, student).await?).into_response()),
+        (Method::POST, "start") => {
+            lc.start_with(student, false).await?;
+            Ok((StatusCode::ACCEPTED, Json(own_status(state, student).await?)).into_response())
+        }
+        (Method::POST, "heartbeat") => {
+            let last = lc.heartbeat(student).await?;
+            Ok(Json(json!({ "student_id": student, "last_activity": last })).into_response())
+        }
+        (_, "status" | "start" | "heartbeat") => {
+            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed"))
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")),
+    }
+}
+
+/// A state-changing request from a page must come from our own origin (SameSite=Lax already keeps the cookie off
+/// cross-site POSTs; this is the second lock).
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = h.get("x-forwarded-host").or_else(|| h.get(header::HOST)).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
+/// The answer for a workspace that is not running: the launcher page for a browser, JSON otherwise.
+async fn not_running(state: &AppState, student: &StudentId, prefix: &str, headers: &HeaderMap) -> Response {
+    crate::metrics::proxy_request("not_running");
+    let status = match own_status(state, student).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if wants_html(headers) {
+        let page = super::pages::launcher_page(student, &format!("{prefix}/"));
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
+    let message = match (status.status, status.stop_message) {
+        (Status::Stopped, Some(m)) => format!("{m} Your files are kept. Start it again to continue."),
+        (Status::Stopped, None) => "The workspace is not running. Your files are kept. Start it to continue.".into(),
+        (Status::Queued | Status::Starting, _) => "The workspace is starting; try again in a moment.".into(),
+        (Status::Failed, _) => format!(
+            "The workspace failed to start: {}. Start it again to retry.",
+            status.error.as_deref().unwrap_or("unknown error")
+        ),
+        (s, _) => format!("The workspace is {s}."),
+    };
+    let body = json!({
+        "error": { "code": "workspace_not_running", "message": message },
+        "workspace": status,
+        "start": { "method": "POST", "path": "_workspaced/start" },
+    });
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+/// `POST /api/workspaces/{id}/launch` (LMS key): a single-use, short-lived link that opens the student's workspace.
+pub async fn create_launch(
+    State(state): State<Arc<AppState>>,
+    super::extract::StudentPath(id): super::extract::StudentPath,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let lc = &state.lifecycle;
+    let settings = lc.settings();
+    let (token, expires_at) = state.signer.launch_token(&id, lc.clock().now(), settings.auth.launch_ttl);
+    let url = format!("{}{RESERVED}launch?token={token}", workspace_url(settings, &id).trim_end_matches('/'));
+    Ok(Json(json!({ "student_id": id, "url": url, "expires_at": expires_at })))
+}
+
+/// Where a student's IDE is reached from a browser (always ends with `/`).
+pub fn workspace_url(settings: &crate::config::Settings, id: &StudentId) -> String {
+    let public = settings.public_url();
+    match &settings.proxy.host_suffix {
+        Some(suffix) => {
+            let scheme = if public.starts_with("https://") { "https" } else { "http" };
+            format!("{scheme}://{id}.{suffix}/")
+        }
+        None => format!("{public}/w/{id}/"),
+    }
+}

@@ -1,0 +1,58 @@
+//! Server-rendered pages, embedded in the binary: the launcher (also the stopped page) and plain messages.
+
+use axum::http::StatusCode;
+
+const LAUNCHER: &str = include_str!("assets/launcher.html");
+const MESSAGE: &str = include_str!("assets/message.html");
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The launcher: shows the workspace's state live (queued, starting, stopped and why), starts it, opens the IDE.
+/// `base` is the workspace's URL path with its final slash (`/w/alice/`, or `/` in host mode).
+pub fn launcher_page(student: &crate::domain::StudentId, base: &str) -> String {
+    // A student id is [a-z0-9_-] only; escaping keeps that true even if the rules change.
+    LAUNCHER.replace("{{STUDENT}}", &escape(student.as_str())).replace("{{BASE}}", &escape(base))
+}
+
+/// A short page for an error a person sees (401, 403, 504...).
+pub fn message_page(status: StatusCode, code: &str, message: &str) -> String {
+    let title = match status {
+        StatusCode::UNAUTHORIZED => "Sign in again",
+        StatusCode::FORBIDDEN => "Not your workspace",
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => "The workspace is not answering",
+        _ => "Something went wrong",
+    };
+    MESSAGE
+        .replace("{{TITLE}}", title)
+        .replace("{{MESSAGE}}", &escape(message))
+        .replace("{{CODE}}", &escape(code))
+        .replace("{{STATUS}}", status.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_show() {
+        let p = message_page(StatusCode::FORBIDDEN, "forbidden", "<script>x</script>");
+        assert!(p.contains("&lt;script&gt;") && !p.contains("<script>x"));
+        assert!(p.contains("Not your workspace"));
+        let l = launcher_page(&crate::domain::StudentId::parse("alice").unwrap(), "/w/alice/");
+        assert!(l.contains("\"alice\"") && l.contains("\"/w/alice/\"") && !l.contains("{{"));
+    }
+}

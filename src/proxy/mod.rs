@@ -1,0 +1,326 @@
+//! The reverse proxy to each student's IDE: HTTP with streamed bodies both ways (a pooled hyper client) and
+//! WebSocket (the upgrade is forwarded, then bytes are copied both ways). It knows nothing of sessions or students:
+//! `http::ide` decides who may reach which port; this module only forwards, and it never calls Docker.
+
+pub mod path;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::Response;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::ProxySettings;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Nothing listens on the port (the container is gone or not ready).
+    #[error("the IDE does not answer: {0}")]
+    Unreachable(String),
+    /// The IDE took longer than the proxy timeout to send its response headers.
+    #[error("the IDE did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// What the proxy adds about the original request.
+pub struct Forwarded<'a> {
+    /// The path prefix the IDE is served under (`/w/alice`), prepended to absolute redirects; empty in host mode.
+    pub prefix: &'a str,
+    /// The path and query to send upstream.
+    pub path_and_query: String,
+    pub client_addr: Option<SocketAddr>,
+    /// `http` or `https`, as the browser sees this service.
+    pub proto: &'a str,
+    /// A cookie to leave out of what the IDE sees (the session cookie).
+    pub strip_cookie: &'a str,
+}
+
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    settings: ProxySettings,
+    websockets: Arc<AtomicI64>,
+}
+
+/// Headers meaningful only for one connection (RFC 9110 section 7.6.1); never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+impl Proxy {
+    pub fn new(settings: ProxySettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { client, settings, websockets: Arc::new(AtomicI64::new(0)) }
+    }
+
+    /// WebSocket connections open through the proxy now.
+    pub fn open_websockets(&self) -> i64 {
+        self.websockets.load(Ordering::Relaxed)
+    }
+
+    /// Forwards `req` to the IDE on `127.0.0.1:port`.
+    pub async fn forward(&self, port: u16, req: Request, fwd: Forwarded<'_>) -> Result<Response, ProxyError> {
+        if is_upgrade(req.headers()) {
+            return self.forward_upgrade(port, req, fwd).await;
+        }
+        let max = self.settings.max_body;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::TooLarge(max));
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.uri = upstream_uri(port, &fwd.path_and_query)?;
+        prepare_request_headers(&mut parts.headers, &fwd);
+        let body = Body::new(http_body_util::Limited::new(body, max as usize));
+        let upstream = Request::from_parts(parts, body);
+        let resp = match tokio::time::timeout(self.settings.timeout, self.client.request(upstream)).await {
+            Err(_) => return Err(ProxyError::Timeout(self.settings.timeout)),
+            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::Unreachable(e.to_string())),
+            Ok(Err(e)) => return Err(ProxyError::Unreachable(format!("{e}: {:?}", std::error::Error::source(&e)))),
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        rewrite_location(&mut parts.headers, port, fwd.prefix);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// A WebSocket (or any `Upgrade`): its own connection to the IDE; after `101` both upgraded streams are joined.
+    async fn forward_upgrade(&self, port: u16, mut req: Request, fwd: Forwarded<'_>) -> Result<Response, ProxyError> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let upgrade_to = req.headers().get(header::UPGRADE).cloned();
+        let (mut parts, _) = req.into_parts();
+        parts.uri = upstream_uri(port, &fwd.path_and_query)?;
+        prepare_request_headers(&mut parts.headers, &fwd);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = upgrade_to {
+            parts.headers.insert(header::UPGRADE, u);
+        }
+        // HTTP/1.1 request line takes the path only.
+        parts.uri = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").parse().expect("valid path");
+        let upstream_req = Request::from_parts(parts, http_body_util::Empty::<axum::body::Bytes>::new());
+
+        let timeout = self.settings.timeout;
+        let connect =
+            tokio::time::timeout(self.settings.connect_timeout, tokio::net::TcpStream::connect(("127.0.0.1", port)));
+        let stream = match connect.await {
+            Err(_) => return Err(ProxyError::Unreachable("connect timed out".into())),
+            Ok(Err(e)) => return Err(ProxyError::Unreachable(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut resp = match tokio::time::timeout(timeout, sender.send_request(upstream_req)).await {
+            Err(_) => return Err(ProxyError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(ProxyError::Unreachable(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let counter = self.websockets.clone();
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(c), Ok(u)) => (c, u),
+                (c, u) => {
+                    tracing::debug!(client = ?c.err(), upstream = ?u.err(), "websocket upgrade did not complete");
+                    return;
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
+            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            counter.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
+        });
+        let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        Ok(out.body(Body::empty()).expect("valid response"))
+    }
+}
+
+fn upstream_uri(port: u16, path_and_query: &str) -> Result<Uri, ProxyError> {
+    format!("http://127.0.0.1:{port}{path_and_query}")
+        .parse()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot forward this path: {e}")))
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove(header::UPGRADE);
+}
+
+fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    strip_hop_by_hop(h);
+    // The service's own credentials stay here.
+    h.remove(header::AUTHORIZATION);
+    let cookies: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && !kv.starts_with(&format!("{}=", fwd.strip_cookie)))
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::COOKIE);
+    if !cookies.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            h.insert(header::COOKIE, v);
+        }
+    }
+    if let Some(addr) = fwd.client_addr {
+        let ip = addr.ip().to_string();
+        let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert("x-forwarded-for", v);
+        }
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(if fwd.proto == "https" { "https" } else { "http" }));
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.entry("x-forwarded-host").or_insert(host);
+    }
+    if !fwd.prefix.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
+            h.insert("x-forwarded-prefix", v);
+        }
+    }
+}
+
+/// An IDE that redirects to an absolute path (`/login`) or to its own address means a path under our prefix.
+fn rewrite_location(h: &mut HeaderMap, port: u16, prefix: &str) {
+    let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else { return };
+    let own = format!("http://127.0.0.1:{port}");
+    let path = if let Some(rest) = loc.strip_prefix(&own) {
+        Some(if rest.is_empty() { "/".to_owned() } else { rest.to_owned() })
+    } else if loc.starts_with('/') && !loc.starts_with("//") {
+        Some(loc.to_owned())
+    } else {
+        None
+    };
+    if let Some(path) = path {
+        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{path}")) {
+            h.insert(header::LOCATION, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_session_cookie_stay_behind() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Bearer wsd_x".parse().unwrap());
+        h.insert(header::COOKIE, "a=1; workspaced_session=s.1.f; b=2".parse().unwrap());
+        h.insert(header::HOST, "lms.example:8443".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        let fwd = Forwarded {
+            prefix: "/w/alice",
+            path_and_query: "/".into(),
+            client_addr: Some("10.0.0.7:5555".parse().unwrap()),
+            proto: "https",
+            strip_cookie: "workspaced_session",
+        };
+        prepare_request_headers(&mut h, &fwd);
+        for gone in ["connection", "x-private", "keep-alive", "te", "authorization"] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "lms.example:8443");
+        assert_eq!(h["x-forwarded-prefix"], "/w/alice");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn absolute_redirects_stay_under_the_prefix() {
+        let mut h = HeaderMap::new();
+        for (given, want) in [
+            ("/login", "/w/a/login"),
+            ("http://127.0.0.1:4000/x?y=1", "/w/a/x?y=1"),
+            ("./?folder=/home", "./?folder=/home"),
+            ("https://elsewhere.example/", "https://elsewhere.example/"),
+            ("//evil.example/", "//evil.example/"),
+        ] {
+            h.insert(header::LOCATION, given.parse().unwrap());
+            rewrite_location(&mut h, 4000, "/w/a");
+            assert_eq!(h[header::LOCATION], want, "{given}");
+        }
+    }
+
+    #[test]
+    fn only_a_connection_upgrade_is_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(!is_upgrade(&h));
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        assert!(is_upgrade(&h));
+    }
+}

@@ -182,11 +182,15 @@ async fn the_cli_talks_to_a_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid student id"));
     // Without a key the server refuses, and the CLI says why.
-    let out = std::process::Command::new(bin)
-        .args(["status", "cli-1", "--server", &server])
-        .env_remove("WORKSPACED_API_KEY")
-        .output()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["status", "cli-1", "--server", &server])
+            .env_remove("WORKSPACED_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401 Unauthorized unauthorized"), "{out:?}");
 }

@@ -36,7 +36,10 @@ async fn a_stopped_workspace_answers_with_its_state_and_a_way_to_start_not_a_502
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "workspace_not_running");
     assert!(v["error"]["message"].as_str().unwrap().contains("files are kept"), "{v}");
-    assert_eq!((v["workspace"]["status"].as_str(), v["workspace"]["stop_reason"].as_str()), (Some("stopped"), Some("user")));
+    assert_eq!(
+        (v["workspace"]["status"].as_str(), v["workspace"]["stop_reason"].as_str()),
+        (Some("stopped"), Some("user"))
+    );
     assert_eq!(v["start"]["path"], "_workspaced/start");
     // A browser gets the launcher page, which follows the state and offers to start.
     let r = c.get(app.url("/w/sam/")).header("accept", "text/html").send().await.unwrap();

@@ -161,8 +161,7 @@ impl Proxy {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
-            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            join_streams(TokioIo::new(client), TokioIo::new(upstream)).await;
             counter.fetch_sub(1, Ordering::Relaxed);
             crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
         });
@@ -171,6 +170,35 @@ impl Proxy {
             out = out.header(k, v);
         }
         Ok(out.body(Body::empty()).expect("valid response"))
+    }
+}
+
+/// How long the other direction of an upgraded connection may go on after one side has closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Copies bytes both ways until one side closes, then gives the other direction [`CLOSE_GRACE`] to finish (a
+/// closing handshake) and drops both. Not `copy_bidirectional`, which waits for both sides to close: an IDE that
+/// keeps its half open after the browser left would hold the connection forever.
+async fn join_streams<A, B>(a: A, b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = async {
+        let _ = tokio::io::copy(&mut ar, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => { let _ = tokio::time::timeout(CLOSE_GRACE, down).await; }
+        _ = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
     }
 }
 

@@ -60,7 +60,7 @@ fn refuse(h: &HeaderMap, e: ApiError) -> Response {
     e.into_response()
 }
 
-async fn ide_request(state: Arc<AppState>, t: Target, req: Request) -> Response {
+async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Response {
     let Some(rest) = t.rest.clone() else {
         // `/w/alice` -> `/w/alice/`: the IDE's relative links need the slash.
         let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -102,6 +102,11 @@ async fn ide_request(state: Arc<AppState>, t: Target, req: Request) -> Response 
     if counts_as_activity(req.method(), &headers) {
         state.lifecycle.activity().touch(&student, state.lifecycle.clock().now());
     }
+    // The IDE's page (code-server serves the workbench at `/`) gets our script; ask for it uncompressed.
+    let workbench = req.method() == Method::GET && rest == "/" && !headers.contains_key(header::UPGRADE);
+    if workbench {
+        req.headers_mut().remove(header::ACCEPT_ENCODING);
+    }
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let client_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let public = state.lifecycle.settings().public_url();
@@ -116,6 +121,9 @@ async fn ide_request(state: Arc<AppState>, t: Target, req: Request) -> Response 
     match state.proxy.forward(port, req, fwd).await {
         Ok(resp) => {
             crate::metrics::proxy_request("forwarded");
+            if workbench {
+                return inject_ide_script(resp, &t.prefix).await;
+            }
             resp
         }
         Err(ProxyError::Unreachable(detail)) => {
@@ -149,6 +157,40 @@ async fn ide_request(state: Arc<AppState>, t: Target, req: Request) -> Response 
         }
         Err(ProxyError::BadRequest(m)) => refuse(&headers, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
     }
+}
+
+/// Largest IDE page the proxy rewrites; a bigger one passes through untouched.
+const MAX_PAGE: usize = 4 << 20;
+
+/// Adds `<script src=".../_workspaced/ide.js">` to the IDE's HTML page, before `</head>`: the in-IDE warning,
+/// countdown and stopped page, and heartbeats from real input (see ARCHITECTURE.md). Anything that is not an
+/// uncompressed HTML page with a `</head>` passes through unchanged.
+async fn inject_ide_script(resp: Response, prefix: &str) -> Response {
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if resp.status() != StatusCode::OK || !is_html || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_PAGE).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "IDE page too large or cut off; served without the workspace script");
+            return (StatusCode::BAD_GATEWAY, "the IDE page could not be read").into_response();
+        }
+    };
+    let html = String::from_utf8_lossy(&bytes);
+    let Some(at) = html.find("</head>") else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let tag = format!(r#"<script src="{prefix}{RESERVED}ide.js" defer></script>"#);
+    let page = format!("{}{tag}{}", &html[..at], &html[at..]);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Response::from_parts(parts, axum::body::Body::from(page))
 }
 
 /// Which proxied requests a person caused: loading or reloading the IDE page (`Sec-Fetch-Mode: navigate`) and
@@ -228,7 +270,20 @@ pub struct OwnStatus {
     pub stop_at: Option<chrono::DateTime<chrono::Utc>>,
     pub seconds_left: Option<i64>,
     pub warning: bool,
+    /// Seconds of warning before the stop (for the "will close in N minutes" sentence).
+    pub warning_lead_seconds: u64,
+    /// How often a page should send a heartbeat while the student is using it, and poll this status.
+    pub heartbeat_interval_seconds: u64,
+    pub poll_interval_seconds: u64,
     pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A heartbeat every 30 s while there is input, more often when the idle timeout is short (a quarter of it),
+/// so input always lands well inside the timeout; status polls four times as often, at most every 5 s.
+fn intervals(idle_timeout: std::time::Duration) -> (u64, u64) {
+    let heartbeat = (idle_timeout.as_secs() / 4).clamp(1, 30);
+    let poll = (idle_timeout.as_secs() / 16).clamp(1, 5);
+    (heartbeat, poll)
 }
 
 async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
@@ -238,8 +293,16 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
         None => None,
     };
     let now = lc.clock().now();
+    let (idle, lead) = match &view {
+        Some(v) => (std::time::Duration::from_secs(v.policy.idle_timeout_seconds), v.policy.warning_lead_seconds),
+        None => (lc.settings().cull.idle_timeout, lc.settings().cull.warning_lead.as_secs()),
+    };
+    let (heartbeat_interval_seconds, poll_interval_seconds) = intervals(idle);
     Ok(match view {
         Some(v) => OwnStatus {
+            warning_lead_seconds: lead,
+            heartbeat_interval_seconds,
+            poll_interval_seconds,
             warning: v.warn_at.is_some_and(|w| now >= w),
             student_id: v.student_id,
             status: v.status,
@@ -269,6 +332,9 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
             stop_at: None,
             seconds_left: None,
             warning: false,
+            warning_lead_seconds: lead,
+            heartbeat_interval_seconds,
+            poll_interval_seconds,
             now,
         },
     })
@@ -282,6 +348,11 @@ async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request)
     }
     let lc = &state.lifecycle;
     match (method, sub) {
+        (Method::GET, "ide.js") => Ok((
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+            super::pages::IDE_SCRIPT,
+        )
+            .into_response()),
         (Method::GET, "status") => Ok(Json(own_status(state, student).await?).into_response()),
         (Method::POST, "start") => {
             lc.start_with(student, false).await?;

@@ -4,6 +4,8 @@ use axum::http::StatusCode;
 
 const LAUNCHER: &str = include_str!("assets/launcher.html");
 const MESSAGE: &str = include_str!("assets/message.html");
+/// The script the proxy adds to the IDE's page: warning overlay, countdown, stopped page, input heartbeats.
+pub const IDE_SCRIPT: &str = include_str!("assets/ide.js");
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {

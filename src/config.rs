@@ -69,6 +69,9 @@ pub struct AuthSettings {
     pub cookie_secure: Option<bool>,
     /// Where a browser without a session is sent (`WORKSPACED_LOGIN_URL`); unset: a 401 page.
     pub login_url: Option<String>,
+    /// Origins of LMS pages that may use the JS SDK across origins (`WORKSPACED_CORS_ORIGINS`, comma-separated,
+    /// e.g. `https://lms.example.edu`); empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 /// The reverse proxy to the IDEs (`/w/{student}/...`).
@@ -94,6 +97,7 @@ impl Default for AuthSettings {
             session_ttl: Duration::from_secs(12 * 3600),
             cookie_secure: None,
             login_url: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -262,6 +266,7 @@ struct FileSettings {
     session_ttl: Option<String>,
     cookie_secure: Option<bool>,
     login_url: Option<String>,
+    cors_origins: Option<Vec<String>>,
     proxy_timeout: Option<String>,
     proxy_connect_timeout: Option<String>,
     proxy_max_body: Option<String>,
@@ -384,6 +389,9 @@ impl Settings {
         if let Some(v) = f.login_url {
             self.auth.login_url = Some(v).filter(|v| !v.is_empty());
         }
+        if let Some(v) = f.cors_origins {
+            self.auth.cors_origins = v.into_iter().map(|o| o.trim_end_matches('/').to_owned()).collect();
+        }
         d(f.proxy_timeout, "proxy_timeout", &mut self.proxy.timeout)?;
         d(f.proxy_connect_timeout, "proxy_connect_timeout", &mut self.proxy.connect_timeout)?;
         if let Some(v) = f.proxy_max_body {
@@ -466,6 +474,9 @@ impl Settings {
             other => parse_bool(other).map(Some),
         })?;
         set(&get, "WORKSPACED_LOGIN_URL", &mut self.auth.login_url, opt_text)?;
+        set(&get, "WORKSPACED_CORS_ORIGINS", &mut self.auth.cors_origins, |v| {
+            Ok(v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
+        })?;
         set(&get, "WORKSPACED_PROXY_TIMEOUT", &mut self.proxy.timeout, dur)?;
         set(&get, "WORKSPACED_PROXY_CONNECT_TIMEOUT", &mut self.proxy.connect_timeout, dur)?;
         set(&get, "WORKSPACED_PROXY_MAX_BODY", &mut self.proxy.max_body, |v| parse_bytes(v).map(|b| b as u64))?;

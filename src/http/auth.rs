@@ -39,15 +39,29 @@ pub async fn key_of(state: &AppState, headers: &HeaderMap) -> Result<Option<KeyI
     let Some(key) = bearer(headers) else {
         return Err(unauthorized("the Authorization header must be `Bearer <key>`"));
     };
+    if key.starts_with(STUDENT_TOKEN_PREFIX) {
+        return Ok(None); // a student token, not a key: see `session_of`
+    }
     match state.keys.verify(state.lifecycle.store(), key).await.map_err(ApiError::internal)? {
         Some(who) => Ok(Some(who)),
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "unknown or revoked API key")),
     }
 }
 
-/// The student of a valid session cookie.
+/// A student token (for the JS SDK on LMS pages) is `wss_` and a session value, sent as a bearer token.
+pub const STUDENT_TOKEN_PREFIX: &str = "wss_";
+
+/// Whether the request carries a student token (not ambient like a cookie, so no cross-site forgery is possible).
+pub fn has_student_token(headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|k| k.starts_with(STUDENT_TOKEN_PREFIX))
+}
+
+/// The student of a valid session: a student token in `Authorization`, else the session cookie.
 pub fn session_of(state: &AppState, headers: &HeaderMap) -> Option<StudentId> {
     let now = state.lifecycle.clock().now();
+    if let Some(token) = bearer(headers).and_then(|k| k.strip_prefix(STUDENT_TOKEN_PREFIX)) {
+        return state.signer.check_session(token, now);
+    }
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -343,7 +343,7 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
 /// The student's own API under `.../_workspaced/`.
 async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request) -> Result<Response, ApiError> {
     let method = req.method().clone();
-    if method != Method::GET && !same_origin(req.headers()) {
+    if method != Method::GET && !auth::has_student_token(req.headers()) && !same_origin(req.headers()) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused"));
     }
     let lc = &state.lifecycle;
@@ -421,6 +421,44 @@ pub async fn create_launch(
     let (token, expires_at) = state.signer.launch_token(&id, lc.clock().now(), settings.auth.launch_ttl);
     let url = format!("{}{RESERVED}launch?token={token}", workspace_url(settings, &id).trim_end_matches('/'));
     Ok(Json(json!({ "student_id": id, "url": url, "expires_at": expires_at })))
+}
+
+/// `POST /api/workspaces/{id}/token` (LMS key): a student token for the JS SDK on an LMS page. It lets the page
+/// read that student's status and send heartbeats, nothing else; it lasts `session_ttl`.
+pub async fn create_student_token(
+    State(state): State<Arc<AppState>>,
+    super::extract::StudentPath(id): super::extract::StudentPath,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let lc = &state.lifecycle;
+    let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
+    let token = format!("{}{}", auth::STUDENT_TOKEN_PREFIX, state.signer.session(&id, now, ttl));
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+    Ok(Json(json!({ "student_id": id, "token": token, "expires_at": expires_at })))
+}
+
+/// Lets LMS pages on the configured origins call the SDK's routes (student status, heartbeats) with a student
+/// token: answers preflights and adds `Access-Control-Allow-Origin`. No cookies cross origins.
+pub async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let allowed = origin.filter(|o| state.lifecycle.settings().auth.cors_origins.iter().any(|a| a == o));
+    let path = req.uri().path();
+    let sdk_route = path == "/api/workspaces/heartbeat" || path.contains(RESERVED);
+    let Some(origin) = allowed.filter(|_| sdk_route) else { return next.run(req).await };
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Ok(v) = HeaderValue::from_str(&origin) {
+        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        resp.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
 }
 
 /// Where a student's IDE is reached from a browser (always ends with `/`).

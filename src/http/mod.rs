@@ -64,16 +64,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/workspaces/{id}/stop", post(workspaces::stop))
         .route("/api/workspaces/{id}/policy", axum::routing::put(workspaces::set_policy))
         .route("/api/workspaces/{id}/launch", post(ide::create_launch))
+        .route("/api/workspaces/{id}/token", post(ide::create_student_token))
         .route_layer(from_fn_with_state(state.clone(), auth::require_lms));
     // Operators only: data leaves the service, or the service itself is inspected.
     let admin = Router::new()
         .route("/api/workspaces/{id}/export", get(crate::ops::http_export::export_handler))
         .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
         .route("/metrics", get(metrics))
+        .route("/api/admin/stats", get(admin_stats))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // Static pages; their data comes from the API with a key.
+        .route("/admin", get(|| async { axum::response::Html(pages::ADMIN_PAGE) }))
+        .route("/sdk/workspaced.js", get(sdk_script))
         // A key, or the student's own session (checked in the handler).
         .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
         .merge(lms)
@@ -81,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
         .layer(from_fn_with_state(state.clone(), ide::dispatch))
+        .layer(from_fn_with_state(state.clone(), ide::cors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -91,6 +97,44 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", "invalid student id: must not be empty");
     }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// CPU and memory of every running workspace, from the engine (about a second: the engine samples twice).
+async fn admin_stats(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    use futures_util::StreamExt;
+    let lc = &state.lifecycle;
+    let running = lc.activity().running();
+    let stats: serde_json::Map<String, serde_json::Value> = futures_util::stream::iter(running)
+        .map(|id| async move {
+            let s = lc.runtime().stats(&id).await;
+            (id, s)
+        })
+        .buffer_unordered(8)
+        .filter_map(|(id, s)| async move {
+            match s {
+                Ok(Some(s)) => Some((id.to_string(), serde_json::to_value(s).ok()?)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!(student = %id, error = %e, "no stats");
+                    None
+                }
+            }
+        })
+        .collect()
+        .await;
+    Ok(Json(json!({ "stats": stats })))
+}
+
+/// The JS SDK for LMS pages (docs/sdk.md).
+async fn sdk_script() -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        pages::SDK_SCRIPT,
+    )
 }
 
 /// Prometheus text format.

@@ -6,6 +6,10 @@ const LAUNCHER: &str = include_str!("assets/launcher.html");
 const MESSAGE: &str = include_str!("assets/message.html");
 /// The script the proxy adds to the IDE's page: warning overlay, countdown, stopped page, input heartbeats.
 pub const IDE_SCRIPT: &str = include_str!("assets/ide.js");
+/// The admin dashboard: a static page; its data comes from the API with the admin key the operator pastes.
+pub const ADMIN_PAGE: &str = include_str!("assets/admin.html");
+/// The JS SDK for LMS pages.
+pub const SDK_SCRIPT: &str = include_str!("assets/sdk.js");
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {

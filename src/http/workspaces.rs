@@ -142,11 +142,28 @@ pub async fn start(
     Ok((code, Json(WorkspaceView::new(&state, rec))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopQuery {
+    /// `user` (default: the student asked, through the LMS) or `admin` (staff stopped it).
+    reason: Option<String>,
+}
+
 pub async fn stop(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
+    query: Result<Query<StopQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let rec = state.lifecycle.stop(&id, StopReason::User).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let reason = match q.reason.as_deref() {
+        None | Some("user") => StopReason::User,
+        Some("admin") => StopReason::Admin,
+        Some(other) => {
+            let msg = format!("unknown stop reason {other:?}; use user or admin");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg));
+        }
+    };
+    let rec = state.lifecycle.stop(&id, reason).await?;
     Ok(Json(WorkspaceView::new(&state, rec)))
 }
 

@@ -462,6 +462,44 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn stats(&self, student: &StudentId) -> Result<Option<super::ContainerStats>, RuntimeError> {
+        use futures_util::StreamExt;
+        let name = container_name(&self.instance, student);
+        if !self.inspect(student).await?.is_some_and(|c| c.running) {
+            return Ok(None);
+        }
+        // Not one-shot: the engine samples twice, a second apart, so the CPU delta is meaningful.
+        let options = bollard::query_parameters::StatsOptionsBuilder::new().stream(false).one_shot(false).build();
+        let first = self
+            .call("container stats", self.call_timeout, |d| async move {
+                d.stats(&name, Some(options)).next().await.transpose()
+            })
+            .await?;
+        let s = match first {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        let cpu = |c: &Option<bollard::models::ContainerCpuStats>| {
+            let c = c.as_ref();
+            let total = c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+            (total, c.and_then(|c| c.system_cpu_usage).unwrap_or(0), c.and_then(|c| c.online_cpus).unwrap_or(1))
+        };
+        let (total, system, cpus) = cpu(&s.cpu_stats);
+        let (pre_total, pre_system, _) = cpu(&s.precpu_stats);
+        let (d_cpu, d_sys) = (total.saturating_sub(pre_total), system.saturating_sub(pre_system));
+        let cpu_percent = if d_sys > 0 { d_cpu as f64 / d_sys as f64 * f64::from(cpus) * 100.0 } else { 0.0 };
+        let mem = s.memory_stats.as_ref();
+        let cache = mem.and_then(|m| m.stats.as_ref()).and_then(|st| st.get("inactive_file").copied()).unwrap_or(0);
+        Ok(Some(super::ContainerStats {
+            cpu_percent: (cpu_percent * 10.0).round() / 10.0,
+            memory_bytes: mem.and_then(|m| m.usage).unwrap_or(0).saturating_sub(cache),
+            memory_limit_bytes: mem.and_then(|m| m.limit).unwrap_or(0),
+            pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+        }))
+    }
+
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let filters = HashMap::from([(
             "label",

@@ -68,6 +68,17 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Resource use of a running container.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ContainerStats {
+    /// CPU use over the engine's sampling second, in percent of one core (100 = one full core).
+    pub cpu_percent: f64,
+    /// Memory in use (without the page cache) and the limit, in bytes.
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids: u64,
+}
+
 /// What the engine says about one of our containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -112,4 +123,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, student: &StudentId) -> Result<Option<ContainerInfo>, RuntimeError>;
     /// All containers of this instance.
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// CPU and memory use of the student's container, from the engine (`None` when it does not run).
+    async fn stats(&self, _student: &StudentId) -> Result<Option<ContainerStats>, RuntimeError> {
+        Ok(None)
+    }
 }

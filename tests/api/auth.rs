@@ -20,6 +20,8 @@ const ROUTES: &[(&str, &str, &str, Role)] = &[
     ("GET", "/api/workspaces/NOPE/export", "", Role::Admin),
     ("POST", "/api/admin/migrate", "{}", Role::Admin),
     ("GET", "/metrics", "", Role::Admin),
+    ("GET", "/api/admin/stats", "", Role::Admin),
+    ("POST", "/api/workspaces/NOPE/token", "", Role::Lms),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,6 +10,7 @@ mod culling;
 mod ide_browser;
 mod ide_protocol;
 mod lifecycle;
+mod pages_browser;
 mod persistence;
 mod proxy;
 mod reconcile;

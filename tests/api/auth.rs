@@ -131,31 +131,6 @@ async fn a_key_made_by_the_cli_works_is_listed_without_its_secret_and_stops_work
     assert!(!out.status.success(), "unknown role refused");
 }
 
-/// A client that follows no redirects and sends no key.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// Asks for a launch link with the LMS key.
-pub async fn launch_url(app: &TestApp, id: &str) -> String {
-    let r = client_with_key(&app.lms_key).post(app.url(&format!("/api/workspaces/{id}/launch"))).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["student_id"], id);
-    assert!(v["expires_at"].is_string());
-    v["url"].as_str().unwrap().to_owned()
-}
-
-/// Opens a launch link like a browser; returns the `Cookie` header value to send afterwards.
-pub async fn open_launch(app: &TestApp, id: &str) -> String {
-    let url = launch_url(app, id).await;
-    let r = browser().get(&url).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 303, "launch answers with a redirect");
-    assert_eq!(r.headers()["location"], format!("/w/{id}/"));
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    set.split(';').next().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_launch_link_works_once_and_sets_a_session_for_that_student_only() {
     let app = spawn_app_with(|s| s.auth.launch_ttl = Duration::from_secs(2)).await;

@@ -5,12 +5,9 @@ mod helpers;
 
 mod auth;
 mod bad_input;
-mod browser;
 mod culling;
-mod ide_browser;
 mod ide_protocol;
 mod lifecycle;
-mod pages_browser;
 mod persistence;
 mod proxy;
 mod reconcile;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::open_launch;
 use crate::helpers::*;
 
 /// A browser-like client: follows no redirects, sends the session cookie.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 
-use crate::auth::launch_url;
 use crate::browser::Browser;
 use crate::helpers::*;
 
@@ -43,13 +42,13 @@ async fn status(app: &TestApp, id: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn the_launcher_opens_the_ide_and_typing_keeps_it_alive_past_the_idle_timeout() {
-    let app = code_server_app(16, 8).await;
     let b = Browser::start().await;
+    let app = code_server_app(20, 8).await;
     open_ide(&app, &b, "kim", Some("launcher")).await;
 
     // Keep typing (about every 3 s) for longer than the idle timeout: no warning, no stop.
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(24) {
+    while started.elapsed() < Duration::from_secs(28) {
         b.client.active_element().await.unwrap().send_keys("a").await.unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -61,14 +60,14 @@ async fn the_launcher_opens_the_ide_and_typing_keeps_it_alive_past_the_idle_time
 
 #[tokio::test]
 async fn an_untouched_tab_is_warned_keep_working_saves_it_then_it_stops_and_starts_again() {
-    let app = code_server_app(14, 9).await;
-    std::fs::create_dir_all(app.student_dir("lee")).unwrap();
     let b = Browser::start().await;
+    let app = code_server_app(24, 12).await;
+    std::fs::create_dir_all(app.student_dir("lee")).unwrap();
     open_ide(&app, &b, "lee", None).await;
     std::fs::write(app.student_dir("lee").join("notes.txt"), "kept\n").unwrap();
 
     // No input: the warning appears on top of the IDE, with the seeds' sentence and a live countdown.
-    let overlay = b.wait_for("#workspaced-warning", Duration::from_secs(20)).await;
+    let overlay = b.wait_for("#workspaced-warning", Duration::from_secs(30)).await;
     let text = overlay.text().await.unwrap();
     assert!(text.contains("Workspace will close in") && text.contains("Move your mouse or type"), "{text}");
     let c1 = b.client.find(Locator::Css("#workspaced-countdown")).await.unwrap().text().await.unwrap();
@@ -90,7 +89,7 @@ async fn an_untouched_tab_is_warned_keep_working_saves_it_then_it_stops_and_star
     assert!(after["stop_at"].as_str() > before["stop_at"].as_str(), "stop moved: {before} -> {after}");
 
     // Then nothing more: warned again, stopped, and the tab shows why instead of a reconnect loop.
-    b.wait_for_text("Workspace stopped due to inactivity", Duration::from_secs(40)).await;
+    b.wait_for_text("Workspace stopped due to inactivity", Duration::from_secs(60)).await;
     let page = b.text().await;
     assert!(page.contains("files are safe") && page.contains("Stopped at"), "{page}");
     b.screenshot("stopped").await;

@@ -10,10 +10,10 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
+    let b = Browser::start().await;
     let app = spawn_app().await;
     app.start("ada").await;
     app.start("bea").await;
-    let b = Browser::start().await;
     b.client.goto(&app.url("/admin")).await.unwrap();
     // Without a key it asks for one; a wrong key is refused.
     b.wait_for("#key", Duration::from_secs(10)).await.send_keys(&app.lms_key).await.unwrap();
@@ -72,6 +72,7 @@ async fn serve_example(listener: tokio::net::TcpListener) {
 
 #[tokio::test]
 async fn the_sdk_on_an_lms_page_shows_its_modal_on_warning_keeps_the_workspace_and_reports_the_stop() {
+    let b = Browser::start().await;
     let lms = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lms_origin = format!("http://{}", lms.local_addr().unwrap());
     let origin = lms_origin.clone();
@@ -92,7 +93,6 @@ async fn the_sdk_on_an_lms_page_shows_its_modal_on_warning_keeps_the_workspace_a
     let r = reqwest::Client::new().get(app.url("/api/workspaces/sid")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
-    let b = Browser::start().await;
     let page = format!("{lms_origin}/lms-page.html?server=http://{}&student=sid&token={token}", app.addr);
     b.client.goto(&page).await.unwrap();
     b.wait_for_text("Workspace: running", Duration::from_secs(10)).await;

@@ -9,7 +9,7 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from start_latency import free_port, http, pct, remove_labelled, wait_200  # noqa: E402
+from start_latency import free_port, http, make_key, pct, remove_labelled, wait_200  # noqa: E402
 
 
 def docker_burst(image, n, tmp):
@@ -48,6 +48,7 @@ def workspaced_burst(binary, image, n, tmp, concurrency):
                WORKSPACED_LISTEN=f"127.0.0.1:{port}", WORKSPACED_IMAGE=image, WORKSPACED_INSTANCE=instance,
                WORKSPACED_STOP_GRACE="1s", WORKSPACED_START_TIMEOUT="300s",
                WORKSPACED_MAX_CONCURRENT_STARTS=str(concurrency), RUST_LOG="warn")
+    make_key(binary, env)
     server = subprocess.Popen([binary, "serve"], env=env, stderr=open(os.path.join(tmp, f"serve{n}.log"), "w"))
     try:
         wait_200(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 20)

@@ -19,23 +19,25 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+key=$(DATABASE_URL="sqlite://$tmp/bench.db" target/release/workspaced key create --role admin --label bench)
+auth="Authorization: Bearer $key"
 WORKSPACE_BASE_PATH="$tmp/base" DATABASE_URL="sqlite://$tmp/bench.db" WORKSPACED_LISTEN="127.0.0.1:$port" \
   WORKSPACED_IMAGE=workspaced/tiny:1 WORKSPACED_INSTANCE="$instance" RUST_LOG=warn \
   target/release/workspaced serve 2>"$tmp/serve.log" &
 server=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 for i in $(seq 1 "$students"); do
-  curl -fs -X POST "http://127.0.0.1:$port/api/workspaces/hb-$i/start?wait=false" >/dev/null
+  curl -fs -H "$auth" -X POST "http://127.0.0.1:$port/api/workspaces/hb-$i/start?wait=false" >/dev/null
 done
 for i in $(seq 1 "$students"); do
-  until curl -fs "http://127.0.0.1:$port/api/workspaces/hb-$i" | grep -q '"status":"running"'; do sleep 0.2; done
+  until curl -fs -H "$auth" "http://127.0.0.1:$port/api/workspaces/hb-$i" | grep -q '"status":"running"'; do sleep 0.2; done
 done
 cat > "$tmp/hb.lua" <<LUA
 local n = $students
 local i = 0
 request = function()
   i = i % n + 1
-  return wrat.format("POST", "/api/workspaces/heartbeat", {["Content-Type"] = "application/json"},
+  return wrat.format("POST", "/api/workspaces/heartbeat", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer $key"},
     '{"student_id":"hb-' .. i .. '"}')
 end
 response = function(status) if status ~= 200 then error("status " .. status) end end
@@ -46,4 +48,4 @@ rss_before=$(awk '/VmRSS/{print $2}' /proc/$server/status)
 wrk -t2 -c20 -d"${secs}s" --latency -s "$tmp/hb.lua" "http://127.0.0.1:$port"
 rss_after=$(awk '/VmRSS/{print $2}' /proc/$server/status)
 echo "service RSS: ${rss_before} KiB before, ${rss_after} KiB after"
-curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^workspaced_heartbeats_total' || true
+curl -fs -H "$auth" "http://127.0.0.1:$port/metrics" | grep -E '^workspaced_heartbeats_total' || true

@@ -20,8 +20,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+# The service's API needs a key: `make_key` creates an admin key in the bench's database before it serves.
+HEADERS = {}
+
+
+def make_key(binary, env):
+    key = subprocess.run([binary, "key", "create", "--role", "admin", "--label", "bench"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    HEADERS["Authorization"] = f"Bearer {key}"
+
+
 def http(method, url, timeout=120):
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None, headers=HEADERS)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, json.loads(r.read() or b"null")
 
@@ -75,6 +85,7 @@ def workspaced_starts(binary, image, runs, tmp):
     env = dict(os.environ, WORKSPACE_BASE_PATH=base, DATABASE_URL=f"sqlite://{tmp}/bench.db",
                WORKSPACED_LISTEN=f"127.0.0.1:{port}", WORKSPACED_IMAGE=image, WORKSPACED_INSTANCE=instance,
                WORKSPACED_STOP_GRACE="1s", RUST_LOG="warn")
+    make_key(binary, env)
     server = subprocess.Popen([binary, "serve"], env=env, stderr=open(os.path.join(tmp, "serve.log"), "w"))
     try:
         wait_200(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 20)

@@ -398,7 +398,8 @@ impl Settings {
             self.proxy.max_body = parse_bytes(&v).map_err(|e| format!("proxy_max_body: {e}"))? as u64;
         }
         if let Some(v) = f.proxy_host_suffix {
-            self.proxy.host_suffix = Some(v).filter(|v| !v.is_empty());
+            self.proxy.host_suffix =
+                Some(v.trim().trim_start_matches('.').to_ascii_lowercase()).filter(|v| !v.is_empty());
         }
         Ok(())
     }
@@ -526,11 +527,17 @@ impl Settings {
         if self.auth.secret_key.as_ref().is_some_and(|k| k.len() < 32) {
             return bad("secret_key", "must be at least 32 characters (e.g. `openssl rand -hex 32`)");
         }
-        if self.auth.launch_ttl.is_zero() || self.auth.session_ttl.is_zero() {
-            return bad("launch_ttl", "launch_ttl and session_ttl must be more than zero");
+        if self.auth.launch_ttl.is_zero() {
+            return bad("launch_ttl", "must be more than zero");
         }
-        if self.proxy.timeout.is_zero() || self.proxy.connect_timeout.is_zero() {
-            return bad("proxy_timeout", "proxy timeouts must be more than zero");
+        if self.auth.session_ttl.is_zero() {
+            return bad("session_ttl", "must be more than zero");
+        }
+        if self.proxy.timeout.is_zero() {
+            return bad("proxy_timeout", "must be more than zero");
+        }
+        if self.proxy.connect_timeout.is_zero() {
+            return bad("proxy_connect_timeout", "must be more than zero");
         }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
             return bad("webhook_secret", "is required when webhook_url is set (the LMS verifies the signature)");

@@ -85,6 +85,14 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
             auth::unauthorized("no workspace session: open the workspace from the course page (a launch link)"),
         );
     };
+    // A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither the IDE nor
+    // a start: those need the session cookie from a launch link.
+    if auth::has_student_token(&headers) {
+        let sub = rest.strip_prefix(RESERVED).map(|s| s.split('?').next().unwrap_or(s));
+        if !matches!(sub, Some("status" | "heartbeat")) {
+            return refuse(&headers, auth::unauthorized("a student token opens only status and heartbeat"));
+        }
+    }
     if student.as_str() != t.student {
         crate::metrics::proxy_request("forbidden");
         tracing::warn!(session = %student, asked = %t.student, "session used for another workspace");
@@ -159,7 +167,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     }
 }
 
-/// Largest IDE page the proxy rewrites; a bigger one passes through untouched.
+/// Largest IDE page the proxy rewrites (code-server's is about 4 KB); a bigger one is answered with 502.
 const MAX_PAGE: usize = 4 << 20;
 
 /// Adds `<script src=".../_workspaced/ide.js">` to the IDE's HTML page, before `</head>`: the in-IDE warning,
@@ -371,7 +379,7 @@ async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request)
 
 /// A state-changing request from a page must come from our own origin (SameSite=Lax already keeps the cookie off
 /// cross-site POSTs; this is the second lock).
-fn same_origin(h: &HeaderMap) -> bool {
+pub(super) fn same_origin(h: &HeaderMap) -> bool {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
     let host = h.get("x-forwarded-host").or_else(|| h.get(header::HOST)).and_then(|v| v.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);

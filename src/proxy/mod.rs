@@ -100,6 +100,7 @@ impl Proxy {
         let resp = match tokio::time::timeout(self.settings.timeout, self.client.request(upstream)).await {
             Err(_) => return Err(ProxyError::Timeout(self.settings.timeout)),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::Unreachable(e.to_string())),
+            Ok(Err(e)) if over_limit(&e) => return Err(ProxyError::TooLarge(max)),
             Ok(Err(e)) => return Err(ProxyError::Unreachable(format!("{e}: {:?}", std::error::Error::source(&e)))),
             Ok(Ok(r)) => r,
         };
@@ -200,6 +201,18 @@ where
         _ = &mut up => { let _ = tokio::time::timeout(CLOSE_GRACE, down).await; }
         _ = &mut down => { let _ = tokio::time::timeout(CLOSE_GRACE, up).await; }
     }
+}
+
+/// Whether a failed request failed because its (chunked) body went over the size limit.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn upstream_uri(port: u16, path_and_query: &str) -> Result<Uri, ProxyError> {

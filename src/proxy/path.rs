@@ -20,6 +20,9 @@ pub fn path_target(raw_path: &str) -> Option<Target> {
         Some(i) => (&after[..i], Some(after[i..].to_owned())),
         None => (after, None),
     };
+    if seg.is_empty() {
+        return None;
+    }
     let student = percent_decode(seg);
     Some(Target { prefix: format!("/w/{seg}"), student, rest })
 }
@@ -127,6 +130,8 @@ mod tests {
         assert_eq!(path_target("//w//bob/").unwrap().student, "bob");
         assert_eq!(path_target("/api/workspaces"), None);
         assert_eq!(path_target("/wx/alice/"), None);
+        assert_eq!(path_target("/w/"), None, "no id: not a workspace (and no redirect loop)");
+        assert_eq!(path_target("/w//"), None);
     }
 
     #[test]

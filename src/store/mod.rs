@@ -380,6 +380,7 @@ impl Store {
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 
@@ -399,6 +400,7 @@ impl Store {
         .bind(student.as_str())
         .execute(&self.pool)
         .await?;
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 
@@ -432,6 +434,7 @@ impl Store {
             .bind(student.as_str())
             .execute(&self.pool)
             .await?;
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 
@@ -458,6 +461,7 @@ impl Store {
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 

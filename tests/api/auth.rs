@@ -218,6 +218,26 @@ async fn a_session_reaches_its_own_workspace_and_no_other_whatever_the_spelling(
     };
     assert_eq!(hb("bob").await.unwrap().status(), 403);
     assert_eq!(hb("alice").await.unwrap().status(), 200);
+    // A cookie heartbeat from another site's page is refused.
+    let r = browser()
+        .post(app.url("/api/workspaces/heartbeat"))
+        .header("cookie", &alice)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .body(r#"{"student_id":"alice"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A student token (for the SDK) reads status and sends heartbeats, and opens nothing else.
+    let r = client_with_key(&app.lms_key).post(app.url("/api/workspaces/alice/token")).send().await.unwrap();
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let with_token = |path: &str| browser().get(app.url(path)).bearer_auth(&token).send();
+    assert_eq!(with_token("/w/alice/_workspaced/status").await.unwrap().status(), 200);
+    assert_eq!(with_token("/w/alice/healthz").await.unwrap().status(), 401, "the token does not open the IDE");
+    assert_eq!(with_token("/w/bob/_workspaced/status").await.unwrap().status(), 403);
+    let r = browser().post(app.url("/w/alice/_workspaced/start")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 401, "nor starts");
     // A session is not a key: the LMS API stays closed to it.
     let r = browser().get(app.url("/api/workspaces/alice")).header("cookie", &alice).send().await.unwrap();
     assert_eq!(r.status(), 401);

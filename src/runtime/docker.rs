@@ -124,7 +124,16 @@ pub struct DockerRuntime {
     call_timeout: Duration,
     endpoint: Endpoint,
     client: OnceCell<Docker>,
+    /// Set once the workspaces' network exists (see [`NETWORK`]).
+    network: OnceCell<()>,
 }
+
+/// The bridge network of all workspaces, created with inter-container traffic off
+/// (`com.docker.network.bridge.enable_icc=false`), so a student's terminal cannot reach another student's IDE by its
+/// container address. Published ports on 127.0.0.1 and outbound traffic work as on the default bridge. One network
+/// for every instance on the engine: isolation holds between any two containers on it, and networks (a limited
+/// pool of address ranges) do not pile up.
+pub const NETWORK: &str = "workspaced-isolated";
 
 impl DockerRuntime {
     /// Connects and negotiates the API version with the engine. `call_timeout` bounds every daemon call.
@@ -155,7 +164,7 @@ impl DockerRuntime {
     }
 
     fn with_endpoint(endpoint: Endpoint, instance: InstanceId, call_timeout: Duration) -> Self {
-        Self { instance, call_timeout, endpoint, client: OnceCell::new() }
+        Self { instance, call_timeout, endpoint, client: OnceCell::new(), network: OnceCell::new() }
     }
 
     /// Is `image` present locally? We never pull, so a start needs it here (404 is `false`, not an error).
@@ -347,10 +356,56 @@ impl DockerRuntime {
                     maximum_retry_count: None,
                 }),
                 init: Some(false),
+                network_mode: Some(NETWORK.to_owned()),
                 ..Default::default()
             }),
             ..Default::default()
         }
+    }
+
+    /// Creates the instance's network when missing (once per process).
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        self.network
+            .get_or_try_init(|| async {
+                // Engines before API 1.44 accept two networks of one name: look first, and create under a
+                // process-wide lock (a second instance starting at the same moment on one engine is not covered).
+                static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+                let _one = CREATING.lock().await;
+                let found = self
+                    .call("inspect network", self.call_timeout, |d| async move {
+                        d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
+                    })
+                    .await?;
+                match found {
+                    Ok(_) => return Ok(()),
+                    Err(e) if status_of(&e) == Some(404) => {}
+                    Err(e) => return Err(classify(e)),
+                }
+                let name = NETWORK.to_owned();
+                let request = bollard::models::NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".to_owned()),
+                    options: Some(HashMap::from([(
+                        "com.docker.network.bridge.enable_icc".to_owned(),
+                        "false".to_owned(),
+                    )])),
+                    labels: Some(HashMap::from([(LABEL_MANAGED_BY.to_owned(), LABEL_MANAGED_BY_VALUE.to_owned())])),
+                    ..Default::default()
+                };
+                let answer = self
+                    .call("create network", self.call_timeout, |d| async move { d.create_network(request).await })
+                    .await?;
+                match answer {
+                    Ok(_) => {
+                        tracing::info!(network = %name, "created the workspaces' network (no traffic between containers)");
+                        Ok(())
+                    }
+                    Err(e) if status_of(&e) == Some(409) => Ok(()),
+                    Err(e) => Err(classify(e)),
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Starts a freshly created container; on failure removes it so nothing is left behind.
@@ -398,6 +453,7 @@ impl Runtime for DockerRuntime {
         }
 
         let host_dir = absolute_dir(&spec.host_dir)?;
+        self.ensure_network().await?;
         let body = self.create_body(spec, &host_dir);
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         tracing::info!(student, container = %spec.name, image = %spec.image, "creating container");

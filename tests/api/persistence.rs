@@ -46,6 +46,13 @@ async fn the_code_server_container_has_the_configured_limits_user_labels_and_loo
     assert_eq!(labels["workspaced.student"], "limits-1");
     assert_eq!(labels["workspaced.instance"], app.instance.as_str());
     assert!(c["Name"].as_str().unwrap().starts_with("/ws-limits-1"));
+    // On the workspaces' network, where containers cannot reach each other (checked on the network's settings:
+    // tests send no traffic to container addresses).
+    assert_eq!(hc["NetworkMode"], "workspaced-isolated");
+    let out =
+        std::process::Command::new("docker").args(["network", "inspect", "workspaced-isolated"]).output().unwrap();
+    let net: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(net[0]["Options"]["com.docker.network.bridge.enable_icc"], "false", "{net}");
     let bindings = hc["PortBindings"]["8080/tcp"].as_array().unwrap();
     assert!(!bindings.is_empty());
     for b in bindings {

@@ -86,6 +86,26 @@ impl Browser {
         }
     }
 
+    /// Waits until the script `js` (a function body; `arguments` are `args`) returns `true`.
+    pub async fn wait_js(&self, what: &str, js: &str, args: Vec<serde_json::Value>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(serde_json::Value::Bool(true)) = self.client.execute(js, args.clone()).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.screenshot("failure").await;
+                panic!("{what}: not within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Types into whatever has the focus (as a person would: W3C key input to the active element).
+    pub async fn type_keys(&self, keys: &str) {
+        self.client.active_element().await.unwrap().send_keys(keys).await.unwrap();
+    }
+
     pub async fn text(&self) -> String {
         match self.client.execute("return document.body ? document.body.innerText : ''", vec![]).await {
             Ok(v) => v.as_str().unwrap_or("").to_owned(),

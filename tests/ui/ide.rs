@@ -11,6 +11,41 @@ use crate::helpers::*;
 
 const WORKBENCH: &str = ".monaco-workbench .part.editor";
 
+/// The workbench is usable: folder opened in the explorer, status bar restored (see docs/testing notes).
+const READY_JS: &str = "const q = (s) => document.querySelector(s); \
+    return !!(q('.monaco-workbench') && q('.explorer-folders-view .monaco-list[role=tree]') && q('#status\\\\.problems'));";
+const ACTIVE_IS: &str = "const a = document.activeElement; return !!a && a.matches(arguments[0]);";
+const EDITOR_FOCUSED: &str = "const a = document.activeElement; if (!a) return false; \
+    if (!a.closest('.monaco-editor') || !a.closest('.editor-group-container.active')) return false; \
+    const tab = document.querySelector('.editor-group-container.active .tab.active'); \
+    return !!tab && tab.getAttribute('aria-label').startsWith(arguments[0]);";
+const EDITOR_TEXT_IS: &str = "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
+    if (!ed) return false; \
+    const t = [...ed.querySelectorAll('.view-lines .view-line')] \
+      .sort((x, y) => parseFloat(x.style.top) - parseFloat(y.style.top)) \
+      .map((l) => l.textContent.replace(/\\u00a0/g, ' ')).join('\\n'); \
+    return t === arguments[0];";
+
+/// In the IDE: command palette, "File: New File...", a name, then text, then Ctrl+S; as a student would.
+async fn new_file_by_keyboard(b: &Browser, name: &str, text: &str) {
+    let t = Duration::from_secs(30);
+    b.wait_js("workbench ready", READY_JS, vec![], Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.type_keys("\u{E031}").await; // F1
+    b.wait_js("command palette", ACTIVE_IS, vec![".quick-input-widget input".into()], t).await;
+    b.type_keys("File: New File...").await;
+    let row = "const r = document.querySelector('.quick-input-list .monaco-list-row.focused'); \
+        return !!r && (r.getAttribute('aria-label') || '').startsWith('File: New File...');";
+    b.wait_js("the command in the list", row, vec![], t).await;
+    b.type_keys("\u{E007}").await; // Enter
+    b.wait_js("the explorer's name box", ACTIVE_IS, vec![".explorer-folders-view input".into()], t).await;
+    b.type_keys(&format!("{name}\u{E007}")).await;
+    b.wait_js("the new file's editor", EDITOR_FOCUSED, vec![name.into()], t).await;
+    b.type_keys(text).await;
+    b.wait_js("the typed text", EDITOR_TEXT_IS, vec![text.into()], t).await;
+    b.type_keys("\u{E009}s\u{E009}").await; // Ctrl+S (the second Control releases it)
+}
+
 async fn code_server_app(idle: u64, lead: u64) -> TestApp {
     spawn_app_with(|s| {
         s.workspace.image = CODE_SERVER_IMAGE.to_owned();
@@ -45,6 +80,18 @@ async fn the_launcher_opens_the_ide_and_typing_keeps_it_alive_past_the_idle_time
     let b = Browser::start().await;
     let app = code_server_app(20, 8).await;
     open_ide(&app, &b, "kim", Some("launcher")).await;
+
+    // Typing into a new file in the editor saves it to the student's folder on the host.
+    let text = "print hello from the browser";
+    new_file_by_keyboard(&b, "hello.txt", text).await;
+    let file = app.student_dir("kim").join("hello.txt");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
+        assert!(std::time::Instant::now() < deadline, "not saved: {:?}", std::fs::read_to_string(&file));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1000, "written by the student's uid");
 
     // Keep typing (about every 3 s) for longer than the idle timeout: no warning, no stop.
     let started = std::time::Instant::now();

@@ -76,17 +76,26 @@ async def rtt(url, headers):
     async with connect(url, headers) as ws:
         t = time.perf_counter()
         await ws.send(FRAME)
+        buf = b""
         while True:
-            m = await ws.recv()
-            if isinstance(m, bytes) and len(m) >= 13 and m[0] == 2:
-                return (time.perf_counter() - t) * 1000
+            m = await asyncio.wait_for(ws.recv(), 10)
+            # A byte stream: messages (13-byte header + body) do not follow WebSocket frame boundaries.
+            buf += m if isinstance(m, bytes) else m.encode()
+            while len(buf) >= 13:
+                kind, _, _, size = struct.unpack(">BIII", buf[:13])
+                if len(buf) < 13 + size:
+                    break
+                if kind == 2:
+                    return (time.perf_counter() - t) * 1000
+                buf = buf[13 + size:]
 
 async def series(label, url, headers, n=200):
     xs = [await rtt(url + f"?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false", headers)
           for _ in range(n)]
+    sys.stdout.flush()
     xs.sort()
     print(f"{label:8} websocket auth->sign round trip, {n} connections: p50 {statistics.median(xs):.2f} ms, "
-          f"p99 {xs[int(len(xs) * .99) - 1]:.2f} ms")
+          f"p99 {xs[int(len(xs) * .99) - 1]:.2f} ms", flush=True)
 
 async def main():
     svc, direct, cookie = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -96,7 +96,13 @@ impl Application {
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();
         let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app)
+        // No Nagle: a proxied response goes out in several writes (headers, then body chunks as the IDE sends
+        // them), and waiting for ACKs between them costs the browser tens of milliseconds.
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 stop.cancel();

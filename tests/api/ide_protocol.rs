@@ -40,13 +40,23 @@ pub async fn handshake(addr: std::net::SocketAddr, base: &str, cookie: &str) -> 
     let auth = br#"{"type":"auth","auth":"00000000000000000000","data":""}"#;
     ws.send(Message::binary(frame(CONTROL, auth))).await.unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The protocol is a byte stream: its messages need not line up with WebSocket frames (a KeepAlive, type 9,
+    // may share a frame with the answer).
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("an answer in time");
         let Some(Ok(msg)) = msg else { panic!("connection ended without an answer: {msg:?}") };
-        let data = msg.into_data();
-        if data.len() >= 13 && data[0] == CONTROL {
-            let _ = ws.close(None).await;
-            return String::from_utf8_lossy(&data[13..]).into_owned();
+        buf.extend_from_slice(&msg.into_data());
+        while buf.len() >= 13 {
+            let size = u32::from_be_bytes(buf[9..13].try_into().unwrap()) as usize;
+            if buf.len() < 13 + size {
+                break;
+            }
+            if buf[0] == CONTROL {
+                let _ = ws.close(None).await;
+                return String::from_utf8_lossy(&buf[13..13 + size]).into_owned();
+            }
+            buf.drain(..13 + size);
         }
     }
 }

@@ -260,3 +260,30 @@ async fn without_a_session_a_browser_is_sent_to_the_configured_login_page() {
     let r = browser().get(app.url("/w/alice/")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn host_mode_serves_each_workspace_on_its_own_subdomain() {
+    let app = spawn_app_with(|s| s.proxy.host_suffix = Some("ws.test".into())).await;
+    let url = launch_url(&app, "alice").await;
+    let path = url.strip_prefix("http://alice.ws.test").expect("a link on the student's host");
+    assert!(path.starts_with("/_workspaced/launch?token="), "{url}");
+    // Requests reach this service on 127.0.0.1 with the subdomain in Host, as they would through DNS.
+    let get = |host: &str, path: &str, cookie: Option<&str>| {
+        let mut r = browser().get(app.url(path)).header("host", host);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    let r = get("alice.ws.test", path, None).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/"));
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    app.wait_for("alice", Duration::from_secs(30), |w| w["status"] == "running").await;
+    let r = get("alice.ws.test", "/healthz", Some(&cookie)).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (200, "ok\n"), "the IDE at the root");
+    assert_eq!(get("bob.ws.test", "/healthz", Some(&cookie)).await.unwrap().status(), 403);
+    assert_eq!(get("alice.ws.test", "/healthz", None).await.unwrap().status(), 401);
+    // The service's own host still serves the API.
+    assert_eq!(app.get("/api/workspaces/alice").await.0, 200);
+    app.stop("alice").await;
+}

@@ -71,7 +71,8 @@
   }
 
   function minutes(secs) {
-    const m = Math.max(1, Math.round(secs / 60));
+    if (secs < 60) return secs + ' seconds';
+    const m = Math.round(secs / 60);
     return m === 1 ? '1 minute' : m + ' minutes';
   }
 

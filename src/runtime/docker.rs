@@ -124,7 +124,7 @@ pub struct DockerRuntime {
     call_timeout: Duration,
     endpoint: Endpoint,
     client: OnceCell<Docker>,
-    /// Set once the workspaces' network exists (see [`NETWORK`]).
+    /// Set once the workspaces' network (shared by every instance on the engine) exists (see [`NETWORK`]).
     network: OnceCell<()>,
 }
 
@@ -377,7 +377,14 @@ impl DockerRuntime {
                     })
                     .await?;
                 match found {
-                    Ok(_) => return Ok(()),
+                    Ok(net) => {
+                        let icc = net.options.as_ref().and_then(|o| o.get("com.docker.network.bridge.enable_icc"));
+                        if icc.map(String::as_str) != Some("false") {
+                            tracing::error!(network = NETWORK, "this network lets containers reach each other; \
+                                remove it (docker network rm) so workspaced recreates it with enable_icc=false");
+                        }
+                        return Ok(());
+                    }
                     Err(e) if status_of(&e) == Some(404) => {}
                     Err(e) => return Err(classify(e)),
                 }
@@ -547,7 +554,11 @@ impl Runtime for DockerRuntime {
         let (d_cpu, d_sys) = (total.saturating_sub(pre_total), system.saturating_sub(pre_system));
         let cpu_percent = if d_sys > 0 { d_cpu as f64 / d_sys as f64 * f64::from(cpus) * 100.0 } else { 0.0 };
         let mem = s.memory_stats.as_ref();
-        let cache = mem.and_then(|m| m.stats.as_ref()).and_then(|st| st.get("inactive_file").copied()).unwrap_or(0);
+        // The page cache the kernel can drop: `inactive_file` on cgroup v2, `total_inactive_file` on v1.
+        let cache = mem
+            .and_then(|m| m.stats.as_ref())
+            .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
+            .unwrap_or(0);
         Ok(Some(super::ContainerStats {
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
             memory_bytes: mem.and_then(|m| m.usage).unwrap_or(0).saturating_sub(cache),

@@ -332,6 +332,7 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.announce(id);
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 
@@ -344,6 +345,7 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewEvent<'_>,
     ) -> Result<(), StoreError> {
+        self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, started_at_ms = ?,
@@ -360,6 +362,7 @@ impl Store {
         let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
         self.announce(id);
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 
@@ -416,6 +419,7 @@ impl Store {
         .bind(ms(now))
         .execute(&self.pool)
         .await?;
+        self.forget_route(student); // again: a lookup between the first forget and the write
         Ok(())
     }
 

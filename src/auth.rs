@@ -125,11 +125,6 @@ impl KeyVerifier {
             }
         }
     }
-
-    /// Forgets a key at once (after a revocation through this process).
-    pub fn forget_all(&self) {
-        self.cache.lock().expect("key cache").clear();
-    }
 }
 
 /// Why a launch token was refused. All of them answer 401; the kind goes to the log only.

@@ -117,8 +117,8 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     }
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let client_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let public = state.lifecycle.settings().public_url();
-    let proto = if public.starts_with("https://") { "https" } else { "http" };
+    let https = state.lifecycle.settings().public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let proto = if https { "https" } else { "http" };
     let fwd = Forwarded {
         prefix: &t.prefix,
         path_and_query: format!("{rest}{query}"),

@@ -223,11 +223,11 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatView>, ApiError> {
     // Who is asking comes first: without a key or a session, the body is not even read.
     let caller = super::auth::caller(&state, req.headers()).await?;
-    let headers = req.headers().clone();
+    // A cookie is ambient: refuse it from another site's page (a token is not, and may come from one).
+    let cross_site = !super::auth::has_student_token(req.headers()) && !super::ide::same_origin(req.headers());
     let ApiJson(body) = <ApiJson<HeartbeatBody> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
     if let super::auth::Caller::Student(own) = caller {
-        // A cookie is ambient: refuse it from another site's page (a token is not, and may come from one).
-        if !super::auth::has_student_token(&headers) && !super::ide::same_origin(&headers) {
+        if cross_site {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused"));
         }
         if own != body.student_id {

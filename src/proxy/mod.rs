@@ -77,11 +77,6 @@ impl Proxy {
         Self { client, settings, websockets: Arc::new(AtomicI64::new(0)) }
     }
 
-    /// WebSocket connections open through the proxy now.
-    pub fn open_websockets(&self) -> i64 {
-        self.websockets.load(Ordering::Relaxed)
-    }
-
     /// Forwards `req` to the IDE on `127.0.0.1:port`.
     pub async fn forward(&self, port: u16, req: Request, fwd: Forwarded<'_>) -> Result<Response, ProxyError> {
         if is_upgrade(req.headers()) {

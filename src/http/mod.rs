@@ -1,5 +1,7 @@
-//! The HTTP surface: REST API (JSON, one error shape), health and readiness. It parses input at the edge and
-//! delegates to the lifecycle; it never talks to Docker directly except through the runtime's `ping` for readiness.
+//! The HTTP surface: REST API (JSON, one error shape, keys checked by `auth`), health and readiness, the IDE side
+//! (`ide`: launch links, the student's own routes, the proxy), and the embedded pages. It parses input at the edge and
+//! delegates to the lifecycle; it reaches the engine only through the runtime trait, for readiness (`ping`) and the
+//! dashboard's stats (`stats`).
 
 pub mod auth;
 mod error;

@@ -214,6 +214,21 @@ async fn a_client_that_reconnects_with_last_event_id_gets_the_rest_without_loss_
 }
 
 #[tokio::test]
+async fn tail_starts_at_the_recent_past_and_goes_on_live() {
+    let app = spawn_app().await;
+    for s in ["a1", "a2", "a3"] {
+        start(&app.store, s).await; // two events each: starting, started
+    }
+    let all = app.store.events(None, 0, 1000).await.unwrap();
+    let newest = all.last().unwrap().id;
+    let mut client = SseClient::connect(&app, "?tail=3", None).await;
+    let first = client.until(newest).await;
+    assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), (newest - 2..=newest).collect::<Vec<_>>());
+    let live = stop_idle(&app.store, "a1").await;
+    assert_eq!(client.until(live).await.last().unwrap().id, live, "then live");
+}
+
+#[tokio::test]
 async fn bad_query_values_are_rejected_with_400_in_the_common_error_shape() {
     let app = spawn_app().await;
     let client = app.client.clone();
@@ -225,6 +240,8 @@ async fn bad_query_values_are_rejected_with_400_in_the_common_error_shape() {
         ("?student_id=alice&after=abc", None, "invalid_query"),
         ("?student_id=alice", Some("x"), "invalid_query"),
         ("?student=alice", None, "invalid_query"),
+        ("?tail=-3", None, "invalid_query"),
+        ("?tail=3&after=2", None, "invalid_query"),
     ];
     for (query, last_event_id, code) in cases {
         let mut request = client.get(format!("http://{}/api/events{query}", app.addr));

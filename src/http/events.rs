@@ -35,6 +35,8 @@ pub struct EventsQuery {
     pub student: Option<StudentId>,
     /// Stream the events with an id above this one.
     pub after: i64,
+    /// `tail=N`: start N event ids before the newest instead (a dashboard's recent past); a `Last-Event-ID` wins.
+    pub tail: Option<i64>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for EventsQuery {
@@ -47,10 +49,12 @@ impl<S: Send + Sync> FromRequestParts<S> for EventsQuery {
             .map_err(|e| bad_query(format!("invalid query string: {e}")))?;
         let mut student = None;
         let mut after = None;
+        let mut tail = None;
         for (key, value) in pairs {
             let slot = match key.as_str() {
                 "student_id" => &mut student,
                 "after" => &mut after,
+                "tail" => &mut tail,
                 // A misspelt filter must not silently widen the stream to every student.
                 other => return Err(bad_query(format!("unknown query parameter {other:?}"))),
             };
@@ -78,7 +82,14 @@ impl<S: Send + Sync> FromRequestParts<S> for EventsQuery {
             (None, Some(raw)) => position("after", &raw)?,
             (None, None) => 0,
         };
-        Ok(Self { student, after })
+        if tail.is_some() && after > 0 && last_event_id.is_none() {
+            return Err(bad_query("give either after or tail, not both".to_owned()));
+        }
+        let tail = match (tail, last_event_id.filter(|v| !v.trim().is_empty())) {
+            (Some(raw), None) => Some(position("tail", &raw)?),
+            _ => None,
+        };
+        Ok(Self { student, after, tail })
     }
 }
 
@@ -89,6 +100,10 @@ pub async fn events(
     let store = state.lifecycle.store().clone();
     // Subscribe before the first read: an event committed after that read still signals a change.
     let changes = store.subscribe_events();
+    let query = match query.tail {
+        Some(n) => EventsQuery { after: (*changes.borrow() - n).max(0), ..query },
+        None => query,
+    };
     // The first page is read here so that a broken database is a 500, not an empty stream.
     let first = store.events(query.student.as_ref(), query.after, PAGE).await.map_err(ApiError::internal)?;
     tracing::debug!(student = ?query.student.as_ref().map(StudentId::as_str), after = query.after, "event stream opened");

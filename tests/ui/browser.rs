@@ -106,6 +106,22 @@ impl Browser {
         self.client.active_element().await.unwrap().send_keys(keys).await.unwrap();
     }
 
+    /// Clicks the element `css` matches; finds it again if the page replaced it in between (a live list).
+    pub async fn click(&self, css: &str) {
+        for attempt in 0..5 {
+            let found = self.client.find(Locator::Css(css)).await;
+            match found {
+                Ok(e) => match e.click().await {
+                    Ok(()) => return,
+                    Err(err) if attempt < 4 => pause_before_retry(&err).await,
+                    Err(err) => panic!("cannot click {css}: {err}"),
+                },
+                Err(err) if attempt < 4 => pause_before_retry(&err).await,
+                Err(err) => panic!("cannot find {css}: {err}"),
+            }
+        }
+    }
+
     pub async fn text(&self) -> String {
         match self.client.execute("return document.body ? document.body.innerText : ''", vec![]).await {
             Ok(v) => v.as_str().unwrap_or("").to_owned(),
@@ -133,4 +149,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
     }
+}
+
+/// A short pause before trying again (the page was re-rendering).
+async fn pause_before_retry(_why: &fantoccini::error::CmdError) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }

@@ -30,13 +30,7 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     b.wait_for_text("ada started", Duration::from_secs(10)).await;
     b.screenshot("dashboard").await;
 
-    b.client
-        .find(Locator::Css("tr[data-student='ada'] button[data-action='stop']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("tr[data-student='ada'] button[data-action='stop']").await;
     let ws = app.wait_for("ada", Duration::from_secs(20), |w| w["status"] == "stopped").await;
     assert_eq!((ws["status"].as_str(), ws["stop_reason"].as_str()), (Some("stopped"), Some("admin")));
     // The page follows by itself (the event stream triggers a refresh).

@@ -51,9 +51,9 @@ fn wants_html(h: &HeaderMap) -> bool {
     h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
 }
 
-/// An error for a browser page or a script, in the shape each expects.
-fn refuse(h: &HeaderMap, e: ApiError) -> Response {
-    if wants_html(h) {
+/// An error for a browser page (`html`) or a script, in the shape each expects.
+fn refuse(html: bool, e: ApiError) -> Response {
+    if html {
         let page = super::pages::message_page(e.status, e.code, &e.message);
         return (e.status, Html(page)).into_response();
     }
@@ -66,52 +66,48 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         return Redirect::permanent(&format!("{}/{q}", t.prefix)).into_response();
     };
-    let headers = req.headers().clone();
-    if let Some(sub) = rest.strip_prefix(RESERVED) {
-        if sub == "launch" {
-            let query = req.uri().query().unwrap_or("").to_owned();
-            drop(req);
-            return launch_landing(&state, &t, &query, &headers).await;
-        }
+    // Only what an error answer needs survives the request: whether a browser page is wanted.
+    let html = wants_html(req.headers());
+    if rest.strip_prefix(RESERVED) == Some("launch") {
+        let query = req.uri().query().unwrap_or("").to_owned();
+        return launch_landing(&state, &t, &query, html).await;
     }
     // Who is asking: only the student's own session reaches this workspace.
-    let Some(student) = session_of(&state, &headers) else {
+    let Some(student) = session_of(&state, req.headers()) else {
         crate::metrics::proxy_request("unauthorized");
-        if let (Some(login), true) = (&state.lifecycle.settings().auth.login_url, wants_html(&headers)) {
+        if let (Some(login), true) = (&state.lifecycle.settings().auth.login_url, html) {
             return Redirect::to(login).into_response();
         }
         return refuse(
-            &headers,
+            html,
             auth::unauthorized("no workspace session: open the workspace from the course page (a launch link)"),
         );
     };
     // A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither the IDE nor
     // a start: those need the session cookie from a launch link.
-    if auth::has_student_token(&headers) {
-        let sub = rest.strip_prefix(RESERVED).map(|s| s.split('?').next().unwrap_or(s));
-        if !matches!(sub, Some("status" | "heartbeat")) {
-            return refuse(&headers, auth::unauthorized("a student token opens only status and heartbeat"));
+    if auth::has_student_token(req.headers()) {
+        if !matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")) {
+            return refuse(html, auth::unauthorized("a student token opens only status and heartbeat"));
         }
     }
     if student.as_str() != t.student {
         crate::metrics::proxy_request("forbidden");
         tracing::warn!(session = %student, asked = %t.student, "session used for another workspace");
-        return refuse(&headers, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace"));
+        return refuse(html, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace"));
     }
     if let Some(sub) = rest.strip_prefix(RESERVED) {
-        let sub = sub.split('?').next().unwrap_or(sub);
         return own_api(&state, &student, sub, req).await.unwrap_or_else(|e| e.into_response());
     }
     let port = match state.lifecycle.store().route(&student).await {
         Ok(Some(port)) => port,
-        Ok(None) => return not_running(&state, &student, &t.prefix, &headers).await,
-        Err(e) => return refuse(&headers, ApiError::internal(e)),
+        Ok(None) => return not_running(&state, &student, &t.prefix, html).await,
+        Err(e) => return refuse(html, ApiError::internal(e)),
     };
-    if counts_as_activity(req.method(), &headers) {
+    if counts_as_activity(req.method(), req.headers()) {
         state.lifecycle.activity().touch(&student, state.lifecycle.clock().now());
     }
     // The IDE's page (code-server serves the workbench at `/`) gets our script; ask for it uncompressed.
-    let workbench = req.method() == Method::GET && rest == "/" && !headers.contains_key(header::UPGRADE);
+    let workbench = req.method() == Method::GET && rest == "/" && !req.headers().contains_key(header::UPGRADE);
     if workbench {
         req.headers_mut().remove(header::ACCEPT_ENCODING);
     }
@@ -142,7 +138,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
                 Ok(Some(_)) => {
                     tracing::warn!(student = %student, %detail, "IDE does not answer");
                     refuse(
-                        &headers,
+                        html,
                         ApiError::new(
                             StatusCode::BAD_GATEWAY,
                             "ide_unreachable",
@@ -150,20 +146,20 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
                         ),
                     )
                 }
-                _ => not_running(&state, &student, &t.prefix, &headers).await,
+                _ => not_running(&state, &student, &t.prefix, html).await,
             }
         }
         Err(ProxyError::Timeout(d)) => {
             crate::metrics::proxy_request("timeout");
             let msg = format!("the IDE did not answer within {} s", d.as_secs_f64());
-            refuse(&headers, ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ide_timeout", msg))
+            refuse(html, ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ide_timeout", msg))
         }
         Err(ProxyError::TooLarge(max)) => {
             crate::metrics::proxy_request("too_large");
             let msg = format!("request body larger than {max} bytes");
-            refuse(&headers, ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg))
+            refuse(html, ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg))
         }
-        Err(ProxyError::BadRequest(m)) => refuse(&headers, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
+        Err(ProxyError::BadRequest(m)) => refuse(html, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
     }
 }
 
@@ -215,13 +211,13 @@ pub fn counts_as_activity(method: &Method, h: &HeaderMap) -> bool {
 }
 
 /// `.../_workspaced/launch?token=...`: checks the link, sets the session cookie, redirects to the IDE.
-async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &HeaderMap) -> Response {
+async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -> Response {
     let token = query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(crate::proxy::path::percent_decode);
     let refused = |why: &str| {
         crate::metrics::proxy_request("launch_refused");
         tracing::info!(asked = %t.student, why, "launch link refused");
         refuse(
-            headers,
+            html,
             auth::unauthorized(
                 "this launch link is invalid, expired or already used: open the workspace again from the course page",
             ),
@@ -240,7 +236,7 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &Hea
     match lc.store().use_launch_nonce(&claims.nonce, claims.expires_at, now).await {
         Ok(true) => {}
         Ok(false) => return refused("already used"),
-        Err(e) => return refuse(headers, ApiError::internal(e)),
+        Err(e) => return refuse(html, ApiError::internal(e)),
     }
     let settings = lc.settings();
     let ttl = settings.auth.session_ttl;
@@ -387,13 +383,13 @@ pub(super) fn same_origin(h: &HeaderMap) -> bool {
 }
 
 /// The answer for a workspace that is not running: the launcher page for a browser, JSON otherwise.
-async fn not_running(state: &AppState, student: &StudentId, prefix: &str, headers: &HeaderMap) -> Response {
+async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: bool) -> Response {
     crate::metrics::proxy_request("not_running");
     let status = match own_status(state, student).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if wants_html(headers) {
+    if html {
         let page = super::pages::launcher_page(student, &format!("{prefix}/"));
         let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response();
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -7,25 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 students=${1:-20}
 secs=${2:-20}
-tmp=$(mktemp -d /tmp/wsbench-hb.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-instance="benchhb$$"
-mkdir -p "$tmp/base"
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  ids=$(docker ps -aq --filter "label=workspaced.instance=$instance")
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-key=$(DATABASE_URL="sqlite://$tmp/bench.db" target/release/workspaced key create --role admin --label bench)
-auth="Authorization: Bearer $key"
-WORKSPACE_BASE_PATH="$tmp/base" DATABASE_URL="sqlite://$tmp/bench.db" WORKSPACED_LISTEN="127.0.0.1:$port" \
-  WORKSPACED_IMAGE=workspaced/tiny:1 WORKSPACED_INSTANCE="$instance" RUST_LOG=warn \
-  target/release/workspaced serve 2>"$tmp/serve.log" &
-server=$!
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+source bench/serve.sh
+bench_serve hb WORKSPACED_IMAGE=workspaced/tiny:1
 for i in $(seq 1 "$students"); do
   curl -fs -H "$auth" -X POST "http://127.0.0.1:$port/api/workspaces/hb-$i/start?wait=false" >/dev/null
 done

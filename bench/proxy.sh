@@ -11,26 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
 n=${2:-20}
-tmp=$(mktemp -d /tmp/wsbench-proxy.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-instance="benchpx$$"
-mkdir -p "$tmp/base"
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  ids=$(docker ps -aq --filter "label=workspaced.instance=$instance")
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-export DATABASE_URL="sqlite://$tmp/bench.db"
-key=$(target/release/workspaced key create --role admin --label bench)
-auth="Authorization: Bearer $key"
-WORKSPACE_BASE_PATH="$tmp/base" WORKSPACED_LISTEN="127.0.0.1:$port" WORKSPACED_INSTANCE="$instance" \
-  WORKSPACED_START_TIMEOUT=300s RUST_LOG=warn target/release/workspaced serve 2>"$tmp/serve.log" &
-server=$!
-svc="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do curl -fs "$svc/healthz" >/dev/null && break; sleep 0.1; done
+source bench/serve.sh
+bench_serve px WORKSPACED_START_TIMEOUT=300s
 
 # One session per workspace: the LMS asks for a launch link, the "browser" opens it.
 session() { # id -> cookie

@@ -27,10 +27,12 @@ fn main() {
 
 async fn run(stored: usize, n: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.base_path = tmp.path().to_path_buf();
-    settings.database_url = format!("sqlite://{}", tmp.path().join("bench.db").display());
-    settings.instance = InstanceId::parse("benchsweep").unwrap();
+    let settings = Settings {
+        base_path: tmp.path().to_path_buf(),
+        database_url: format!("sqlite://{}", tmp.path().join("bench.db").display()),
+        instance: InstanceId::parse("benchsweep").unwrap(),
+        ..Default::default()
+    };
     let store = Store::connect(&settings.database_url).await.unwrap();
     let now = chrono::Utc::now();
     let t = Instant::now();

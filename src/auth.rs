@@ -8,9 +8,9 @@
 //!   token can never pass for a session or the reverse.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -91,32 +91,42 @@ pub struct KeyIdentity {
 /// within this time.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 
-/// Checks bearer keys against the store, remembering good ones for [`KEY_CACHE_TTL`] so that a heartbeat costs no
-/// database read.
+/// Checks bearer keys against the store, remembering good ones for [`KEY_CACHE_TTL`] (by the injected clock) so
+/// that a heartbeat costs no database read.
 #[derive(Default)]
 pub struct KeyVerifier {
-    cache: Mutex<HashMap<String, (KeyIdentity, Instant)>>,
+    cache: Mutex<HashMap<String, (KeyIdentity, DateTime<Utc>)>>,
+}
+
+/// Whether something remembered at `at` is still fresh at `now` for `ttl` (a clock that went back is not fresh).
+fn fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
+    (now - at).to_std().is_ok_and(|age| age < ttl)
 }
 
 impl KeyVerifier {
-    pub async fn verify(&self, store: &Store, key: &str) -> Result<Option<KeyIdentity>, StoreError> {
+    pub async fn verify(
+        &self,
+        store: &Store,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyIdentity>, StoreError> {
         if !key.starts_with("wsd_") || key.len() > 200 {
             return Ok(None);
         }
         let hash = hash_key(key);
-        if let Some((who, at)) = self.cache.lock().expect("key cache").get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL {
+        if let Some((who, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+            if fresh(*at, now, KEY_CACHE_TTL) {
                 return Ok(Some(who.clone()));
             }
         }
         let found = store.find_api_key(&hash).await?;
-        let mut cache = self.cache.lock().expect("key cache");
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match found.and_then(|(id, role)| role.parse::<Role>().ok().map(|role| KeyIdentity { id, role })) {
             Some(who) => {
                 if cache.len() > 10_000 {
                     cache.clear();
                 }
-                cache.insert(hash, (who.clone(), Instant::now()));
+                cache.insert(hash, (who.clone(), now));
                 Ok(Some(who))
             }
             None => {
@@ -148,7 +158,65 @@ pub struct LaunchClaims {
     pub nonce: String,
 }
 
-/// Signs and checks launch tokens and session cookies with the service's key.
+/// Where a student's sessions stand: a session or student token is valid only while both numbers are those it was
+/// signed with. `all` moves on `session revoke --all`, `own` on `session revoke <id>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Generation {
+    pub all: i64,
+    pub own: i64,
+}
+
+impl Generation {
+    fn encode(self) -> String {
+        format!("{}-{}", self.all, self.own)
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let (all, own) = s.split_once('-')?;
+        Some(Self { all: all.parse().ok()?, own: own.parse().ok()? })
+    }
+}
+
+/// A browser session or a student token once its signature and expiry are checked (not yet its generation:
+/// that is [`SessionGenerations`]'s, which asks the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionClaims {
+    pub student: StudentId,
+    pub generation: Generation,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a signature is for. Each credential is signed under its own purpose and checked only under it, so one
+/// kind can never pass for another (a student token is not a session cookie, a launch token is neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Single-use launch links (student, expiry, nonce).
+    Launch,
+    /// The browser session cookie: the IDE, the launcher, start.
+    Session,
+    /// `wss_` tokens for the JS SDK on LMS pages: status and heartbeats only.
+    StudentToken,
+}
+
+impl Purpose {
+    fn label(self) -> &'static str {
+        match self {
+            Purpose::Launch => "launch",
+            Purpose::Session => "session",
+            Purpose::StudentToken => "student-token",
+        }
+    }
+}
+
+/// Longest credential accepted for parsing; real ones are about 120 characters.
+const MAX_CREDENTIAL: usize = 512;
+
+/// `now + ttl`, saturating at chrono's range instead of panicking.
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Signs and checks launch tokens, session cookies and student tokens with the service's key.
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
@@ -166,8 +234,8 @@ impl Signer {
     }
 
     /// The signing key from settings: `secret_key`, else the key file (created with a random key when absent,
-    /// readable by the owner only). The key itself is never logged.
-    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+    /// readable by the owner only; an existing file that others may read is refused). The key is never logged.
+    pub fn load(settings: &Settings) -> Result<Self, KeyFileError> {
         if let Some(k) = &settings.auth.secret_key {
             return Ok(Self::new(k.as_bytes()));
         }
@@ -175,9 +243,9 @@ impl Signer {
         Ok(Self::new(read_or_create_key(&path)?.as_bytes()))
     }
 
-    fn mac(&self, purpose: &str, parts: &[&str]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(purpose.as_bytes());
+    fn mac(&self, purpose: Purpose, parts: &[&str]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(purpose.label().as_bytes());
         for p in parts {
             mac.update(b"\n");
             mac.update(p.as_bytes());
@@ -185,21 +253,37 @@ impl Signer {
         mac
     }
 
+    fn sign(&self, purpose: Purpose, parts: &[&str]) -> String {
+        hex::encode(self.mac(purpose, parts).finalize().into_bytes())
+    }
+
+    fn verify(&self, purpose: Purpose, parts: &[&str], sig: &str) -> bool {
+        hex::decode(sig).is_ok_and(|sig| self.mac(purpose, parts).verify_slice(&sig).is_ok())
+    }
+
     /// A launch token for `student`, valid until `now + ttl`: `<student>.<expiry ms>.<nonce>.<signature>`.
     pub fn launch_token(&self, student: &StudentId, now: DateTime<Utc>, ttl: Duration) -> (String, DateTime<Utc>) {
-        let exp = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+        let exp = expiry(now, ttl);
         let exp_ms = exp.timestamp_millis().to_string();
         let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let sig = hex::encode(self.mac("launch", &[student.as_str(), &exp_ms, &nonce]).finalize().into_bytes());
+        let sig = self.sign(Purpose::Launch, &[student.as_str(), &exp_ms, &nonce]);
         (format!("{student}.{exp_ms}.{nonce}.{sig}"), exp)
     }
 
     /// Checks a launch token's signature and expiry (not its single use: that is the store's).
     pub fn check_launch(&self, token: &str, now: DateTime<Utc>) -> Result<LaunchClaims, TokenError> {
-        let parts: Vec<&str> = token.split('.').collect();
-        let [student, exp_ms, nonce, sig] = parts[..] else { return Err(TokenError::Malformed) };
-        let sig = hex::decode(sig).map_err(|_| TokenError::Malformed)?;
-        self.mac("launch", &[student, exp_ms, nonce]).verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        if token.len() > MAX_CREDENTIAL {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(student), Some(exp_ms), Some(nonce), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        if !self.verify(Purpose::Launch, &[student, exp_ms, nonce], sig) {
+            return Err(TokenError::BadSignature);
+        }
         let student = StudentId::parse(student).map_err(|_| TokenError::Malformed)?;
         let exp: i64 = exp_ms.parse().map_err(|_| TokenError::Malformed)?;
         let expires_at = crate::store::from_ms(exp);
@@ -209,57 +293,177 @@ impl Signer {
         Ok(LaunchClaims { student, expires_at, nonce: nonce.to_owned() })
     }
 
-    /// A session cookie value for `student`: `<student>.<expiry ms>.<signature>`.
-    pub fn session(&self, student: &StudentId, now: DateTime<Utc>, ttl: Duration) -> String {
-        let exp = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+    /// A credential of `purpose` (session or student token) for `student`:
+    /// `<student>.<generation>.<expiry ms>.<signature>`.
+    pub fn credential(
+        &self,
+        purpose: Purpose,
+        student: &StudentId,
+        generation: Generation,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> (String, DateTime<Utc>) {
+        let exp = expiry(now, ttl);
         let exp_ms = exp.timestamp_millis().to_string();
-        let sig = hex::encode(self.mac("session", &[student.as_str(), &exp_ms]).finalize().into_bytes());
-        format!("{student}.{exp_ms}.{sig}")
+        let generation = generation.encode();
+        let sig = self.sign(purpose, &[student.as_str(), &generation, &exp_ms]);
+        (format!("{student}.{generation}.{exp_ms}.{sig}"), exp)
     }
 
-    /// The student of a valid, unexpired session cookie value.
-    pub fn check_session(&self, value: &str, now: DateTime<Utc>) -> Option<StudentId> {
-        let parts: Vec<&str> = value.split('.').collect();
-        let [student, exp_ms, sig] = parts[..] else { return None };
-        let sig = hex::decode(sig).ok()?;
-        self.mac("session", &[student, exp_ms]).verify_slice(&sig).ok()?;
+    /// The claims of a credential signed for `purpose` and not yet expired. A credential of another purpose,
+    /// however valid there, is `None` here.
+    pub fn check_credential(&self, purpose: Purpose, value: &str, now: DateTime<Utc>) -> Option<SessionClaims> {
+        if value.len() > MAX_CREDENTIAL || purpose == Purpose::Launch {
+            return None;
+        }
+        let mut parts = value.split('.');
+        let (Some(student), Some(generation), Some(exp_ms), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        if !self.verify(purpose, &[student, generation, exp_ms], sig) {
+            return None;
+        }
         let exp: i64 = exp_ms.parse().ok()?;
         (now.timestamp_millis() < exp).then_some(())?;
-        StudentId::parse(student).ok()
+        Some(SessionClaims {
+            student: StudentId::parse(student).ok()?,
+            generation: Generation::decode(generation)?,
+            expires_at: crate::store::from_ms(exp),
+        })
     }
 }
 
-/// Reads the key file, or creates it with 32 random bytes (hex) and mode 0600 when it does not exist.
-fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
+/// How long a student's session generation is trusted from memory before the store is asked again: a
+/// revocation made by another process (the CLI) takes effect within this time; one made through this server's
+/// admin route at once.
+pub const GENERATION_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The current session generation of each student, read from the store and remembered for
+/// [`GENERATION_CACHE_TTL`] (by the injected clock), so a proxied request costs no database read.
+#[derive(Default)]
+pub struct SessionGenerations {
+    cache: Mutex<HashMap<StudentId, (Generation, DateTime<Utc>)>>,
+}
+
+impl SessionGenerations {
+    /// The student's generation now.
+    pub async fn current(
+        &self,
+        store: &Store,
+        student: &StudentId,
+        now: DateTime<Utc>,
+    ) -> Result<Generation, StoreError> {
+        if let Some((g, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(student) {
+            if fresh(*at, now, GENERATION_CACHE_TTL) {
+                return Ok(*g);
+            }
+        }
+        let g = store.session_generation(student).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(student.clone(), (g, now));
+        Ok(g)
+    }
+
+    /// Whether the claims' generation is the student's current one.
+    pub async fn is_current(
+        &self,
+        store: &Store,
+        claims: &SessionClaims,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.current(store, &claims.student, now).await? == claims.generation)
+    }
+
+    /// Forgets what is remembered (after a revocation in this process).
+    pub fn forget(&self, student: Option<&StudentId>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match student {
+            Some(s) => {
+                cache.remove(s);
+            }
+            None => cache.clear(),
+        }
+    }
+}
+
+/// Why the signing key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("signing key file {0} holds fewer than 32 characters")]
+    TooShort(PathBuf),
+    #[error(
+        "signing key file {path} may be read by other users (mode {mode:04o}); make it owner-only: chmod 600 {path}"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("cannot read the signing key file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the signing key file {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+}
+
+/// Reads the key file, or creates it with 32 random bytes (hex) and mode 0600 when it does not exist. A file that
+/// group or others may read is refused: the key signs every session.
+fn read_or_create_key(path: &Path) -> Result<String, KeyFileError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read_to_string(path) {
-        Ok(k) if k.trim().len() >= 32 => return Ok(k.trim().to_owned()),
-        Ok(_) => anyhow::bail!("signing key file {} holds fewer than 32 characters", path.display()),
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let read_err = |source| KeyFileError::Read { path: path.to_path_buf(), source };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyFileError::TooOpen { path: path.to_path_buf(), mode });
+            }
+            let k = std::fs::read_to_string(path).map_err(read_err)?;
+            if k.trim().len() < 32 {
+                return Err(KeyFileError::TooShort(path.to_path_buf()));
+            }
+            return Ok(k.trim().to_owned());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("cannot read the signing key file {}: {e}", path.display()),
+        Err(e) => return Err(read_err(e)),
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
+    let create_err = |source| KeyFileError::Create { path: path.to_path_buf(), source };
     let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match created {
         Ok(mut f) => {
-            f.write_all(key.as_bytes())?;
-            f.sync_all()?;
-            tracing::info!(path = %path.display(), "created a new signing key file");
+            f.write_all(key.as_bytes()).map_err(create_err)?;
+            f.sync_all().map_err(create_err)?;
+            tracing::info!(path = ?path, "created a new signing key file");
             Ok(key)
         }
         // Another process made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_or_create_key(path),
-        Err(e) => anyhow::bail!("cannot create the signing key file {}: {e}", path.display()),
+        Err(e) => Err(create_err(e)),
     }
 }
 
-/// The name of the browser session cookie.
+/// The name of the browser session cookie over plain HTTP (development).
 pub const SESSION_COOKIE: &str = "workspaced_session";
 
-/// The value of cookie `name` in a `Cookie` header.
-pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').map(str::trim).find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+/// The name of the session cookie when it is `Secure`: the `__Host-` prefix makes the browser refuse it unless it
+/// was set by this host, over HTTPS, for `Path=/` and without `Domain`, so a sibling subdomain (another student's
+/// host in host mode) cannot plant or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-workspaced_session";
+
+/// The session cookie's name for this configuration.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// Every value of cookie `name` in a `Cookie` header, in order. A browser sends several cookies of one name when
+/// they differ in path or domain; a planted one may come first, so callers try them all.
+pub fn cookie_values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(';').map(str::trim).filter_map(move |kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
 #[cfg(test)]
@@ -286,16 +490,53 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_token_is_not_a_session_and_sessions_expire() {
+    fn each_credential_passes_only_for_its_own_purpose_and_sessions_expire() {
         let s = Signer::new(b"0123456789abcdef0123456789abcdef");
         let alice = StudentId::parse("alice").unwrap();
+        let g = Generation { all: 2, own: 5 };
         let (t, _) = s.launch_token(&alice, now(), Duration::from_secs(60));
         let parts: Vec<&str> = t.split('.').collect();
-        assert_eq!(s.check_session(&format!("{}.{}.{}", parts[0], parts[1], parts[3]), now()), None);
-        let c = s.session(&alice, now(), Duration::from_secs(10));
-        assert_eq!(s.check_session(&c, now()), Some(alice.clone()));
-        assert_eq!(s.check_session(&c, now() + chrono::Duration::seconds(10)), None);
-        assert_eq!(s.check_session(&c.replacen("alice", "alicf", 1), now()), None);
+        let as_session = format!("{}.{}.{}.{}", parts[0], "0-0", parts[1], parts[3]);
+        assert_eq!(s.check_credential(Purpose::Session, &as_session, now()), None);
+        let (c, exp) = s.credential(Purpose::Session, &alice, g, now(), Duration::from_secs(10));
+        let claims = s.check_credential(Purpose::Session, &c, now()).unwrap();
+        assert_eq!((claims.student.as_str(), claims.generation, claims.expires_at), ("alice", g, exp));
+        assert_eq!(s.check_credential(Purpose::Session, &c, exp), None, "expired");
+        assert_eq!(s.check_credential(Purpose::Session, &c.replacen("alice", "alicf", 1), now()), None);
+        assert_eq!(s.check_credential(Purpose::Session, &c.replacen("2-5", "2-6", 1), now()), None);
+        // A student token (the SDK's) is no session cookie, and a session is no student token.
+        assert_eq!(s.check_credential(Purpose::StudentToken, &c, now()), None);
+        let (st, _) = s.credential(Purpose::StudentToken, &alice, g, now(), Duration::from_secs(10));
+        assert_eq!(s.check_credential(Purpose::Session, &st, now()), None);
+        assert!(s.check_credential(Purpose::StudentToken, &st, now()).is_some());
+        assert_eq!(s.check_credential(Purpose::Launch, &st, now()), None);
+        assert_eq!(s.check_launch(&st, now()), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn expiries_saturate_and_oversized_credentials_are_refused_unparsed() {
+        let s = Signer::new(b"0123456789abcdef0123456789abcdef");
+        let alice = StudentId::parse("alice").unwrap();
+        let (_, exp) = s.credential(Purpose::Session, &alice, Generation::default(), now(), Duration::MAX);
+        assert_eq!(exp, DateTime::<Utc>::MAX_UTC);
+        let huge = "a".repeat(MAX_CREDENTIAL + 1);
+        assert_eq!(s.check_credential(Purpose::Session, &huge, now()), None);
+        assert_eq!(s.check_launch(&huge, now()), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_key_file_that_others_may_read_is_refused_and_a_new_one_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("new.key");
+        read_or_create_key(&made).unwrap();
+        assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o777, 0o600);
+        let open = dir.path().join("open.key");
+        std::fs::write(&open, "x".repeat(64)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_or_create_key(&open).unwrap_err();
+        assert!(matches!(err, KeyFileError::TooOpen { mode: 0o644, .. }), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]
@@ -305,7 +546,9 @@ mod tests {
         assert_eq!(k.key.len(), 4 + 8 + 1 + 64);
         assert_eq!(k.hash, hash_key(&k.key));
         assert!(Role::Admin.allows(Role::Lms) && !Role::Lms.allows(Role::Admin));
-        assert_eq!(cookie_value("a=1; workspaced_session=x.y.z; b=2", SESSION_COOKIE), Some("x.y.z"));
-        assert_eq!(cookie_value("workspaced_sessionx=1", SESSION_COOKIE), None);
+        let all: Vec<&str> =
+            cookie_values("a=1; workspaced_session=x.y; b=2; workspaced_session=z", SESSION_COOKIE).collect();
+        assert_eq!(all, ["x.y", "z"]);
+        assert_eq!(cookie_values("workspaced_sessionx=1", SESSION_COOKIE).count(), 0);
     }
 }

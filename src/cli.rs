@@ -61,6 +61,25 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Browser sessions and student tokens (works on the database directly; no server needed).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// End a student's browser sessions and student tokens now (or everybody's with --all); a new launch link
+    /// gives a new session. Takes effect within 2 seconds on every server.
+    Revoke {
+        /// The student whose sessions end.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        student: Option<crate::domain::StudentId>,
+        /// End every student's sessions.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +260,21 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Usage(a) => usage(settings, a).await,
         Command::Migrate(a) => migrate(settings, a).await,
         Command::Key { command } => key(settings, command).await,
+        Command::Session { command: SessionCommand::Revoke { student, all: _ } } => {
+            let store = crate::store::Store::connect(&settings.database_url)
+                .await
+                .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+            let scope = match &student {
+                Some(s) => crate::store::RevokeScope::Student(s.clone()),
+                None => crate::store::RevokeScope::All,
+            };
+            store.revoke_sessions(&scope, chrono::Utc::now()).await?;
+            match student {
+                Some(s) => eprintln!("revoked every session of {s}"),
+                None => eprintln!("revoked every session of every student"),
+            }
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod culler;
 pub mod domain;
 pub mod http;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod ops;

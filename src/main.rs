@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use workspaced::app::{shutdown_signal, Application};
 use workspaced::cli::{self, Cli, Command};
@@ -19,10 +18,7 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve => {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-                .with_writer(std::io::stderr)
-                .init();
+            workspaced::logging::init();
             let result = async { Application::build(settings).await?.run_until(shutdown_signal()).await }.await;
             match result {
                 Ok(()) => ExitCode::SUCCESS,

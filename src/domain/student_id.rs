@@ -85,6 +85,13 @@ impl TryFrom<String> for StudentId {
     }
 }
 
+impl std::str::FromStr for StudentId {
+    type Err = InvalidId;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::parse(raw)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for StudentId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;

@@ -1,5 +1,6 @@
 //! Authentication at the edge: every `/api/*` route sits behind [`require_lms`] or [`require_admin`]; the
-//! heartbeat also takes the student's own browser session. Missing or wrong key: 401; a key of too small a role: 403.
+//! heartbeat also takes the student's own browser session or student token (each credential is checked only
+//! under its own purpose). Missing or wrong key: 401; a key of too small a role: 403.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::response::Response;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{cookie_value, KeyIdentity, Role, SESSION_COOKIE};
+use crate::auth::{cookie_values, session_cookie_name, KeyIdentity, Purpose, Role, SessionClaims};
 use crate::domain::StudentId;
 
 /// Who is calling: a key, or a student's browser session.
@@ -40,15 +41,17 @@ pub async fn key_of(state: &AppState, headers: &HeaderMap) -> Result<Option<KeyI
         return Err(unauthorized("the Authorization header must be `Bearer <key>`"));
     };
     if key.starts_with(STUDENT_TOKEN_PREFIX) {
-        return Ok(None); // a student token, not a key: see `session_of`
+        return Ok(None); // a student token, not a key: see `student_token_of`
     }
-    match state.keys.verify(state.lifecycle.store(), key).await.map_err(ApiError::internal)? {
+    let now = state.lifecycle.clock().now();
+    match state.keys.verify(state.lifecycle.store(), key, now).await.map_err(ApiError::internal)? {
         Some(who) => Ok(Some(who)),
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "unknown or revoked API key")),
     }
 }
 
-/// A student token (for the JS SDK on LMS pages) is `wss_` and a session value, sent as a bearer token.
+/// A student token (for the JS SDK on LMS pages) is `wss_` and a value signed for that purpose alone, sent as a
+/// bearer token. It is never a session: sent as a cookie it opens nothing.
 pub const STUDENT_TOKEN_PREFIX: &str = "wss_";
 
 /// Whether the request carries a student token (not ambient like a cookie, so no cross-site forgery is possible).
@@ -56,19 +59,41 @@ pub fn has_student_token(headers: &HeaderMap) -> bool {
     bearer(headers).is_some_and(|k| k.starts_with(STUDENT_TOKEN_PREFIX))
 }
 
-/// The student of a valid session: a student token in `Authorization`, else the session cookie.
-pub fn session_of(state: &AppState, headers: &HeaderMap) -> Option<StudentId> {
+/// Whether signed claims are still current: not revoked since they were issued.
+async fn current(state: &AppState, claims: &SessionClaims) -> Result<bool, ApiError> {
     let now = state.lifecycle.clock().now();
-    if let Some(token) = bearer(headers).and_then(|k| k.strip_prefix(STUDENT_TOKEN_PREFIX)) {
-        return state.signer.check_session(token, now);
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| cookie_value(v, SESSION_COOKIE))
-        .find_map(|v| state.signer.check_session(v, now))
+    state.sessions.is_current(state.lifecycle.store(), claims, now).await.map_err(ApiError::internal)
 }
+
+/// The student of a valid, unrevoked student token in `Authorization` (`None` without one).
+pub async fn student_token_of(state: &AppState, headers: &HeaderMap) -> Result<Option<StudentId>, ApiError> {
+    let Some(token) = bearer(headers).and_then(|k| k.strip_prefix(STUDENT_TOKEN_PREFIX)) else { return Ok(None) };
+    let now = state.lifecycle.clock().now();
+    match state.signer.check_credential(Purpose::StudentToken, token, now) {
+        Some(claims) if current(state, &claims).await? => Ok(Some(claims.student)),
+        _ => Ok(None),
+    }
+}
+
+/// The student of a valid, unrevoked session cookie. Every cookie of the session's name is tried: a browser sends
+/// several when they differ in path or domain, and one planted with a narrower path would come first.
+pub async fn session_of(state: &AppState, headers: &HeaderMap) -> Result<Option<StudentId>, ApiError> {
+    let now = state.lifecycle.clock().now();
+    let name = session_cookie_name(state.lifecycle.settings().cookie_secure());
+    let values =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| cookie_values(v, name));
+    for value in values.take(MAX_SESSION_COOKIES) {
+        if let Some(claims) = state.signer.check_credential(Purpose::Session, value, now) {
+            if current(state, &claims).await? {
+                return Ok(Some(claims.student));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// At most this many session cookies of a request are checked (each costs an HMAC).
+const MAX_SESSION_COOKIES: usize = 8;
 
 async fn require(state: &AppState, needed: Role, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let Some(who) = key_of(state, req.headers()).await? else {
@@ -100,7 +125,13 @@ pub async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Api
     if let Some(who) = key_of(state, headers).await? {
         return Ok(Caller::Key(who));
     }
-    match session_of(state, headers) {
+    if let Some(student) = student_token_of(state, headers).await? {
+        return Ok(Caller::Student(student));
+    }
+    if has_student_token(headers) {
+        return Err(unauthorized("invalid, expired or revoked student token"));
+    }
+    match session_of(state, headers).await? {
         Some(student) => Ok(Caller::Student(student)),
         None => Err(unauthorized("an API key or a workspace session is required")),
     }

@@ -19,10 +19,10 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
-use super::auth::{self, session_of};
+use super::auth;
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::SESSION_COOKIE;
+use crate::auth::{session_cookie_name, Purpose, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::domain::{Status, StopReason, StudentId};
 use crate::proxy::path::{host_target, path_target, Target};
 use crate::proxy::{Forwarded, ProxyError};
@@ -72,27 +72,39 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         let query = req.uri().query().unwrap_or("").to_owned();
         return launch_landing(&state, &t, &query, html).await;
     }
-    // Who is asking: only the student's own session reaches this workspace.
-    let Some(student) = session_of(&state, req.headers()) else {
-        crate::metrics::proxy_request("unauthorized");
-        if let (Some(login), true) = (&state.lifecycle.settings().auth.login_url, html) {
-            return Redirect::to(login).into_response();
-        }
-        return refuse(
-            html,
-            auth::unauthorized("no workspace session: open the workspace from the course page (a launch link)"),
-        );
+    // The id the path asks for, if it is one a student can have. A raw id is never logged: it may hold anything.
+    let asked = StudentId::parse(&t.student).ok();
+    // Who is asking. A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither
+    // the IDE nor a start: those need the session cookie from a launch link. The token is checked only as a
+    // token and the cookie only as a session, so neither passes for the other.
+    let by_token = auth::has_student_token(req.headers());
+    let who = if by_token {
+        auth::student_token_of(&state, req.headers()).await
+    } else {
+        auth::session_of(&state, req.headers()).await
     };
-    // A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither the IDE nor
-    // a start: those need the session cookie from a launch link.
-    if auth::has_student_token(req.headers()) {
-        if !matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")) {
-            return refuse(html, auth::unauthorized("a student token opens only status and heartbeat"));
+    let student = match who {
+        Ok(Some(student)) => student,
+        Ok(None) => {
+            crate::metrics::proxy_request("unauthorized");
+            if let (Some(login), true, false) = (&state.lifecycle.settings().auth.login_url, html, by_token) {
+                return Redirect::to(login).into_response();
+            }
+            let why = if by_token {
+                "invalid, expired or revoked student token"
+            } else {
+                "no workspace session: open the workspace from the course page (a launch link)"
+            };
+            return refuse(html, auth::unauthorized(why));
         }
+        Err(e) => return refuse(html, e),
+    };
+    if by_token && !matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")) {
+        return refuse(html, auth::unauthorized("a student token opens only status and heartbeat"));
     }
-    if student.as_str() != t.student {
+    if asked.as_ref() != Some(&student) {
         crate::metrics::proxy_request("forbidden");
-        tracing::warn!(session = %student, asked = %t.student, "session used for another workspace");
+        tracing::warn!(session = %student, asked = ?asked.as_ref().map(StudentId::as_str), "session used for another workspace");
         return refuse(html, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace"));
     }
     if let Some(sub) = rest.strip_prefix(RESERVED) {
@@ -120,7 +132,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         path_and_query: format!("{rest}{query}"),
         client_addr,
         proto,
-        strip_cookie: SESSION_COOKIE,
+        strip_cookies: &[SESSION_COOKIE, SECURE_SESSION_COOKIE],
     };
     match state.proxy.forward(port, req, fwd).await {
         Ok(resp) => {
@@ -136,7 +148,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
             crate::metrics::proxy_request("unreachable");
             match state.lifecycle.store().route(&student).await {
                 Ok(Some(_)) => {
-                    tracing::warn!(student = %student, %detail, "IDE does not answer");
+                    tracing::warn!(student = %student, detail = ?detail, "IDE does not answer");
                     refuse(
                         html,
                         ApiError::new(
@@ -213,9 +225,11 @@ pub fn counts_as_activity(method: &Method, h: &HeaderMap) -> bool {
 /// `.../_workspaced/launch?token=...`: checks the link, sets the session cookie, redirects to the IDE.
 async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -> Response {
     let token = query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(crate::proxy::path::percent_decode);
+    // Only a valid id is logged: the raw segment may hold anything, line breaks included.
+    let asked = StudentId::parse(&t.student).ok();
     let refused = |why: &str| {
         crate::metrics::proxy_request("launch_refused");
-        tracing::info!(asked = %t.student, why, "launch link refused");
+        tracing::info!(asked = ?asked.as_ref().map(StudentId::as_str), why, "launch link refused");
         refuse(
             html,
             auth::unauthorized(
@@ -224,13 +238,16 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
         )
     };
     let Some(token) = token else { return refused("no token") };
+    if asked.is_none() {
+        return refused("not a student id");
+    }
     let lc = &state.lifecycle;
     let now = lc.clock().now();
     let claims = match state.signer.check_launch(&token, now) {
         Ok(c) => c,
         Err(e) => return refused(&e.to_string()),
     };
-    if claims.student.as_str() != t.student {
+    if asked.as_ref() != Some(&claims.student) {
         return refused("token for another workspace");
     }
     match lc.store().use_launch_nonce(&claims.nonce, claims.expires_at, now).await {
@@ -240,9 +257,15 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
     }
     let settings = lc.settings();
     let ttl = settings.auth.session_ttl;
-    let value = state.signer.session(&claims.student, now, ttl);
-    let secure = if settings.cookie_secure() { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs());
+    let generation = match state.sessions.current(lc.store(), &claims.student, now).await {
+        Ok(g) => g,
+        Err(e) => return refuse(html, ApiError::internal(e)),
+    };
+    let (value, _) = state.signer.credential(Purpose::Session, &claims.student, generation, now, ttl);
+    let secure = settings.cookie_secure();
+    let name = session_cookie_name(secure);
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs());
     tracing::info!(student = %claims.student, "launch link used; session started");
     // Opening a link means "open my workspace": start it (queued, in the background) if it is not running. The
     // launcher page it lands on follows the start. A start that cannot begin shows there, with a button to retry.
@@ -292,10 +315,7 @@ fn intervals(idle_timeout: std::time::Duration) -> (u64, u64) {
 
 async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
     let lc = &state.lifecycle;
-    let view = match lc.store().get(student).await.map_err(ApiError::internal)? {
-        Some(r) => Some(super::WorkspaceView::new(state, r)),
-        None => None,
-    };
+    let view = lc.store().get(student).await.map_err(ApiError::internal)?.map(|r| super::WorkspaceView::new(state, r));
     let now = lc.clock().now();
     let (idle, lead) = match &view {
         Some(v) => (std::time::Duration::from_secs(v.policy.idle_timeout_seconds), v.policy.warning_lead_seconds),
@@ -435,8 +455,9 @@ pub async fn create_student_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let lc = &state.lifecycle;
     let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
-    let token = format!("{}{}", auth::STUDENT_TOKEN_PREFIX, state.signer.session(&id, now, ttl));
-    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+    let generation = state.sessions.current(lc.store(), &id, now).await.map_err(ApiError::internal)?;
+    let (value, expires_at) = state.signer.credential(Purpose::StudentToken, &id, generation, now, ttl);
+    let token = format!("{}{value}", auth::STUDENT_TOKEN_PREFIX);
     Ok(Json(json!({ "student_id": id, "token": token, "expires_at": expires_at })))
 }
 

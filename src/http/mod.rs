@@ -9,6 +9,7 @@ pub mod events;
 mod extract;
 pub mod ide;
 pub mod pages;
+pub mod sessions;
 mod workspaces;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub signer: crate::auth::Signer,
     /// Checks API keys (with a short in-memory cache).
     pub keys: crate::auth::KeyVerifier,
+    /// Each student's current session generation (with a short in-memory cache): revoked sessions fail.
+    pub sessions: crate::auth::SessionGenerations,
     /// Forwards requests to the IDEs.
     pub proxy: crate::proxy::Proxy,
 }
@@ -49,6 +52,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             signer,
             keys: Default::default(),
+            sessions: Default::default(),
             proxy,
         })
     }
@@ -74,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
         .route("/metrics", get(metrics))
         .route("/api/admin/stats", get(admin_stats))
+        .route("/api/admin/sessions/revoke", post(sessions::revoke))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -89,7 +94,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
         .layer(from_fn_with_state(state.clone(), ide::dispatch))
         .layer(from_fn_with_state(state.clone(), ide::cors))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the method and path only: a query may hold a launch token, and neither reaches a log.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+            tracing::debug_span!("request", method = %req.method(), path = ?req.uri().path())
+        }))
         .with_state(state)
 }
 

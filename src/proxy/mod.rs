@@ -43,8 +43,8 @@ pub struct Forwarded<'a> {
     pub client_addr: Option<SocketAddr>,
     /// `http` or `https`, as the browser sees this service.
     pub proto: &'a str,
-    /// A cookie to leave out of what the IDE sees (the session cookie).
-    pub strip_cookie: &'a str,
+    /// Cookies to leave out of what the IDE sees (the service's session cookies, under every name they take).
+    pub strip_cookies: &'a [&'a str],
 }
 
 pub struct Proxy {
@@ -251,7 +251,10 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !kv.starts_with(&format!("{}=", fwd.strip_cookie)))
+        .filter(|kv| {
+            let name = kv.split_once('=').map_or(*kv, |(n, _)| n).trim();
+            !kv.is_empty() && !fwd.strip_cookies.contains(&name)
+        })
         .map(str::to_owned)
         .collect();
     h.remove(header::COOKIE);
@@ -321,7 +324,7 @@ mod tests {
             path_and_query: "/".into(),
             client_addr: Some("10.0.0.7:5555".parse().unwrap()),
             proto: "https",
-            strip_cookie: "workspaced_session",
+            strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
         };
         prepare_request_headers(&mut h, &fwd);
         for gone in ["connection", "x-private", "keep-alive", "te", "authorization"] {

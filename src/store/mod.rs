@@ -11,6 +11,9 @@ use sqlx::{Row, SqlitePool};
 
 use crate::domain::{EventKind, Status, StopReason, StudentId};
 
+mod sessions;
+pub use sessions::RevokeScope;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported DATABASE_URL {0:?}: use sqlite://<file>")]
@@ -19,6 +22,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the database file {0}: {1}")]
+    CreateFile(std::path::PathBuf, std::io::Error),
     #[error("corrupt row for {student}: {message}")]
     Corrupt { student: String, message: String },
 }
@@ -129,13 +134,29 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
+/// Creates a missing database file empty and owner-only (0600) before SQLite opens it: it holds key hashes and
+/// every student's state, and SQLite gives its `-wal` and `-shm` files the main file's mode.
+fn create_owner_only(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::CreateFile(path.to_path_buf(), e)),
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if !url.starts_with("sqlite:") {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
-        let opts = SqliteConnectOptions::from_str(url)?
+        let opts = SqliteConnectOptions::from_str(url)?;
+        create_owner_only(opts.get_filename())?;
+        let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)

@@ -1,0 +1,61 @@
+//! `POST /api/admin/sessions/revoke` (admin key): ends a student's browser sessions and student tokens, or
+//! everybody's, before they expire. A revoked cookie then gets 401 on every replica within
+//! [`crate::auth::GENERATION_CACHE_TTL`], and at once on this one.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::domain::StudentId;
+use crate::store::RevokeScope;
+
+/// Exactly one of the two: `{"student_id": "alice"}` or `{"all": true}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    #[serde(default)]
+    pub student_id: Option<StudentId>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeView {
+    /// The student whose sessions ended, or `null` when everybody's did.
+    pub student_id: Option<StudentId>,
+    pub all: bool,
+    /// The new generation of that scope.
+    pub generation: i64,
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<RevokeView>, ApiError> {
+    let scope = match (body.student_id, body.all) {
+        (Some(s), false) => RevokeScope::Student(s),
+        (None, true) => RevokeScope::All,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "send either {\"student_id\": \"<id>\"} or {\"all\": true}",
+            ))
+        }
+    };
+    let lc = &state.lifecycle;
+    let generation = lc.store().revoke_sessions(&scope, lc.clock().now()).await.map_err(ApiError::internal)?;
+    let student = match scope {
+        RevokeScope::Student(s) => Some(s),
+        RevokeScope::All => None,
+    };
+    state.sessions.forget(student.as_ref());
+    tracing::info!(student = ?student.as_ref().map(StudentId::as_str), generation, "sessions revoked");
+    Ok(Json(RevokeView { all: student.is_none(), student_id: student, generation }))
+}

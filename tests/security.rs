@@ -1,0 +1,283 @@
+//! The security issue's properties, each against the real binary (`workspaced serve` in a child process, real
+//! SQLite file, real Docker engine for the starts a launch link makes): credentials have one purpose each, logs
+//! cannot be forged from a request, key and database files are owner-only, and sessions can be revoked.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
+
+/// A `workspaced serve` of its own: private folder, database, port and instance label; its stderr goes to a file.
+struct Service {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    instance: String,
+    /// Sends the admin key.
+    admin: reqwest::Client,
+    /// No key, no redirects: what a browser or a student's curl sends.
+    plain: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Service {
+    async fn start(env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        let instance = format!("sec{:06x}", rand::random::<u32>() & 0xffffff);
+        let out = cli(dir.path(), &["key", "create", "--role", "admin"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let port = free_port();
+        let child = spawn(dir.path(), &instance, port, env);
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        let admin = reqwest::Client::builder().default_headers(auth).build().unwrap();
+        let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let svc = Service { child, dir, port, instance, admin, plain };
+        svc.wait_healthy().await;
+        svc
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::get(self.url("/healthz")).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("workspaced did not come up: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("ws.db")
+    }
+
+    /// A launch link's session cookie value for `student` (the link is opened like a browser would).
+    async fn session(&self, student: &str) -> String {
+        let r = self.admin.post(self.url(&format!("/api/workspaces/{student}/launch"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let link = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+        let r = self.plain.get(link).send().await.unwrap();
+        assert_eq!(r.status(), 303, "a launch link redirects into the IDE");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let value = cookie.strip_prefix("workspaced_session=").expect("session cookie").split(';').next().unwrap();
+        value.to_owned()
+    }
+
+    /// The status code of the student's own status route with these request headers.
+    async fn own_status(&self, student: &str, header: (&str, String)) -> u16 {
+        let r = self.plain.get(self.url(&format!("/w/{student}/_workspaced/status"))).header(header.0, header.1);
+        r.send().await.unwrap().status().as_u16()
+    }
+
+    /// Stops the server (SIGTERM, then wait) and removes this instance's containers.
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=workspaced.instance={}", self.instance)])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").arg("rm").arg("-f").args(ids).output();
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(dir: &Path, instance: &str, port: u16, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("WORKSPACE_BASE_PATH", dir.join("base"))
+        .env("DATABASE_URL", format!("sqlite://{}", dir.join("ws.db").display()))
+        .env("WORKSPACED_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WORKSPACED_INSTANCE", instance)
+        .env("WORKSPACED_IMAGE", "workspaced/tiny:1")
+        .env("WORKSPACED_STOP_GRACE", "1s")
+        .env("RUST_LOG", "info")
+        .env_remove("WORKSPACED_SECRET_KEY")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn workspaced")
+}
+
+fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite://{}", dir.join("ws.db").display()))
+        .env_remove("WORKSPACED_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Polls `f` until it returns true, for at most `within` (a bound on waiting, not an assertion on speed).
+async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_student_token_opens_only_status_and_heartbeat_and_is_never_a_session() {
+    let svc = Service::start(&[]).await;
+    let r = svc.admin.post(svc.url("/api/workspaces/alice/token")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let value = token.strip_prefix("wss_").expect("wss_ prefix").to_owned();
+
+    // As the SDK sends it: status and heartbeat work.
+    assert_eq!(svc.own_status("alice", ("authorization", format!("Bearer {token}"))).await, 200);
+    let hb =
+        svc.plain.post(svc.url("/api/workspaces/heartbeat")).bearer_auth(&token).json(&json!({"student_id": "alice"}));
+    assert_ne!(hb.send().await.unwrap().status(), 401);
+
+    // Its value sent as the session cookie opens nothing: not the IDE, not a start, not even the status.
+    let cookie = format!("workspaced_session={value}");
+    let ide = svc.plain.get(svc.url("/w/alice/")).header("cookie", &cookie).header("accept", "text/html");
+    assert_eq!(ide.send().await.unwrap().status(), 401, "a student token is not a session");
+    let start = svc.plain.post(svc.url("/w/alice/_workspaced/start")).header("cookie", &cookie);
+    assert_eq!(start.send().await.unwrap().status(), 401);
+    assert_eq!(svc.own_status("alice", ("cookie", cookie.clone())).await, 401);
+    let r = svc.admin.get(svc.url("/api/workspaces/alice")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nothing was started");
+
+    // And the reverse: a session value sent as a student token opens nothing either.
+    let session = svc.session("alice").await;
+    assert_eq!(svc.own_status("alice", ("cookie", format!("workspaced_session={session}"))).await, 200);
+    assert_eq!(svc.own_status("alice", ("authorization", format!("Bearer wss_{session}"))).await, 401);
+    let hb = svc.plain.post(svc.url("/api/workspaces/heartbeat")).bearer_auth(format!("wss_{session}"));
+    assert_eq!(hb.json(&json!({"student_id": "alice"})).send().await.unwrap().status(), 401);
+
+    // A planted cookie of the same name (a narrower path, a parent domain) does not shadow the real session.
+    let shadowed = format!("workspaced_session=planted.0-0.99999999999999.00; workspaced_session={session}");
+    assert_eq!(svc.own_status("alice", ("cookie", shadowed)).await, 200);
+}
+
+#[tokio::test]
+async fn nothing_from_a_request_forges_a_log_line_and_a_log_file_has_no_colour_codes() {
+    let svc = Service::start(&[("RUST_LOG", "debug")]).await;
+    let forged = [
+        "/w/x%0aINFO%20forged%20line/_workspaced/launch?token=a.b.c.d",
+        "/w/alice/_workspaced/launch?token=a%0aINFO%20forged%20line.b.c.d",
+        "/w/x%0d%0aINFO%20forged%20line/",
+        "/api/workspaces/x%0aINFO%20forged%20line",
+    ];
+    for path in forged {
+        let r = svc.plain.get(svc.url(path)).header("accept", "text/html").send().await.unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+    }
+    // The refusals were logged (so the check below looks at lines that saw the request), on one line each.
+    let found = eventually(Duration::from_secs(10), async || svc.log().contains("launch link refused")).await;
+    let log = svc.log();
+    assert!(found, "the refused launch was logged:\n{log}");
+    for line in log.lines() {
+        let bare = line.trim_start();
+        assert!(!bare.starts_with("INFO forged") && !bare.contains(" forged line"), "forged line: {line:?}");
+    }
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(!log.contains("a.b.c.d"), "a launch token reached the log");
+}
+
+#[tokio::test]
+async fn key_and_database_files_are_owner_only_and_an_open_key_file_is_refused() {
+    let mut svc = Service::start(&[]).await;
+    let key_file = svc.dir.path().join("workspaced.key");
+    assert_eq!(mode(&svc.db()), 0o600, "database file");
+    assert_eq!(mode(&key_file), 0o600, "signing key file");
+    svc.stop();
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = spawn(svc.dir.path(), &svc.instance, free_port(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a server with a world-readable key file kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let log = svc.log();
+    assert!(log.contains("chmod 600"), "the error says how to fix it:\n{log}");
+    assert_eq!(mode(&key_file), 0o644, "the file was left as it was");
+}
+
+#[tokio::test]
+async fn a_revoked_session_gets_401_from_the_cli_the_admin_route_and_for_everyone() {
+    let svc = Service::start(&[]).await;
+    let cookie = |v: &str| ("cookie", format!("workspaced_session={v}"));
+
+    // The CLI works on the database; the server notices within its cache time (2 s).
+    let s1 = svc.session("alice").await;
+    let bob = svc.session("bob").await;
+    assert_eq!(svc.own_status("alice", cookie(&s1)).await, 200);
+    let out = cli(svc.dir.path(), &["session", "revoke", "alice"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(10), async || svc.own_status("alice", cookie(&s1)).await == 401).await);
+    assert_eq!(svc.own_status("bob", cookie(&bob)).await, 200, "only alice's sessions ended");
+
+    // A new launch link gives a new session; the admin route ends it at once.
+    let s2 = svc.session("alice").await;
+    assert_eq!(svc.own_status("alice", cookie(&s2)).await, 200);
+    let r = svc.admin.post(svc.url("/api/admin/sessions/revoke")).json(&json!({"student_id": "alice"})).send();
+    assert_eq!(r.await.unwrap().status(), 200);
+    assert_eq!(svc.own_status("alice", cookie(&s2)).await, 401);
+
+    // Bad bodies change nothing.
+    for body in [json!({}), json!({"student_id": "bob", "all": true}), json!({"student_id": "Bob"})] {
+        let r = svc.admin.post(svc.url("/api/admin/sessions/revoke")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    assert_eq!(svc.own_status("bob", cookie(&bob)).await, 200);
+    let lms = svc.plain.post(svc.url("/api/admin/sessions/revoke")).json(&json!({"all": true}));
+    assert_eq!(lms.send().await.unwrap().status(), 401, "no key, no revocation");
+
+    // --all ends everybody's, student tokens included.
+    let r = svc.admin.post(svc.url("/api/workspaces/bob/token")).send().await.unwrap();
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    assert_eq!(svc.own_status("bob", ("authorization", format!("Bearer {token}"))).await, 200);
+    let out = cli(svc.dir.path(), &["session", "revoke", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(10), async || svc.own_status("bob", cookie(&bob)).await == 401).await);
+    assert_eq!(svc.own_status("bob", ("authorization", format!("Bearer {token}"))).await, 401);
+}

@@ -758,7 +758,9 @@ mod tests {
     fn times_outside_chronos_range_saturate_at_its_ends() {
         assert_eq!(from_ms(i64::MAX), DateTime::<Utc>::MAX_UTC);
         assert_eq!(from_ms(i64::MIN), DateTime::<Utc>::MIN_UTC);
-        assert_eq!(from_ms(ms(DateTime::<Utc>::MAX_UTC)), DateTime::<Utc>::MAX_UTC, "the ends round-trip");
+        let max = ms(DateTime::<Utc>::MAX_UTC);
+        assert_eq!(ms(from_ms(max)), max, "the ends round-trip (to the millisecond)");
+        assert_eq!(from_ms(max + 1), DateTime::<Utc>::MAX_UTC, "just past the end saturates");
         assert_eq!(from_ms(ms(DateTime::<Utc>::MIN_UTC)), DateTime::<Utc>::MIN_UTC);
         assert_eq!(from_ms(-1), DateTime::<Utc>::UNIX_EPOCH - chrono::Duration::milliseconds(1));
     }

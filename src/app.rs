@@ -17,6 +17,7 @@ use crate::lifecycle::Lifecycle;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::supervise;
 
 /// Bound on every call to the container engine (a stop adds its grace period).
 pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,11 +88,19 @@ impl Application {
         // Settle what a crash left before anything else acts.
         let first_ok = crate::reconciler::startup_pass(&lifecycle).await;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), token.clone()));
-        tasks.spawn(Culler::new(lifecycle.clone()).run(token.clone()));
-        tasks.spawn(crate::reconciler::run(lifecycle.clone(), first_ok, token.clone()));
-        tasks.spawn(crate::ops::usage::run_usage_loop(lifecycle.clone(), token.clone()));
-        tasks.spawn(crate::notify::webhook::run(lifecycle.store().clone(), settings.notify.clone(), token.clone()));
+        // Every loop is supervised (`supervise`): a failing or panicking pass is logged and counted and the loop goes
+        // on; `/readyz` reports a loop without a finished pass for three of its intervals.
+        let health = self.state.loops.clone();
+        tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), health.clone(), token.clone()));
+        tasks.spawn(Culler::new(lifecycle.clone()).run(health.clone(), token.clone()));
+        tasks.spawn(crate::reconciler::run(lifecycle.clone(), first_ok, health.clone(), token.clone()));
+        tasks.spawn(crate::ops::usage::run_usage_loop(lifecycle.clone(), health.clone(), token.clone()));
+        if settings.notify.webhook_url.is_some() {
+            let (store, notify, stop) = (lifecycle.store().clone(), settings.notify.clone(), token.clone());
+            tasks.spawn(supervise::keep_running(health.clone(), "webhook", token.clone(), move || {
+                crate::notify::webhook::run(store.clone(), notify.clone(), stop.clone())
+            }));
+        }
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();

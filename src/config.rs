@@ -539,6 +539,26 @@ impl Settings {
         if self.proxy.connect_timeout.is_zero() {
             return bad("proxy_connect_timeout", "must be more than zero");
         }
+        // Every duration goes into deadline and timer arithmetic; one year is far beyond any sensible value and far
+        // inside the range of that arithmetic.
+        let durations = [
+            ("start_timeout", Some(w.start_timeout)),
+            ("stop_grace", Some(w.stop_grace)),
+            ("idle_timeout", Some(self.cull.idle_timeout)),
+            ("cull_interval", Some(self.cull.interval)),
+            ("warning_lead", Some(self.cull.warning_lead)),
+            ("max_age", self.cull.max_age),
+            ("activity_flush_interval", Some(self.cull.activity_flush_interval)),
+            ("reconcile_interval", Some(self.reconcile_interval)),
+            ("usage_interval", Some(self.usage_interval)),
+            ("launch_ttl", Some(self.auth.launch_ttl)),
+            ("session_ttl", Some(self.auth.session_ttl)),
+            ("proxy_timeout", Some(self.proxy.timeout)),
+            ("proxy_connect_timeout", Some(self.proxy.connect_timeout)),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_some_and(|d| d > crate::domain::MAX_DURATION)) {
+            return bad(*name, "must be at most one year (365d)");
+        }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
             return bad("webhook_secret", "is required when webhook_url is set (the LMS verifies the signature)");
         }
@@ -680,5 +700,19 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_command("[\"a\", \"b c\"]").unwrap(), vec!["a", "b c"]);
         assert_eq!(parse_command("jupyter lab --ip 0.0.0.0").unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_duration_above_one_year_is_refused_with_its_name() {
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "WORKSPACED_RECONCILE_INTERVAL").then(|| "366d".to_owned())).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("reconcile_interval") && err.contains("one year"), "{err}");
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "WORKSPACED_MAX_AGE").then(|| "18446744073709551615".to_owned())).unwrap();
+        assert!(s.check().unwrap_err().to_string().contains("max_age"));
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "WORKSPACED_SESSION_TTL").then(|| "365d".to_owned())).unwrap();
+        s.check().expect("exactly one year is allowed");
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision, Status, StudentId};
 use crate::lifecycle::Lifecycle;
 use crate::store::WorkspaceRecord;
+use crate::supervise::{run_pass, supervise, LoopHealth};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -73,22 +75,18 @@ impl Culler {
         Self { lifecycle, probe }
     }
 
-    /// Sweeps every `cull.interval` until cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.lifecycle.settings().cull.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    /// Sweeps every `cull.interval` until cancelled, each sweep supervised: a failed or panicking sweep is logged
+    /// and counted, and the next one runs on time.
+    pub async fn run(self, health: Arc<LoopHealth>, shutdown: CancellationToken) {
+        let interval = self.lifecycle.settings().cull.interval;
+        let this = &self;
+        supervise(health, "culler", interval, shutdown, move || async move {
             // IDE polls run beside the sweep, not before it: 500 code-servers answering slowly must not delay the
             // decisions. The sweep sees the previous round's polls, fine for a signal that moves once a minute.
-            let (_, swept) = tokio::join!(self.poll_ides_now(), self.sweep());
-            if let Err(e) = swept {
-                tracing::warn!(error = %e, "cull sweep failed; trying again next interval");
-            }
-        }
+            let (_, swept) = tokio::join!(this.poll_ides_now(), this.sweep());
+            swept.map(|_| ())
+        })
+        .await;
     }
 
     /// One pass over all running workspaces.
@@ -196,25 +194,18 @@ impl Culler {
 
 fn human(secs: i64) -> String {
     match secs {
-        s if s >= 120 => format!("{} minutes", (s + 30) / 60),
+        s if s >= 120 => format!("{} minutes", s.saturating_add(30) / 60),
         s if s >= 60 => "1 minute".to_owned(),
         s => format!("{s} seconds"),
     }
 }
 
 /// Writes in-memory activity to the store every `activity_flush_interval` until cancelled, then once more.
-pub async fn run_activity_flusher(lifecycle: Arc<Lifecycle>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(lifecycle.settings().cull.activity_flush_interval);
-    loop {
-        let stop = tokio::select! {
-            _ = shutdown.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        if let Err(e) = lifecycle.activity().flush(lifecycle.store()).await {
-            tracing::warn!(error = %e, "could not write activity; will retry");
-        }
-        if stop {
-            return;
-        }
-    }
+pub async fn run_activity_flusher(lifecycle: Arc<Lifecycle>, health: Arc<LoopHealth>, shutdown: CancellationToken) {
+    let interval = lifecycle.settings().cull.activity_flush_interval;
+    let lc = &lifecycle;
+    let flush = move || async move { lc.activity().flush(lc.store()).await.map(drop).context("cannot write activity") };
+    supervise(health.clone(), "activity_flusher", interval, shutdown, flush).await;
+    // Heartbeats since the last tick would otherwise be lost with the process.
+    run_pass(&health, "activity_flusher", flush()).await;
 }

@@ -19,3 +19,4 @@ pub mod reconciler;
 pub mod runtime;
 pub mod storage;
 pub mod store;
+pub mod supervise;

@@ -75,3 +75,16 @@ pub fn proxy_websockets(open: i64) {
 pub fn proxy_request(outcome: &'static str) {
     counter!("workspaced_proxy_requests_total", "outcome" => outcome).increment(1);
 }
+
+/// A background loop's pass failed or panicked (`loop` = `culler`, `activity_flusher`, `reconciler`, `usage`,
+/// `webhook`).
+pub fn loop_failure(name: &'static str) {
+    counter!("workspaced_loop_failures_total", "loop" => name).increment(1);
+}
+
+/// A background loop finished a pass: the pass counter and the time of the last finished pass (unix seconds, by the
+/// service's clock).
+pub fn loop_pass_finished(name: &'static str, at: chrono::DateTime<chrono::Utc>) {
+    counter!("workspaced_loop_passes_total", "loop" => name).increment(1);
+    gauge!("workspaced_loop_last_pass_timestamp_seconds", "loop" => name).set(at.timestamp_millis() as f64 / 1000.0);
+}

@@ -13,12 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{EventKind, Status, StopReason, StudentId};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::{ContainerInfo, RuntimeError};
 use crate::store::NewEvent;
+use crate::supervise::{run_pass, LoopHealth};
 
 /// What one pass did, by kind of action.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -160,10 +162,15 @@ pub async fn startup_pass(lc: &Lifecycle) -> bool {
     }
 }
 
-/// Reconciles every `reconcile_interval` until cancelled; after a failure (engine unreachable) it retries sooner,
-/// backing off from 1 s up to the interval. `first_ok` says whether the start-up pass succeeded.
-pub async fn run(lc: Arc<Lifecycle>, first_ok: bool, shutdown: CancellationToken) {
+/// Reconciles every `reconcile_interval` until cancelled; after a failure (engine unreachable) or a panicking pass
+/// it retries sooner, backing off from 1 s up to the interval. `first_ok` says whether the start-up pass succeeded.
+/// Each pass is supervised (`supervise::run_pass`): failures are logged with their cause and counted.
+pub async fn run(lc: Arc<Lifecycle>, first_ok: bool, health: Arc<LoopHealth>, shutdown: CancellationToken) {
     let interval = lc.settings().reconcile_interval;
+    health.register("reconciler", Some(interval));
+    if first_ok {
+        health.pass_finished("reconciler");
+    }
     let mut wait = if first_ok { interval } else { Duration::from_secs(1) };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -171,8 +178,9 @@ pub async fn run(lc: Arc<Lifecycle>, first_ok: bool, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match reconcile_once(&lc).await {
-            Ok(r) => {
+        let pass = async { reconcile_once(&lc).await.context("reconcile pass failed; nothing changed") };
+        match run_pass(&health, "reconciler", pass).await {
+            Some(r) => {
                 if r != ReconcileReport::default() {
                     tracing::info!(
                         adopted = r.adopted.len(),
@@ -186,10 +194,10 @@ pub async fn run(lc: Arc<Lifecycle>, first_ok: bool, shutdown: CancellationToken
                 wait = interval;
                 backoff = Duration::from_secs(1);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "reconcile pass failed; nothing changed");
+            None => {
+                tracing::info!(retry_in = ?backoff, "reconciling again after the backoff");
                 wait = backoff.min(interval);
-                backoff = (backoff * 2).min(interval);
+                backoff = backoff.saturating_mul(2).min(interval);
             }
         }
     }

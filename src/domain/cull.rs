@@ -49,8 +49,18 @@ pub enum Decision {
     Stop(StopReason),
 }
 
+/// The longest duration accepted from outside (a policy override, a setting): one year. Far beyond any real
+/// idle timeout or lifetime, and far inside chrono's range, so deadlines built from it never leave it.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `t + d`, saturating at the end of chrono's range: a duration too long to represent means "never".
 fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the start of chrono's range.
+fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// The next deadlines, or `None` when culling is off for this workspace.
@@ -63,8 +73,10 @@ pub fn deadlines(w: &CullInput, policy: &CullPolicy) -> Option<Deadlines> {
         Some(age_stop) if age_stop < idle_stop => (age_stop, StopReason::MaxAge),
         _ => (idle_stop, StopReason::Idle),
     };
-    let lead = chrono::Duration::from_std(policy.warning_lead).unwrap_or(chrono::Duration::zero());
-    Some(Deadlines { warn_at: stop_at - lead, stop_at, reason })
+    // The lead is never more than the idle timeout (the policy guarantees it), but a stop at the end of time must
+    // not warn at its start: then there is no warning before it at all.
+    let warn_at = if stop_at == DateTime::<Utc>::MAX_UTC { stop_at } else { sub(stop_at, policy.warning_lead) };
+    Some(Deadlines { warn_at, stop_at, reason })
 }
 
 /// Keep, warn (once per warning window) or stop, with the reason.
@@ -158,5 +170,55 @@ mod tests {
     fn deadlines_follow_the_last_activity() {
         let d = deadlines(&ws(60, None), &policy()).unwrap();
         assert_eq!((d.warn_at, d.stop_at, d.reason), (t(840), t(960), StopReason::Idle));
+    }
+
+    fn extreme(idle: Duration, max_age: Option<Duration>) -> CullPolicy {
+        CullPolicy { idle_timeout: idle, warning_lead: Duration::from_secs(120), max_age, enabled: true }
+    }
+
+    #[test]
+    fn durations_beyond_chronos_range_mean_never_and_do_not_panic() {
+        let p = extreme(Duration::from_secs(u64::MAX), Some(Duration::MAX));
+        let d = deadlines(&ws(0, None), &p).unwrap();
+        assert_eq!((d.stop_at, d.warn_at), (DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MAX_UTC));
+        assert_eq!(decide(&ws(0, None), t(10_000_000), &p), Decision::Keep);
+    }
+
+    #[test]
+    fn the_reported_overflowing_overrides_saturate_instead_of_wrapping() {
+        // The values from the security report: 10^13 s idle and 2^63/1000 s of max age.
+        let p = extreme(Duration::from_secs(10_000_000_000_000), Some(Duration::from_secs(9_223_372_036_854_776)));
+        let d = deadlines(&ws(0, None), &p).unwrap();
+        assert_eq!(d.stop_at, DateTime::<Utc>::MAX_UTC, "a wrapped max age would have stopped in the past");
+        assert_eq!(decide(&ws(0, None), t(1), &p), Decision::Keep);
+    }
+
+    #[test]
+    fn times_at_the_ends_of_chronos_range_do_not_panic() {
+        let end = CullInput {
+            last_activity: DateTime::<Utc>::MAX_UTC,
+            started_at: DateTime::<Utc>::MAX_UTC,
+            warned_at: Some(DateTime::<Utc>::MAX_UTC),
+        };
+        let p = CullPolicy { max_age: Some(MAX_DURATION), ..policy() };
+        assert_eq!(deadlines(&end, &p).map(|d| d.stop_at), Some(DateTime::<Utc>::MAX_UTC));
+        assert_eq!(decide(&end, DateTime::<Utc>::MAX_UTC, &p), Decision::Stop(StopReason::Idle));
+        let start = CullInput {
+            last_activity: DateTime::<Utc>::MIN_UTC,
+            started_at: DateTime::<Utc>::MIN_UTC,
+            warned_at: None,
+        };
+        let p = CullPolicy { warning_lead: Duration::MAX, ..p };
+        let d = deadlines(&start, &p).unwrap();
+        assert_eq!(d.warn_at, DateTime::<Utc>::MIN_UTC, "a lead longer than all of time saturates at the start");
+        assert_eq!(decide(&start, DateTime::<Utc>::MAX_UTC, &p), Decision::Stop(StopReason::Idle));
+    }
+
+    #[test]
+    fn the_maximum_duration_stays_far_inside_chronos_range() {
+        let p = extreme(MAX_DURATION, Some(MAX_DURATION));
+        let d = deadlines(&ws(0, None), &p).unwrap();
+        assert_eq!(d.stop_at, t(31_536_000));
+        assert_eq!(d.warn_at, t(31_536_000 - 120));
     }
 }

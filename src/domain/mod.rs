@@ -4,6 +4,6 @@ pub mod cull;
 mod student_id;
 mod workspace;
 
-pub use cull::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision};
+pub use cull::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision, MAX_DURATION};
 pub use student_id::{InstanceId, InvalidId, StudentId};
 pub use workspace::{EventKind, Status, StopReason, UnknownVariant};

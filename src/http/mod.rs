@@ -40,6 +40,8 @@ pub struct AppState {
     pub sessions: crate::auth::SessionGenerations,
     /// Forwards requests to the IDEs.
     pub proxy: crate::proxy::Proxy,
+    /// When each background loop last finished a pass (for `/readyz`).
+    pub loops: Arc<crate::supervise::LoopHealth>,
 }
 
 impl AppState {
@@ -47,7 +49,9 @@ impl AppState {
     pub fn build(lifecycle: Arc<Lifecycle>) -> anyhow::Result<Self> {
         let signer = crate::auth::Signer::load(lifecycle.settings())?;
         let proxy = crate::proxy::Proxy::new(lifecycle.settings().proxy.clone());
+        let loops = Arc::new(crate::supervise::LoopHealth::new(lifecycle.clock().clone()));
         Ok(Self {
+            loops,
             lifecycle,
             shutdown: tokio_util::sync::CancellationToken::new(),
             signer,
@@ -156,16 +160,20 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database and the container engine both answer.
+/// Ready when the database and the container engine answer and every background loop finished a pass recently.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let db = state.lifecycle.store().ping().await.map_err(|e| e.to_string());
     let engine = match tokio::time::timeout(Duration::from_secs(3), state.lifecycle.runtime().ping()).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("timed out".to_owned()),
     };
-    let ok = db.is_ok() && engine.is_ok();
+    let loops = state.loops.report();
+    let loops_ok = loops.values().all(|s| *s == crate::supervise::LoopStatus::Ok);
+    let loops: serde_json::Map<String, serde_json::Value> =
+        loops.into_iter().map(|(name, status)| (name.to_owned(), status.to_string().into())).collect();
+    let ok = db.is_ok() && engine.is_ok() && loops_ok;
     let word = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".to_owned());
-    let body = Json(json!({ "ready": ok, "database": word(&db), "docker": word(&engine) }));
+    let body = Json(json!({ "ready": ok, "database": word(&db), "docker": word(&engine), "loops": loops }));
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, body)
 }

@@ -110,7 +110,7 @@ impl WorkspaceView {
             ide_connected_at,
             warn_at: deadlines.map(|d| d.warn_at),
             stop_at: deadlines.map(|d| d.stop_at),
-            seconds_left: deadlines.map(|d| ((d.stop_at - now).num_milliseconds().max(0) + 999) / 1000),
+            seconds_left: deadlines.map(|d| (d.stop_at - now).num_milliseconds().max(0).saturating_add(999) / 1000),
             stop_at_reason: deadlines.map(|d| d.reason),
             policy,
             queue_position,
@@ -260,12 +260,23 @@ pub async fn set_policy(
     StudentPath(id): StudentPath,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", m);
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_policy", m);
+    let max = crate::domain::MAX_DURATION.as_secs();
     if body.idle_timeout_seconds == Some(0) {
-        return Err(bad("idle_timeout_seconds must be at least 1; use cull_enabled=false to switch culling off"));
+        return Err(
+            bad("idle_timeout_seconds must be at least 1; use cull_enabled=false to switch culling off".into()),
+        );
     }
     if body.max_age_seconds == Some(0) {
-        return Err(bad("max_age_seconds must be at least 1, or null for the service default"));
+        return Err(bad("max_age_seconds must be at least 1, or null for the service default".into()));
+    }
+    // Checked before anything is stored: a huge value once overflowed the deadline arithmetic.
+    for (name, value) in
+        [("idle_timeout_seconds", body.idle_timeout_seconds), ("max_age_seconds", body.max_age_seconds)]
+    {
+        if let Some(v) = value.filter(|v| *v > max) {
+            return Err(bad(format!("{name} must be at most {max} (one year), got {v}")));
+        }
     }
     let overrides = PolicyOverrides {
         idle_timeout: body.idle_timeout_seconds.map(std::time::Duration::from_secs),

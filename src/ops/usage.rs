@@ -145,24 +145,22 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
     Ok(students.len())
 }
 
-/// Measures at start-up and then every `usage_interval` until cancelled.
+/// Measures at start-up and then every `usage_interval` until cancelled, each pass supervised: a pass that fails
+/// (the base path is gone) or panics is logged and counted, and the next one runs on time.
 pub async fn run_usage_loop(
     lc: std::sync::Arc<crate::lifecycle::Lifecycle>,
+    health: std::sync::Arc<crate::supervise::LoopHealth>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(lc.settings().usage_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let interval = lc.settings().usage_interval;
+    let lc = &lc;
+    crate::supervise::supervise(health, "usage", interval, shutdown, move || async move {
         let started = std::time::Instant::now();
-        match measure_all(&lc).await {
-            Ok(n) => tracing::debug!(folders = n, ms = started.elapsed().as_millis() as u64, "disk use measured"),
-            Err(e) => tracing::warn!(error = %e, "disk use pass failed; trying again next interval"),
-        }
-    }
+        let n = measure_all(lc).await?;
+        tracing::debug!(folders = n, ms = started.elapsed().as_millis() as u64, "disk use measured");
+        Ok(())
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -130,8 +130,24 @@ pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// A stored time; a value outside chrono's range (a corrupt or hand-edited row) saturates at the nearer end instead
+/// of jumping to 1970, which would make every deadline look long past.
 pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+    Utc.timestamp_millis_opt(v).single().unwrap_or(if v < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// A stored duration in milliseconds, saturating: a cast would wrap a long one into a negative number.
+pub(crate) fn duration_to_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A stored duration; a negative value (never written by us) reads as zero.
+pub(crate) fn duration_from_ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
 }
 
 /// Creates a missing database file empty and owner-only (0600) before SQLite opens it: it holds key hashes and
@@ -578,7 +594,7 @@ impl Store {
         o: &PolicyOverrides,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let to_ms = |d: Option<Duration>| d.map(|d| d.as_millis() as i64);
+        let to_ms = |d: Option<Duration>| d.map(duration_to_ms);
         let done = sqlx::query(
             "UPDATE workspaces SET idle_timeout_ms = ?, max_age_ms = ?, cull_enabled = ?, updated_at_ms = ? WHERE student_id = ?",
         )
@@ -691,10 +707,8 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
         ide_connected_at: opt_time("ide_connected_at_ms")?,
         warned_at: opt_time("warned_at_ms")?,
         overrides: PolicyOverrides {
-            idle_timeout: r
-                .try_get::<Option<i64>, _>("idle_timeout_ms")?
-                .map(|v| Duration::from_millis(v.max(0) as u64)),
-            max_age: r.try_get::<Option<i64>, _>("max_age_ms")?.map(|v| Duration::from_millis(v.max(0) as u64)),
+            idle_timeout: r.try_get::<Option<i64>, _>("idle_timeout_ms")?.map(duration_from_ms),
+            max_age: r.try_get::<Option<i64>, _>("max_age_ms")?.map(duration_from_ms),
             cull_enabled: r.try_get("cull_enabled")?,
         },
         student_id,
@@ -759,5 +773,41 @@ mod tests {
     #[tokio::test]
     async fn only_sqlite_urls_are_accepted_for_now() {
         assert!(matches!(Store::connect("postgres://x").await, Err(StoreError::UnsupportedUrl(_))));
+    }
+
+    #[test]
+    fn times_outside_chronos_range_saturate_at_its_ends() {
+        assert_eq!(from_ms(i64::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(from_ms(i64::MIN), DateTime::<Utc>::MIN_UTC);
+        let max = ms(DateTime::<Utc>::MAX_UTC);
+        assert_eq!(ms(from_ms(max)), max, "the ends round-trip (to the millisecond)");
+        assert_eq!(from_ms(max + 1), DateTime::<Utc>::MAX_UTC, "just past the end saturates");
+        assert_eq!(from_ms(ms(DateTime::<Utc>::MIN_UTC)), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(from_ms(-1), DateTime::<Utc>::UNIX_EPOCH - chrono::Duration::milliseconds(1));
+    }
+
+    #[test]
+    fn long_durations_saturate_instead_of_wrapping_negative() {
+        assert_eq!(duration_to_ms(Duration::from_secs(9_223_372_036_854_776)), i64::MAX);
+        assert_eq!(duration_to_ms(Duration::MAX), i64::MAX);
+        assert_eq!(duration_to_ms(Duration::from_secs(31_536_000)), 31_536_000_000);
+        assert_eq!(duration_from_ms(i64::MAX), Duration::from_millis(i64::MAX as u64));
+        assert_eq!(duration_from_ms(-5), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn overrides_round_trip_through_the_store_at_their_extremes() {
+        let (store, _d) = store().await;
+        let s = StudentId::parse("alice").unwrap();
+        store.mark_starting(&s, t(0)).await.unwrap();
+        let o = PolicyOverrides {
+            idle_timeout: Some(Duration::from_secs(u64::MAX)),
+            max_age: Some(Duration::from_secs(31_536_000)),
+            cull_enabled: Some(true),
+        };
+        assert!(store.set_overrides(&s, &o, t(1)).await.unwrap());
+        let back = store.get(&s).await.unwrap().unwrap().overrides;
+        assert_eq!(back.idle_timeout, Some(Duration::from_millis(i64::MAX as u64)), "saturated, still huge");
+        assert_eq!(back.max_age, Some(Duration::from_secs(31_536_000)));
     }
 }

@@ -101,3 +101,85 @@ async fn a_read_only_base_path_is_a_clear_error_and_no_container() {
     let (code, _) = app.get("/api/workspaces/alice").await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test]
+async fn policy_durations_above_one_year_are_400_invalid_policy_and_change_nothing() {
+    let app = spawn_app().await;
+    app.start("long-policy").await;
+    let path = "/api/workspaces/long-policy/policy";
+    let (code, set) = app.put_json(path, r#"{"idle_timeout_seconds": 3600, "max_age_seconds": 7200}"#).await;
+    assert_eq!(code, 200, "{set}");
+    let (_, before) = app.get("/api/workspaces/long-policy").await;
+    // The first two overflowed the deadline arithmetic once (a panic, and a wrap to "stop now").
+    for body in [
+        r#"{"idle_timeout_seconds": 10000000000000}"#,
+        r#"{"max_age_seconds": 9223372036854776}"#,
+        r#"{"idle_timeout_seconds": 31536001}"#,
+        r#"{"max_age_seconds": 18446744073709551615, "cull_enabled": false}"#,
+        r#"{"idle_timeout_seconds": 60, "max_age_seconds": 31536001}"#,
+    ] {
+        let (code, err) = app.put_json(path, body).await;
+        assert_eq!((code, err["error"]["code"].as_str()), (400, Some("invalid_policy")), "{body}: {err}");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("at most 31536000"), "the message names the maximum: {message}");
+        let (code, after) = app.get("/api/workspaces/long-policy").await;
+        assert_eq!(code, 200);
+        assert_eq!(after["policy"], before["policy"], "{body} changed the stored policy");
+        assert_eq!((&after["status"], &after["stop_at"]), (&before["status"], &before["stop_at"]), "{body}");
+    }
+
+    let (code, ws) = app.put_json(path, r#"{"idle_timeout_seconds": 31536000, "max_age_seconds": 31536000}"#).await;
+    assert_eq!(code, 200, "exactly one year is allowed: {ws}");
+    let (_, read) = app.get("/api/workspaces/long-policy").await;
+    assert_eq!(read["policy"]["overrides"]["idle_timeout_seconds"], 31_536_000, "{read}");
+    assert_eq!(read["policy"]["overrides"]["max_age_seconds"], 31_536_000, "{read}");
+    let left = read["seconds_left"].as_i64().expect("running with culling on has a deadline");
+    assert!(left > 31_000_000 && left <= 31_536_000, "a year away, not wrapped into the past: {left}");
+    assert_eq!(read["status"], "running");
+}
+
+/// Polls `/readyz` until `done` holds for its body or `within` passes; returns the last status and body.
+async fn wait_ready(
+    app: &TestApp,
+    within: std::time::Duration,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (code, body) = app.get("/readyz").await;
+        if done(code, &body) || std::time::Instant::now() > deadline {
+            return (code, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn loop_failures(app: &TestApp, name: &str) -> u64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("workspaced_loop_failures_total{{loop=\"{name}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_base_path_removed_while_serving_fails_the_usage_loop_and_readyz_reports_it_dead_until_it_is_back() {
+    let app = spawn_app_with(|s| s.usage_interval = std::time::Duration::from_secs(1)).await;
+    let wait = std::time::Duration::from_secs(60);
+    let (code, ready) =
+        wait_ready(&app, wait, |_, b| b["loops"]["usage"] == "ok" && b["loops"]["culler"] == "ok").await;
+    assert_eq!((code, &ready["loops"]["usage"]), (200, &serde_json::json!("ok")), "{ready}");
+    let failures_before = loop_failures(&app, "usage").await;
+
+    let moved = app.base.with_extension("away");
+    std::fs::rename(&app.base, &moved).unwrap();
+    let (code, ready) = wait_ready(&app, wait, |code, _| code == 503).await;
+    let usage = ready["loops"]["usage"].as_str().unwrap_or_default().to_owned();
+    std::fs::rename(&moved, &app.base).unwrap();
+    assert_eq!((code, ready["ready"].as_bool()), (503, Some(false)), "{ready}");
+    assert!(usage.starts_with("dead: no finished pass since "), "{ready}");
+    assert_eq!(ready["loops"]["culler"], "ok", "only the failing loop is reported: {ready}");
+    assert_eq!((ready["database"].as_str(), ready["docker"].as_str()), (Some("ok"), Some("ok")), "{ready}");
+    assert!(loop_failures(&app, "usage").await > failures_before, "each failed pass is counted in /metrics");
+
+    let (code, ready) = wait_ready(&app, wait, |code, _| code == 200).await;
+    assert_eq!((code, &ready["loops"]["usage"]), (200, &serde_json::json!("ok")), "the loop went on: {ready}");
+}

@@ -135,7 +135,7 @@ async fn a_heartbeat_between_the_decision_and_the_stop_keeps_the_workspace() {
     assert_eq!(code, 200);
     drop(guard);
     let report = sweep.await.unwrap();
-    assert_eq!(report.reprieved, [student.clone()], "{report:?}");
+    assert_eq!(report.reprieved, std::slice::from_ref(&student), "{report:?}");
     assert!(report.stopped.is_empty());
     let (_, ws) = app.get("/api/workspaces/race").await;
     assert_eq!(ws["status"], "running");

@@ -134,8 +134,16 @@ async fn an_unreachable_engine_gives_503_changes_nothing_and_recovery_is_automat
     assert_eq!(code, 404, "a refused start leaves no record");
 
     proxy.restore();
-    let (code, _) = app.get("/readyz").await;
-    assert_eq!(code, 200);
+    // The reconciler failed every pass meanwhile, so readiness also waits for its next finished pass.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (code, ready) = loop {
+        let (code, ready) = app.get("/readyz").await;
+        if code == 200 || std::time::Instant::now() > deadline {
+            break (code, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, 200, "{ready}");
     assert_eq!(app.start("other").await["status"], "running");
     assert_eq!(app.stop("steady").await["status"], "stopped");
 }

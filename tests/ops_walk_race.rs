@@ -10,6 +10,7 @@ use flate2::read::GzDecoder;
 use workspaced::ops::archive::export_to_writer;
 
 const MARKER: &str = "TOPSECRET-4b1d";
+const CHANGED: &str = "(changed during the walk, not followed)";
 
 /// Keeps swapping until told to stop; counts its rounds.
 fn swapper(stop: &AtomicBool, rounds: &AtomicU64, mut round: impl FnMut()) {
@@ -35,34 +36,38 @@ fn an_export_racing_symlink_swaps_never_archives_anything_from_outside_the_folde
     }
     // Siblings listed after `d` and read before the walk descends into it: the window a directory swap aims at.
     for i in 0..300 {
-        std::fs::write(alice.join(format!("e{i:03}")), vec![b'e'; 4096]).unwrap();
+        std::fs::write(alice.join(format!("e{i:03}")), vec![b'e'; 1024]).unwrap();
     }
-    std::fs::write(alice.join("f"), "mine, not a secret").unwrap();
+    // Several files to swap, so each export offers the file swap several small windows instead of one.
+    const FILES: usize = 16;
+    for i in 0..FILES {
+        std::fs::write(alice.join(format!("f{i:02}")), "mine, not a secret").unwrap();
+    }
+
+    std::os::unix::fs::symlink("..", alice.join("d.lnk")).unwrap();
+    std::os::unix::fs::symlink(&secret_key, alice.join("f.lnk")).unwrap();
 
     let stop = AtomicBool::new(false);
     let (d_rounds, f_rounds) = (AtomicU64::new(0), AtomicU64::new(0));
     let (mut exports, mut d_changed, mut f_changed, mut f_seen_as_link) = (0u64, 0u64, 0u64, 0u64);
     std::thread::scope(|scope| {
+        // `d` and the symlink `d.lnk -> ..` trade places atomically, so each name is a directory half of the time
+        // and a link the other half, never missing.
+        scope.spawn(|| swapper(&stop, &d_rounds, || exchange(&alice, "d", "d.lnk")));
         scope.spawn(|| {
-            swapper(&stop, &d_rounds, || {
-                std::fs::rename(alice.join("d"), alice.join("d.bak")).unwrap();
-                std::os::unix::fs::symlink("..", alice.join("d")).unwrap();
-                std::fs::remove_file(alice.join("d")).unwrap();
-                std::fs::rename(alice.join("d.bak"), alice.join("d")).unwrap();
-            })
-        });
-        scope.spawn(|| {
+            let mut i = 0;
             swapper(&stop, &f_rounds, || {
-                std::os::unix::fs::symlink(&secret_key, alice.join("f.lnk")).unwrap();
-                std::fs::rename(alice.join("f.lnk"), alice.join("f")).unwrap();
-                std::fs::write(alice.join("f.new"), "mine, not a secret").unwrap();
-                std::fs::rename(alice.join("f.new"), alice.join("f")).unwrap();
+                let f = format!("f{i:02}");
+                i = (i + 1) % FILES;
+                exchange(&alice, &f, "f.lnk");
+                exchange(&alice, &f, "f.lnk");
             })
         });
 
         let started = Instant::now();
-        // Bounded either way; ends early once both swaps were seen to land inside the walk several times.
-        while exports < 200 && started.elapsed() < Duration::from_secs(10) && !(d_changed >= 5 && f_changed >= 5) {
+        // Bounded either way; ends early once both swappers were seen to land inside the walk several times.
+        while exports < 200 && started.elapsed() < Duration::from_secs(10) && !(d_changed >= 10 && f_seen_as_link >= 5)
+        {
             let mut archive = Vec::new();
             let stats = export_to_writer(&alice, &mut archive, |_| {});
             let stats = match stats {
@@ -73,12 +78,8 @@ fn an_export_racing_symlink_swaps_never_archives_anything_from_outside_the_folde
                 }
             };
             exports += 1;
-            let changed = |name: &str| {
-                stats
-                    .skipped
-                    .iter()
-                    .filter(|s| *s == &format!("{name} (changed during the walk, not followed)"))
-                    .count() as u64
+            let changed = |prefix: &str| {
+                stats.skipped.iter().filter(|s| s.starts_with(prefix) && s.ends_with(CHANGED)).count() as u64
             };
             d_changed += changed("d");
             f_changed += changed("f");
@@ -91,7 +92,8 @@ fn an_export_racing_symlink_swaps_never_archives_anything_from_outside_the_folde
             for entry in tar.entries().unwrap() {
                 let entry = entry.unwrap();
                 let path = entry.path().unwrap().into_owned();
-                if path == Path::new("f") && entry.header().entry_type().is_symlink() {
+                let name = path.to_string_lossy();
+                if name.len() == 3 && name.starts_with('f') && entry.header().entry_type().is_symlink() {
                     f_seen_as_link += 1;
                 }
                 if !inside_the_folder(&path) {
@@ -120,6 +122,13 @@ fn an_export_racing_symlink_swaps_never_archives_anything_from_outside_the_folde
     assert!(f_changed + f_seen_as_link >= 1, "no file swap was seen by the walk in {exports} exports");
 }
 
+/// Swaps two names in `dir` in one step (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(dir: &Path, a: &str, b: &str) {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, &dir.join(a), AT_FDCWD, &dir.join(b), RenameFlags::RENAME_EXCHANGE)
+        .unwrap_or_else(|e| panic!("exchanging {a} and {b}: {e}"));
+}
+
 /// The names the test created inside the folder, at the places it created them.
 fn inside_the_folder(path: &Path) -> bool {
     let parts: Vec<String> = path
@@ -129,10 +138,14 @@ fn inside_the_folder(path: &Path) -> bool {
             _ => "/".to_owned(),
         })
         .collect();
-    let top = |n: &str| ["d", "d.bak", "f", "f.lnk", "f.new"].contains(&n) || (n.len() == 4 && n.starts_with('e'));
+    let top = |n: &str| {
+        ["d", "d.lnk", "f.lnk"].contains(&n)
+            || (n.len() == 4 && n.starts_with('e'))
+            || (n.len() == 3 && n.starts_with('f'))
+    };
     match parts.as_slice() {
         [name] => top(name),
-        [dir, name] => (dir == "d" || dir == "d.bak") && name.len() == 4 && name.starts_with('n'),
+        [dir, name] => (dir == "d" || dir == "d.lnk") && name.len() == 4 && name.starts_with('n'),
         _ => false,
     }
 }

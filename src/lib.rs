@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod culler;
 pub mod domain;
+pub mod fswalk;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;

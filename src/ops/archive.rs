@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
@@ -13,6 +12,7 @@ use flate2::Compression;
 use tar::{EntryType, Header};
 
 use super::import::symlink_target_escapes;
+use crate::fswalk::{Descend, Entry, Files, Node, Tree, Visit, WalkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -22,6 +22,15 @@ pub enum ExportError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write the archive: {0}")]
     Write(io::Error),
+}
+
+impl From<WalkError> for ExportError {
+    fn from(e: WalkError) -> Self {
+        match e {
+            WalkError::NotDirectory(path) => ExportError::NotDirectory(path),
+            WalkError::Io { path, source } => ExportError::Read { path, source },
+        }
+    }
 }
 
 /// Where an export stands; handed to the progress callback after each entry and during large files.
@@ -51,60 +60,26 @@ pub struct ExportStats {
 }
 
 /// Writes `dir` as a tar.gz into `writer`, calling `progress` as it goes. Blocking: use `spawn_blocking`.
-/// Returns after the gzip trailer is written and the writer flushed.
+/// Returns after the gzip trailer is written and the writer flushed. The folder is read through [`crate::fswalk`],
+/// so an entry the student swaps for a symlink during the export is reported in `skipped`, never followed.
 pub fn export_to_writer<W: Write>(
     dir: &Path,
     writer: W,
     mut progress: impl FnMut(&Progress),
 ) -> Result<ExportStats, ExportError> {
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ExportError::Read { path, source }
-    };
-    let root = std::fs::symlink_metadata(dir).map_err(read_err(dir))?;
-    if !root.is_dir() {
-        return Err(ExportError::NotDirectory(dir.to_path_buf()));
-    }
+    let tree = Tree::open(dir)?;
     let mut builder = tar::Builder::new(GzEncoder::new(writer, Compression::default()));
     let mut state = Walk { stats: ExportStats::default(), progress: Progress::default(), links: HashMap::new() };
-
-    // Depth first, names sorted, so two exports of the same tree list entries in the same order.
-    let mut pending: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel_dir) = pending.pop() {
-        let abs_dir = dir.join(&rel_dir);
-        let mut names: Vec<_> = match std::fs::read_dir(&abs_dir) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                state.stats.skipped.push(format!("{} (vanished)", rel_dir.display()));
-                continue;
-            }
-            Err(e) => return Err(ExportError::Read { path: abs_dir, source: e }),
-        };
-        names.sort();
-        let mut subdirs = Vec::new();
-        for name in names {
-            let rel = rel_dir.join(&name);
-            let abs = dir.join(&rel);
-            let meta = match std::fs::symlink_metadata(&abs) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    state.stats.skipped.push(format!("{} (vanished)", rel.display()));
-                    continue;
-                }
-                Err(e) => return Err(ExportError::Read { path: abs, source: e }),
-            };
-            if meta.dev() != root.dev() {
-                state.stats.skipped.push(format!("{} (another file system is mounted there)", rel.display()));
-                continue;
-            }
-            let added = state.add(&mut builder, &abs, &rel, &meta, &mut progress)?;
-            if added && meta.is_dir() {
-                subdirs.push(rel);
-            }
+    tree.walk(Files::Open, |visit| match visit {
+        Visit::Skipped { rel, why } => {
+            state.stats.skipped.push(format!("{} ({})", rel.display(), why.reason()));
+            Ok(Descend::Skip)
         }
-        // Reverse, so the stack pops them in name order.
-        pending.extend(subdirs.into_iter().rev());
-    }
+        Visit::Entry(entry) => {
+            let abs = dir.join(entry.rel);
+            state.add(&mut builder, &abs, entry, &mut progress)
+        }
+    })?;
     let encoder = builder.into_inner().map_err(ExportError::Write)?;
     let mut writer = encoder.finish().map_err(ExportError::Write)?;
     writer.flush().map_err(ExportError::Write)?;
@@ -119,90 +94,87 @@ struct Walk {
 }
 
 impl Walk {
-    /// Appends one entry; false when it was skipped.
+    /// Appends one entry; `abs` only names it in errors.
     fn add<W: Write>(
         &mut self,
         builder: &mut tar::Builder<W>,
         abs: &Path,
-        rel: &Path,
-        meta: &std::fs::Metadata,
+        entry: Entry<'_>,
         progress: &mut impl FnMut(&Progress),
-    ) -> Result<bool, ExportError> {
+    ) -> Result<Descend, ExportError> {
+        let Entry { rel, stat, node } = entry;
         let mut header = Header::new_gnu();
-        header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+        header.set_uid(u64::from(stat.uid));
+        header.set_gid(u64::from(stat.gid));
         // Permission bits only, as GNU tar writes them; a pre-1970 mtime becomes 0 rather than a huge number.
-        header.set_mode(meta.mode() & 0o7777);
-        header.set_mtime(meta.mtime().max(0) as u64);
-        let ft = meta.file_type();
+        header.set_mode(stat.mode & 0o7777);
+        header.set_mtime(stat.mtime.secs.max(0) as u64);
         let write = ExportError::Write;
-        if ft.is_dir() {
-            header.set_size(0);
-            builder.append_data(&mut header, rel, io::empty()).map_err(write)?;
-            self.stats.dirs += 1;
-        } else if ft.is_symlink() {
-            let target = match std::fs::read_link(abs) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.stats.skipped.push(format!("{} (vanished)", rel.display()));
-                    return Ok(false);
+        match node {
+            Node::Dir => {
+                header.set_entry_type(EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, rel, io::empty()).map_err(write)?;
+                self.stats.dirs += 1;
+            }
+            Node::Symlink(target) => {
+                if symlink_target_escapes(rel, &target) {
+                    self.stats.unsafe_links.push(format!("{} -> {}", rel.display(), target.display()));
                 }
-                Err(source) => return Err(ExportError::Read { path: abs.to_path_buf(), source }),
-            };
-            if symlink_target_escapes(rel, &target) {
-                self.stats.unsafe_links.push(format!("{} -> {}", rel.display(), target.display()));
+                header.set_entry_type(EntryType::Symlink);
+                header.set_size(0);
+                builder.append_link(&mut header, rel, &target).map_err(write)?;
+                self.stats.symlinks += 1;
             }
-            header.set_size(0);
-            builder.append_link(&mut header, rel, &target).map_err(write)?;
-            self.stats.symlinks += 1;
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = self.links.get(&key) {
-                    header.set_entry_type(EntryType::Link);
-                    header.set_size(0);
-                    builder.append_link(&mut header, rel, first).map_err(write)?;
-                    self.stats.hardlinks += 1;
-                    self.tick(progress);
-                    return Ok(true);
+            Node::File(file) => {
+                header.set_entry_type(EntryType::Regular);
+                if stat.nlink > 1 {
+                    let key = (stat.dev, stat.ino);
+                    if let Some(first) = self.links.get(&key) {
+                        header.set_entry_type(EntryType::Link);
+                        header.set_size(0);
+                        builder.append_link(&mut header, rel, first).map_err(write)?;
+                        self.stats.hardlinks += 1;
+                        self.tick(progress);
+                        return Ok(Descend::Skip);
+                    }
+                    self.links.insert(key, rel.to_path_buf());
                 }
-                self.links.insert(key, rel.to_path_buf());
-            }
-            let file = match std::fs::File::open(abs) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.stats.skipped.push(format!("{} (vanished)", rel.display()));
-                    return Ok(false);
+                let Some(file) = file else {
+                    // Files::Open always opens; kept as an error rather than a panic.
+                    return Err(ExportError::Read { path: abs.to_path_buf(), source: io::ErrorKind::NotFound.into() });
+                };
+                let size = stat.size;
+                header.set_size(size);
+                let mut reader = ExactReader {
+                    file,
+                    remaining: size,
+                    short: false,
+                    progress: &mut self.progress,
+                    callback: progress,
+                    error: None,
+                };
+                let appended = builder.append_data(&mut header, rel, &mut reader);
+                let (short, read_error) = (reader.short, reader.error.take());
+                let file = reader.file;
+                if let Some(source) = read_error {
+                    return Err(ExportError::Read { path: abs.to_path_buf(), source });
                 }
-                Err(source) => return Err(ExportError::Read { path: abs.to_path_buf(), source }),
-            };
-            let size = meta.len();
-            let mut reader = ExactReader {
-                file,
-                remaining: size,
-                short: false,
-                progress: &mut self.progress,
-                callback: progress,
-                error: None,
-            };
-            let appended = builder.append_data(&mut header, rel, &mut reader);
-            let (short, read_error) = (reader.short, reader.error.take());
-            let file = reader.file;
-            if let Some(source) = read_error {
-                return Err(ExportError::Read { path: abs.to_path_buf(), source });
+                appended.map_err(write)?;
+                let now = file.metadata().map(|m| m.len()).unwrap_or(size);
+                if short || now != size {
+                    self.stats.changed.push(rel.display().to_string());
+                }
+                self.stats.files += 1;
+                self.stats.bytes += size;
             }
-            appended.map_err(write)?;
-            let now = file.metadata().map(|m| m.len()).unwrap_or(size);
-            if short || now != size {
-                self.stats.changed.push(rel.display().to_string());
+            Node::Other => {
+                self.stats.skipped.push(format!("{} (socket, fifo or device)", rel.display()));
+                return Ok(Descend::Skip);
             }
-            self.stats.files += 1;
-            self.stats.bytes += size;
-        } else {
-            self.stats.skipped.push(format!("{} (socket, fifo or device)", rel.display()));
-            return Ok(false);
         }
         self.tick(progress);
-        Ok(true)
+        Ok(Descend::Into)
     }
 
     fn tick(&mut self, progress: &mut impl FnMut(&Progress)) {
@@ -260,19 +232,24 @@ impl<F: FnMut(&Progress)> Read for ExactReader<'_, F> {
 pub fn content_size(dir: &Path) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() && (meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino()))) {
-                total += meta.len();
+    let tree = Tree::open(dir).map_err(walk_io)?;
+    tree.walk(Files::StatOnly, |visit| {
+        if let Visit::Entry(Entry { stat, node: Node::File(_), .. }) = visit {
+            if stat.nlink == 1 || seen.insert((stat.dev, stat.ino)) {
+                total += stat.size;
             }
         }
-    }
+        Ok::<_, WalkError>(Descend::Into)
+    })
+    .map_err(walk_io)?;
     Ok(total)
+}
+
+fn walk_io(e: WalkError) -> io::Error {
+    match e {
+        WalkError::Io { source, .. } => source,
+        e @ WalkError::NotDirectory(_) => io::Error::new(io::ErrorKind::NotADirectory, e.to_string()),
+    }
 }
 
 /// The default archive name: `<id>-<UTC timestamp>.tar.gz`.

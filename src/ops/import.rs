@@ -17,8 +17,6 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use flate2::read::GzDecoder;
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
 use crate::domain::StudentId;
@@ -406,9 +404,8 @@ impl Extractor {
 }
 
 fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
-    let mtime = TimeSpec::new(secs as i64, 0);
-    utimensat(nix::fcntl::AT_FDCWD, path, &TimeSpec::UTIME_OMIT, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(io::Error::from)
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    crate::fswalk::set_times_nofollow(path, None, crate::fswalk::Timestamp { secs, nanos: 0 })
 }
 
 /// The entry path as normal components only: `./` prefixes dropped; absolute paths and `..` refused.

@@ -13,14 +13,12 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-
 use crate::domain::StudentId;
+use crate::fswalk::{Descend, Files, Kind, Node, Stat, Tree, Visit, WalkError};
 
 /// Folder below the target base holding one done marker per migrated student.
 pub const MARKER_DIR: &str = ".workspaced-migrate";
@@ -38,6 +36,17 @@ pub enum MigrateError {
     TargetMissing(PathBuf),
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<WalkError> for MigrateError {
+    fn from(e: WalkError) -> Self {
+        match e {
+            WalkError::Io { path, source } => MigrateError::Io { path, source },
+            WalkError::NotDirectory(path) => {
+                MigrateError::Io { path, source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory") }
+            }
+        }
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MigrateError + '_ {
@@ -112,12 +121,12 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), MigrateError> {
 /// Size summary of a source tree, written in the done marker: a rerun skips the student only while it matches.
 fn fingerprint(dir: &Path) -> Result<String, MigrateError> {
     let (mut files, mut bytes, mut newest) = (0u64, 0u64, 0i64);
-    walk(dir, &mut |_, _, meta| {
-        if meta.is_file() {
+    walk(dir, Files::StatOnly, None, &mut |_, stat, _| {
+        if stat.kind() == Kind::File {
             files += 1;
-            bytes += meta.len();
+            bytes += stat.size;
         }
-        newest = newest.max(meta.mtime() * 1_000_000_000 + meta.mtime_nsec());
+        newest = newest.max(stat.mtime.secs * 1_000_000_000 + stat.mtime.nanos);
         Ok(())
     })?;
     Ok(format!("files={files} bytes={bytes} newest_mtime_ns={newest}\n"))
@@ -140,10 +149,10 @@ pub fn already_done(from_base: &Path, to_base: &Path, student: &StudentId) -> Re
 /// Sizes of a student's tree, for `--dry-run` and progress totals.
 pub fn measure(from_base: &Path, student: &StudentId) -> Result<StudentReport, MigrateError> {
     let mut r = StudentReport::new(student, Outcome::WouldMigrate);
-    walk(&from_base.join(student.as_str()), &mut |_, _, meta| {
-        if meta.is_file() {
+    walk(&from_base.join(student.as_str()), Files::StatOnly, None, &mut |_, stat, _| {
+        if stat.kind() == Kind::File {
             r.files += 1;
-            r.bytes += meta.len();
+            r.bytes += stat.size;
         }
         Ok(())
     })?;
@@ -166,21 +175,21 @@ pub fn migrate_student(
 
     // Copy, top-down; folder modes and times are set afterwards, deepest first (writing into a folder moves its
     // mtime, and a read-only folder could not be filled).
-    let root_meta = fs::symlink_metadata(&src).map_err(io_at(&src))?;
+    let root_meta = Stat::from(&fs::symlink_metadata(&src).map_err(io_at(&src))?);
     match fs::create_dir(&dst) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
         Err(e) => return Err(MigrateError::Io { path: dst, source: e }),
     }
     fs::set_permissions(&dst, fs::Permissions::from_mode(0o700)).map_err(io_at(&dst))?;
-    let mut dirs: Vec<(PathBuf, fs::Metadata)> = vec![(dst.clone(), root_meta)];
-    walk(&src, &mut |rel, path, meta| {
+    let mut dirs: Vec<(PathBuf, Stat)> = vec![(dst.clone(), root_meta)];
+    let mut skipped = Vec::new();
+    walk(&src, Files::Open, Some(&mut skipped), &mut |rel, meta, node| {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Interrupted);
         }
         let target = dst.join(rel);
-        let ft = meta.file_type();
-        if ft.is_dir() {
+        if let Node::Dir = node {
             match fs::create_dir(&target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && target.is_dir() => {}
@@ -188,17 +197,16 @@ pub fn migrate_student(
             }
             // Writable for us while we fill it; the real mode comes at the end.
             fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).map_err(io_at(&target))?;
-            dirs.push((target, meta.clone()));
-        } else if ft.is_file() {
+            dirs.push((target, meta));
+        } else if let Node::File(Some(file)) = node {
             report.files += 1;
-            report.bytes += meta.len();
-            if !same_file_done(&target, meta) {
-                copy_file(path, &target, meta, progress)?;
+            report.bytes += meta.size;
+            if !same_file_done(&target, &meta) {
+                copy_file(file, &target, &meta, progress)?;
                 report.copied_files += 1;
-                report.copied_bytes += meta.len();
+                report.copied_bytes += meta.size;
             }
-        } else if ft.is_symlink() {
-            let link = fs::read_link(path).map_err(io_at(path))?;
+        } else if let Node::Symlink(link) = node {
             match fs::read_link(&target) {
                 Ok(existing) if existing == link => {}
                 Ok(_) => fs::remove_file(&target).map_err(io_at(&target))?,
@@ -208,16 +216,17 @@ pub fn migrate_student(
             if fs::symlink_metadata(&target).is_err() {
                 std::os::unix::fs::symlink(&link, &target).map_err(io_at(&target))?;
             }
-            lchown(&target, Some(meta.uid()), Some(meta.gid())).map_err(io_at(&target))?;
-            set_times_nofollow(&target, meta)?;
+            lchown(&target, Some(meta.uid), Some(meta.gid)).map_err(io_at(&target))?;
+            set_times_nofollow(&target, &meta)?;
         } else {
             report.skipped_entries.push(rel.display().to_string());
         }
         Ok(())
     })?;
+    report.skipped_entries.extend(skipped);
     for (dir, meta) in dirs.iter().rev() {
-        std::os::unix::fs::chown(dir, Some(meta.uid()), Some(meta.gid())).map_err(io_at(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_at(dir))?;
+        std::os::unix::fs::chown(dir, Some(meta.uid), Some(meta.gid)).map_err(io_at(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(io_at(dir))?;
         set_times_nofollow(dir, meta)?;
     }
 
@@ -242,41 +251,43 @@ pub fn verify(
     let bad = |detail: String| MigrateError::Verify { student: student.clone(), detail };
     let mut hashed = 0u64;
     let mut seen = 0u64;
-    walk(src, &mut |rel, path, meta| {
+    walk(src, Files::Open, None, &mut |rel, meta, node| {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Interrupted);
         }
-        let ft = meta.file_type();
-        if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+        let kind = meta.kind();
+        if kind == Kind::Other {
             return Ok(());
         }
         seen += 1;
         let target = dst.join(rel);
-        let t =
-            fs::symlink_metadata(&target).map_err(|e| bad(format!("{}: missing in the copy ({e})", rel.display())))?;
-        if t.file_type() != ft {
+        let t = fs::symlink_metadata(&target)
+            .map(|t| Stat::from(&t))
+            .map_err(|e| bad(format!("{}: missing in the copy ({e})", rel.display())))?;
+        if t.kind() != kind {
             return Err(bad(format!("{}: different kind of entry", rel.display())));
         }
-        if (t.uid(), t.gid()) != (meta.uid(), meta.gid()) {
+        if (t.uid, t.gid) != (meta.uid, meta.gid) {
             return Err(bad(format!("{}: owner differs", rel.display())));
         }
-        if !ft.is_symlink() && t.mode() & 0o7777 != meta.mode() & 0o7777 {
+        if kind != Kind::Symlink && t.mode & 0o7777 != meta.mode & 0o7777 {
             return Err(bad(format!("{}: mode differs", rel.display())));
         }
-        if ft.is_symlink() {
-            if fs::read_link(path).ok() != fs::read_link(&target).ok() {
+        if let Node::Symlink(link) = node {
+            if Some(link) != fs::read_link(&target).ok() {
                 return Err(bad(format!("{}: link target differs", rel.display())));
             }
-        } else if ft.is_file() {
+        } else if let Node::File(Some(file)) = node {
+            let source = src.join(rel);
             // Large files: both sides hashed at once, one core each.
-            let (a, b) = if meta.len() >= 1024 * 1024 {
+            let (a, b) = if meta.size >= 1024 * 1024 {
                 std::thread::scope(|scope| {
                     let other = scope.spawn(|| hash_file(&target, &mut |_| {}));
-                    let a = hash_file(path, progress);
-                    (a, other.join().expect("hash thread"))
+                    let a = hash_reader(file, &source, progress);
+                    (a, other.join().unwrap_or_else(|_| Err(bad("the hashing thread panicked".into()))))
                 })
             } else {
-                (hash_file(path, progress), hash_file(&target, &mut |_| {}))
+                (hash_reader(file, &source, progress), hash_file(&target, &mut |_| {}))
             };
             let (a, b) = (a?, b?);
             if a != b {
@@ -287,9 +298,8 @@ pub fn verify(
         Ok(())
     })?;
     let mut in_copy = 0u64;
-    walk(dst, &mut |_, _, meta| {
-        let ft = meta.file_type();
-        if ft.is_dir() || ft.is_file() || ft.is_symlink() {
+    walk(dst, Files::StatOnly, None, &mut |_, meta, _| {
+        if meta.kind() != Kind::Other {
             in_copy += 1;
         }
         Ok(())
@@ -301,7 +311,11 @@ pub fn verify(
 }
 
 fn hash_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<blake3::Hash, MigrateError> {
-    let mut f = File::open(path).map_err(io_at(path))?;
+    hash_reader(File::open(path).map_err(io_at(path))?, path, progress)
+}
+
+/// `path` only names the file in errors.
+fn hash_reader(mut f: File, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<blake3::Hash, MigrateError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -315,22 +329,17 @@ fn hash_file(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<blake3::Hash,
 }
 
 /// A complete copy from an earlier run: same size and same mtime (set only after the copy finished).
-fn same_file_done(target: &Path, meta: &fs::Metadata) -> bool {
+fn same_file_done(target: &Path, meta: &Stat) -> bool {
     fs::symlink_metadata(target).is_ok_and(|t| {
-        t.is_file() && t.len() == meta.len() && t.mtime() == meta.mtime() && t.mtime_nsec() == meta.mtime_nsec()
+        let t = Stat::from(&t);
+        t.kind() == Kind::File && t.size == meta.size && t.mtime == meta.mtime
     })
 }
 
-fn copy_file(
-    src: &Path,
-    target: &Path,
-    meta: &fs::Metadata,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(), MigrateError> {
+fn copy_file(mut from: File, target: &Path, meta: &Stat, progress: &mut dyn FnMut(u64)) -> Result<(), MigrateError> {
     let mut partial = target.as_os_str().to_owned();
     partial.push(PARTIAL_SUFFIX);
     let partial = PathBuf::from(partial);
-    let mut from = File::open(src).map_err(io_at(src))?;
     let mut to = File::create(&partial).map_err(io_at(&partial))?;
     // `io::copy` between two files uses copy_file_range: the kernel (or the NFS server) copies, no user buffer.
     let n = io::copy(&mut from, &mut to).map_err(io_at(&partial))?;
@@ -338,8 +347,8 @@ fn copy_file(
     // On NFS a rename before the data is durable could publish an empty file after a server crash.
     to.sync_all().map_err(io_at(&partial))?;
     drop(to);
-    std::os::unix::fs::chown(&partial, Some(meta.uid()), Some(meta.gid())).map_err(io_at(&partial))?;
-    fs::set_permissions(&partial, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io_at(&partial))?;
+    std::os::unix::fs::chown(&partial, Some(meta.uid), Some(meta.gid)).map_err(io_at(&partial))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(io_at(&partial))?;
     set_times_nofollow(&partial, meta)?;
     if fs::symlink_metadata(target).is_ok_and(|t| t.is_dir() || t.file_type().is_symlink()) {
         remove_any(target)?;
@@ -356,42 +365,34 @@ fn remove_any(path: &Path) -> Result<(), MigrateError> {
     }
 }
 
-fn set_times_nofollow(path: &Path, meta: &fs::Metadata) -> Result<(), MigrateError> {
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| MigrateError::Io { path: path.to_path_buf(), source: e.into() })
+fn set_times_nofollow(path: &Path, meta: &Stat) -> Result<(), MigrateError> {
+    crate::fswalk::set_times_nofollow(path, Some(meta.atime), meta.mtime).map_err(io_at(path))
 }
 
-/// Walks `root` depth-first without following symlinks, calling `f(relative, absolute, metadata)` for every entry
-/// below it (not the root itself). Our own `.wsd-partial` files are skipped. Entries come in sorted order.
+/// Walks `root` through [`crate::fswalk`] (symlinks never followed, other file systems not entered), calling
+/// `f(relative, stat, node)` for every entry below it, in sorted order. Our own `.wsd-partial` files are passed
+/// over. Entries the walk skipped go to `skipped` with the reason when it is given.
 fn walk(
     root: &Path,
-    f: &mut dyn FnMut(&Path, &Path, &fs::Metadata) -> Result<(), MigrateError>,
+    files: Files,
+    mut skipped: Option<&mut Vec<String>>,
+    f: &mut dyn FnMut(&Path, Stat, Node) -> Result<(), MigrateError>,
 ) -> Result<(), MigrateError> {
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel_dir) = stack.pop() {
-        let dir = root.join(&rel_dir);
-        let mut entries: Vec<_> =
-            fs::read_dir(&dir).map_err(io_at(&dir))?.collect::<Result<Vec<_>, _>>().map_err(io_at(&dir))?;
-        entries.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for entry in entries {
-            let name = entry.file_name();
-            if name.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-                continue;
+    Tree::open(root)?.walk(files, |visit| {
+        match visit {
+            Visit::Skipped { rel, why } => {
+                if let Some(list) = skipped.as_deref_mut() {
+                    list.push(format!("{} ({})", rel.display(), why.reason()));
+                }
             }
-            let rel = rel_dir.join(&name);
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(io_at(&path))?;
-            f(&rel, &path, &meta)?;
-            if meta.is_dir() {
-                subdirs.push(rel);
+            Visit::Entry(entry) => {
+                if !entry.rel.as_os_str().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                    f(entry.rel, entry.stat, entry.node)?;
+                }
             }
         }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
+        Ok::<_, MigrateError>(Descend::Into)
+    })
 }
 
 /// A line of a migration's progress, as the server streams it (NDJSON) and the CLI reads it.
@@ -583,7 +584,7 @@ mod tests {
 
         // Same size and mtime but other content: only the hash sees it.
         let copy = to.join("alice/src/main.py");
-        let meta = fs::metadata(&copy).unwrap();
+        let meta = Stat::from(&fs::metadata(&copy).unwrap());
         fs::write(&copy, "print(2)\n").unwrap();
         set_times_nofollow(&copy, &meta).unwrap();
         let err = verify(&from.join("alice"), &to.join("alice"), &s, &cancel, &mut |_| {}).unwrap_err();

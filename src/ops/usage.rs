@@ -4,8 +4,9 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::fswalk::{Descend, Files, Kind, Stat, Tree, Visit, WalkError};
 
 /// What a folder occupies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -16,56 +17,47 @@ pub struct Usage {
     pub files: u64,
 }
 
-/// Walks `dir` without following symlinks or leaving its file system. Entries that vanish during the walk (a
-/// running workspace deletes files) are skipped; any other error stops the walk. Blocking: call from
-/// `spawn_blocking`.
+/// Walks `dir` through [`crate::fswalk`]: symlinks are not followed, other file systems not entered. Entries that
+/// vanish or change during the walk (a running workspace deletes and renames files) are skipped; any other error
+/// stops the walk. Blocking: call from `spawn_blocking`.
 pub fn disk_usage(dir: &Path) -> io::Result<Usage> {
-    let root = std::fs::symlink_metadata(dir)?;
-    let device = root.dev();
+    let tree = match Tree::open(dir) {
+        Ok(t) => t,
+        // A file or symlink as the root counts as itself, as with `du`.
+        Err(WalkError::NotDirectory(_)) => {
+            let mut usage = Usage::default();
+            add(&mut usage, &mut HashSet::new(), &Stat::from(&std::fs::symlink_metadata(dir)?));
+            return Ok(usage);
+        }
+        Err(e) => return Err(walk_io(e)),
+    };
     let mut usage = Usage::default();
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    add(&mut usage, &mut seen, &root);
-    if !root.is_dir() {
-        return Ok(usage);
-    }
-    let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let entries = match std::fs::read_dir(&current) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", current.display()))),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            // `DirEntry::metadata` is an lstat: a symlink counts as itself.
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", entry.path().display()))),
-            };
-            if meta.dev() != device {
-                // Like `du -x`: a mount point below the folder is neither counted nor entered.
-                continue;
-            }
-            add(&mut usage, &mut seen, &meta);
-            if meta.is_dir() {
-                pending.push(entry.path());
-            }
+    add(&mut usage, &mut seen, tree.stat());
+    tree.walk(Files::StatOnly, |visit| {
+        if let Visit::Entry(entry) = visit {
+            add(&mut usage, &mut seen, &entry.stat);
         }
-    }
+        Ok::<_, WalkError>(Descend::Into)
+    })
+    .map_err(walk_io)?;
     Ok(usage)
 }
 
-fn add(usage: &mut Usage, seen: &mut HashSet<(u64, u64)>, meta: &std::fs::Metadata) {
-    if !meta.is_dir() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+fn walk_io(e: WalkError) -> io::Error {
+    match e {
+        WalkError::Io { path, source } => io::Error::new(source.kind(), format!("{}: {source}", path.display())),
+        e @ WalkError::NotDirectory(_) => io::Error::new(io::ErrorKind::NotADirectory, e.to_string()),
+    }
+}
+
+fn add(usage: &mut Usage, seen: &mut HashSet<(u64, u64)>, stat: &Stat) {
+    let is_dir = stat.kind() == Kind::Dir;
+    if !is_dir && stat.nlink > 1 && !seen.insert((stat.dev, stat.ino)) {
         return;
     }
-    usage.bytes += meta.blocks() * 512;
-    if !meta.is_dir() {
+    usage.bytes += stat.blocks * 512;
+    if !is_dir {
         usage.files += 1;
     }
 }

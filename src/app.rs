@@ -51,6 +51,17 @@ impl Application {
         let store = Store::connect(&settings.database_url)
             .await
             .with_context(|| format!("cannot open the store at {}", settings.database_url))?;
+        Self::build_on(settings, store, runtime, clock).await
+    }
+
+    /// Builds on an open store (a test that writes events itself keeps a clone: the event stream's wake-ups are
+    /// per store handle).
+    pub async fn build_on(
+        settings: Settings,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -86,14 +97,14 @@ impl Application {
         }
         let token = self.state.shutdown.clone();
         // Settle what a crash left before anything else acts.
-        let first_ok = crate::reconciler::startup_pass(&lifecycle).await;
+        let first = crate::reconciler::startup_pass(&lifecycle).await;
         let mut tasks = tokio::task::JoinSet::new();
         // Every loop is supervised (`supervise`): a failing or panicking pass is logged and counted and the loop goes
         // on; `/readyz` reports a loop without a finished pass for three of its intervals.
         let health = self.state.loops.clone();
         tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), health.clone(), token.clone()));
         tasks.spawn(Culler::new(lifecycle.clone()).run(health.clone(), token.clone()));
-        tasks.spawn(crate::reconciler::run(lifecycle.clone(), first_ok, health.clone(), token.clone()));
+        tasks.spawn(crate::reconciler::run(lifecycle.clone(), first, health.clone(), token.clone()));
         tasks.spawn(crate::ops::usage::run_usage_loop(lifecycle.clone(), health.clone(), token.clone()));
         if settings.notify.webhook_url.is_some() {
             let (store, notify, stop) = (lifecycle.store().clone(), settings.notify.clone(), token.clone());

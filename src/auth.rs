@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::domain::StudentId;
-use crate::store::{Store, StoreError};
+use crate::store::{Reads, Store, StoreError};
 
 /// What a key may do. An admin key may do everything an LMS key may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,7 +106,7 @@ fn fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
 impl KeyVerifier {
     pub async fn verify(
         &self,
-        store: &Store,
+        store: &Reads,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<KeyIdentity>, StoreError> {
@@ -351,7 +351,7 @@ impl SessionGenerations {
     /// The student's generation now.
     pub async fn current(
         &self,
-        store: &Store,
+        store: &Reads,
         student: &StudentId,
         now: DateTime<Utc>,
     ) -> Result<Generation, StoreError> {
@@ -372,7 +372,7 @@ impl SessionGenerations {
     /// Whether the claims' generation is the student's current one.
     pub async fn is_current(
         &self,
-        store: &Store,
+        store: &Reads,
         claims: &SessionClaims,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {

@@ -39,11 +39,12 @@ async fn spawn_app() -> TestApp {
     let runtime =
         workspaced::runtime::docker::DockerRuntime::connect_lazy_at(no_engine, instance, Duration::from_secs(5))
             .unwrap();
-    let app = Application::build_with(settings, Arc::new(runtime), Arc::new(workspaced::clock::SystemClock))
-        .await
-        .expect("app builds");
+    let store = Store::connect(&settings.database_url).await.expect("store");
+    let app =
+        Application::build_on(settings, store.clone(), Arc::new(runtime), Arc::new(workspaced::clock::SystemClock))
+            .await
+            .expect("app builds");
     let addr = app.addr();
-    let store = app.lifecycle().store().clone();
     let key = workspaced::auth::create_key(&store, workspaced::auth::Role::Lms, "sse", Utc::now()).await.unwrap().key;
     let mut auth = reqwest::header::HeaderMap::new();
     auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());

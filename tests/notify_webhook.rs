@@ -273,10 +273,10 @@ async fn shutdown_during_a_backoff_ends_the_deliverer_promptly_without_moving_th
         assert!(Instant::now() < deadline, "no retry seen");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let started = Instant::now();
     deliverer.stop().await;
-    // After two refusals the deliverer sleeps 1 s before the third attempt; shutdown must cut that sleep short.
-    assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
+    // After two refusals the deliverer sleeps 1 s before the third attempt; shutdown cuts that sleep short, so the
+    // third attempt never comes (a shutdown that waited out the sleep would have made it first).
+    assert_eq!(receiver.requests().len(), 2, "no attempt after the shutdown");
     let refused = deliverable_ids(&store, boot).await[0];
     let cursor = store.job_state(CURSOR_KEY).await.unwrap();
     assert_eq!(cursor, refused - 1, "the skipped `starting` is passed, the refused `started` is not");

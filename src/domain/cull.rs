@@ -63,6 +63,40 @@ fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// A workspace's own overrides of the service's culling defaults; `None` follows the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub idle_timeout: Option<Duration>,
+    pub max_age: Option<Duration>,
+    pub enabled: Option<bool>,
+}
+
+/// The policy for one workspace: the service's defaults with the workspace's overrides. The warning lead never
+/// exceeds the idle timeout (a 60 s timeout with a 120 s lead warns at once, not before the last activity).
+pub fn effective_policy(defaults: &CullPolicy, o: &Overrides) -> CullPolicy {
+    let idle_timeout = o.idle_timeout.unwrap_or(defaults.idle_timeout);
+    CullPolicy {
+        idle_timeout,
+        warning_lead: defaults.warning_lead.min(idle_timeout),
+        max_age: o.max_age.or(defaults.max_age),
+        enabled: o.enabled.unwrap_or(defaults.enabled),
+    }
+}
+
+/// The times the decision needs, from what the store holds and the freshest activity in memory (which wins over
+/// the last written batch). A record without activity counts from its start, then from its last change.
+pub fn cull_input(
+    stored_activity: Option<DateTime<Utc>>,
+    in_memory: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    warned_at: Option<DateTime<Utc>>,
+) -> CullInput {
+    let stored = stored_activity.or(started_at).unwrap_or(updated_at);
+    let last_activity = in_memory.map_or(stored, |m| m.max(stored));
+    CullInput { last_activity, started_at: started_at.unwrap_or(updated_at), warned_at }
+}
+
 /// The next deadlines, or `None` when culling is off for this workspace.
 pub fn deadlines(w: &CullInput, policy: &CullPolicy) -> Option<Deadlines> {
     if !policy.enabled {

@@ -4,6 +4,9 @@ pub mod cull;
 mod student_id;
 mod workspace;
 
-pub use cull::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision, MAX_DURATION};
+pub use cull::{
+    cull_input, deadlines, decide, effective_policy, CullInput, CullPolicy, Deadlines, Decision, Overrides,
+    MAX_DURATION,
+};
 pub use student_id::{InstanceId, InvalidId, StudentId};
 pub use workspace::{EventKind, Status, StopReason, UnknownVariant};

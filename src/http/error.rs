@@ -79,6 +79,7 @@ impl From<LifecycleError> for ApiError {
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity_reached", e.to_string())
             },
             L::Store(s) => ApiError::internal(s),
+            L::Panicked(m) => ApiError::internal(m),
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::{ApiError, AppState};
 use crate::domain::StudentId;
 use crate::notify::webhook;
-use crate::store::{Event, Store};
+use crate::store::{Event, Reads};
 
 /// Events read from the store at a time, during replay and live.
 const PAGE: i64 = 500;
@@ -97,7 +97,7 @@ pub async fn events(
     State(state): State<Arc<AppState>>,
     query: EventsQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let store = state.lifecycle.store().clone();
+    let store = state.lifecycle.reads();
     // Subscribe before the first read: an event committed after that read still signals a change.
     let changes = store.subscribe_events();
     let query = match query.tail {
@@ -124,7 +124,7 @@ fn to_sse(event: &Event) -> SseEvent {
 
 /// Walks the event log after `last`, waiting for changes once it has caught up.
 struct Follower {
-    store: Store,
+    store: Reads,
     student: Option<StudentId>,
     /// The id of the last event handed out (or the starting position).
     last: i64,

@@ -24,6 +24,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::{session_cookie_name, Purpose, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::domain::{Status, StopReason, StudentId};
+use crate::lifecycle::StartMode;
 use crate::proxy::path::{host_target, path_target, Target};
 use crate::proxy::{Forwarded, ProxyError};
 
@@ -110,13 +111,13 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     if let Some(sub) = rest.strip_prefix(RESERVED) {
         return own_api(&state, &student, sub, req).await.unwrap_or_else(|e| e.into_response());
     }
-    let port = match state.lifecycle.store().route(&student).await {
+    let port = match state.lifecycle.reads().route(&student).await {
         Ok(Some(port)) => port,
         Ok(None) => return not_running(&state, &student, &t.prefix, html).await,
         Err(e) => return refuse(html, ApiError::internal(e)),
     };
     if counts_as_activity(req.method(), req.headers()) {
-        state.lifecycle.activity().touch(&student, state.lifecycle.clock().now());
+        state.lifecycle.touch(&student);
     }
     // The IDE's page (code-server serves the workbench at `/`) gets our script; ask for it uncompressed.
     let workbench = req.method() == Method::GET && rest == "/" && !req.headers().contains_key(header::UPGRADE);
@@ -144,9 +145,8 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         }
         Err(ProxyError::Unreachable(detail)) => {
             // The container may have gone since the route was learnt: ask the store again.
-            state.lifecycle.store().forget_route(&student);
             crate::metrics::proxy_request("unreachable");
-            match state.lifecycle.store().route(&student).await {
+            match state.lifecycle.route_unreachable(&student).await {
                 Ok(Some(_)) => {
                     tracing::warn!(student = %student, detail = ?detail, "IDE does not answer");
                     refuse(
@@ -250,14 +250,14 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
     if asked.as_ref() != Some(&claims.student) {
         return refused("token for another workspace");
     }
-    match lc.store().use_launch_nonce(&claims.nonce, claims.expires_at, now).await {
+    match lc.redeem_launch_nonce(&claims.nonce, claims.expires_at).await {
         Ok(true) => {}
         Ok(false) => return refused("already used"),
         Err(e) => return refuse(html, ApiError::internal(e)),
     }
     let settings = lc.settings();
     let ttl = settings.auth.session_ttl;
-    let generation = match state.sessions.current(lc.store(), &claims.student, now).await {
+    let generation = match state.sessions.current(&lc.reads(), &claims.student, now).await {
         Ok(g) => g,
         Err(e) => return refuse(html, ApiError::internal(e)),
     };
@@ -269,8 +269,8 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
     tracing::info!(student = %claims.student, "launch link used; session started");
     // Opening a link means "open my workspace": start it (queued, in the background) if it is not running. The
     // launcher page it lands on follows the start. A start that cannot begin shows there, with a button to retry.
-    if lc.store().route(&claims.student).await.ok().flatten().is_none() {
-        if let Err(e) = lc.start_with(&claims.student, false).await {
+    if lc.reads().route(&claims.student).await.ok().flatten().is_none() {
+        if let Err(e) = lc.start_with(&claims.student, StartMode::Background).await {
             tracing::warn!(student = %claims.student, error = %e, "start from a launch link failed");
         }
     }
@@ -315,7 +315,7 @@ fn intervals(idle_timeout: std::time::Duration) -> (u64, u64) {
 
 async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
     let lc = &state.lifecycle;
-    let view = lc.store().get(student).await.map_err(ApiError::internal)?.map(|r| super::WorkspaceView::new(state, r));
+    let view = lc.reads().get(student).await.map_err(ApiError::internal)?.map(|r| super::WorkspaceView::new(state, r));
     let now = lc.clock().now();
     let (idle, lead) = match &view {
         Some(v) => (std::time::Duration::from_secs(v.policy.idle_timeout_seconds), v.policy.warning_lead_seconds),
@@ -379,7 +379,7 @@ async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request)
             .into_response()),
         (Method::GET, "status") => Ok(Json(own_status(state, student).await?).into_response()),
         (Method::POST, "start") => {
-            lc.start_with(student, false).await?;
+            lc.start_with(student, StartMode::Background).await?;
             Ok((StatusCode::ACCEPTED, Json(own_status(state, student).await?)).into_response())
         }
         (Method::POST, "heartbeat") => {
@@ -455,7 +455,7 @@ pub async fn create_student_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let lc = &state.lifecycle;
     let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
-    let generation = state.sessions.current(lc.store(), &id, now).await.map_err(ApiError::internal)?;
+    let generation = state.sessions.current(&lc.reads(), &id, now).await.map_err(ApiError::internal)?;
     let (value, expires_at) = state.signer.credential(Purpose::StudentToken, &id, generation, now, ttl);
     let token = format!("{}{value}", auth::STUDENT_TOKEN_PREFIX);
     Ok(Json(json!({ "student_id": id, "token": token, "expires_at": expires_at })))

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -62,38 +62,73 @@ impl AppState {
     }
 }
 
-/// Every route and the role it needs; `tests/api/auth.rs` walks this list.
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential: health, readiness, the static pages (their data comes from the API with a key).
+    Open,
+    /// A key (LMS or admin), or the student's own session or student token, checked in the handler.
+    KeyOrSession,
+    /// The LMS backend (and operators).
+    Lms,
+    /// Operators only: data leaves the service, or the service itself is inspected.
+    Admin,
+}
+
+/// One API route as `route_table` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: axum::http::Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every route, the access it needs and its handler: the one list. The router is built from it, and
+/// `tests/api/auth.rs` walks it (through [`route_table`]). The IDE side (`/w/{id}/...`) is not here: `ide::dispatch`
+/// takes it before routing.
+fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
+    use axum::http::Method as M;
+    use Access::*;
+    let r = |method: M, path: &'static str, access: Access, handler| (Route { method, path, access }, handler);
+    vec![
+        r(M::GET, "/healthz", Open, get(healthz)),
+        r(M::GET, "/readyz", Open, get(readyz)),
+        r(M::GET, "/admin", Open, get(|| async { axum::response::Html(pages::ADMIN_PAGE) })),
+        r(M::GET, "/sdk/workspaced.js", Open, get(sdk_script)),
+        r(M::POST, "/api/workspaces/heartbeat", KeyOrSession, post(workspaces::heartbeat)),
+        r(M::GET, "/api/events", Lms, get(events::events)),
+        r(M::GET, "/api/workspaces", Lms, get(workspaces::list)),
+        r(M::GET, "/api/workspaces/{id}", Lms, get(workspaces::get)),
+        r(M::POST, "/api/workspaces/{id}/start", Lms, post(workspaces::start)),
+        r(M::POST, "/api/workspaces/{id}/stop", Lms, post(workspaces::stop)),
+        r(M::PUT, "/api/workspaces/{id}/policy", Lms, put(workspaces::set_policy)),
+        r(M::POST, "/api/workspaces/{id}/launch", Lms, post(ide::create_launch)),
+        r(M::POST, "/api/workspaces/{id}/token", Lms, post(ide::create_student_token)),
+        r(M::GET, "/api/workspaces/{id}/export", Admin, get(crate::ops::http_export::export_handler)),
+        r(M::POST, "/api/admin/migrate", Admin, post(crate::ops::http_migrate::migrate_handler)),
+        r(M::GET, "/metrics", Admin, get(metrics)),
+        r(M::GET, "/api/admin/stats", Admin, get(admin_stats)),
+        r(M::POST, "/api/admin/sessions/revoke", Admin, post(sessions::revoke)),
+    ]
+}
+
+/// Every API route and the access it needs, from the same list the router is built from.
+pub fn route_table() -> Vec<Route> {
+    routes().into_iter().map(|(route, _)| route).collect()
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     use axum::middleware::from_fn_with_state;
-    // The LMS backend (and operators).
-    let lms = Router::new()
-        .route("/api/events", get(events::events))
-        .route("/api/workspaces", get(workspaces::list))
-        .route("/api/workspaces/{id}", get(workspaces::get))
-        .route("/api/workspaces/{id}/start", post(workspaces::start))
-        .route("/api/workspaces/{id}/stop", post(workspaces::stop))
-        .route("/api/workspaces/{id}/policy", axum::routing::put(workspaces::set_policy))
-        .route("/api/workspaces/{id}/launch", post(ide::create_launch))
-        .route("/api/workspaces/{id}/token", post(ide::create_student_token))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_lms));
-    // Operators only: data leaves the service, or the service itself is inspected.
-    let admin = Router::new()
-        .route("/api/workspaces/{id}/export", get(crate::ops::http_export::export_handler))
-        .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
-        .route("/metrics", get(metrics))
-        .route("/api/admin/stats", get(admin_stats))
-        .route("/api/admin/sessions/revoke", post(sessions::revoke))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        // Static pages; their data comes from the API with a key.
-        .route("/admin", get(|| async { axum::response::Html(pages::ADMIN_PAGE) }))
-        .route("/sdk/workspaced.js", get(sdk_script))
-        // A key, or the student's own session (checked in the handler).
-        .route("/api/workspaces/heartbeat", post(workspaces::heartbeat))
-        .merge(lms)
-        .merge(admin)
+    let (mut open, mut lms, mut admin) = (Router::new(), Router::new(), Router::new());
+    for (route, handler) in routes() {
+        match route.access {
+            Access::Open | Access::KeyOrSession => open = open.route(route.path, handler),
+            Access::Lms => lms = lms.route(route.path, handler),
+            Access::Admin => admin = admin.route(route.path, handler),
+        }
+    }
+    open.merge(lms.route_layer(from_fn_with_state(state.clone(), auth::require_lms)))
+        .merge(admin.route_layer(from_fn_with_state(state.clone(), auth::require_admin)))
         .fallback(not_found)
         // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
         .layer(from_fn_with_state(state.clone(), ide::dispatch))
@@ -115,27 +150,13 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 /// CPU and memory of every running workspace, from the engine (about a second: the engine samples twice).
 async fn admin_stats(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    use futures_util::StreamExt;
-    let lc = &state.lifecycle;
-    let running = lc.activity().running();
-    let stats: serde_json::Map<String, serde_json::Value> = futures_util::stream::iter(running)
-        .map(|id| async move {
-            let s = lc.runtime().stats(&id).await;
-            (id, s)
-        })
-        .buffer_unordered(8)
-        .filter_map(|(id, s)| async move {
-            match s {
-                Ok(Some(s)) => Some((id.to_string(), serde_json::to_value(s).ok()?)),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::debug!(student = %id, error = %e, "no stats");
-                    None
-                }
-            }
-        })
-        .collect()
-        .await;
+    let stats: serde_json::Map<String, serde_json::Value> = state
+        .lifecycle
+        .engine_stats()
+        .await
+        .into_iter()
+        .filter_map(|(id, s)| Some((id.to_string(), serde_json::to_value(s).ok()?)))
+        .collect();
     Ok(Json(json!({ "stats": stats })))
 }
 
@@ -162,8 +183,8 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when the database and the container engine answer and every background loop finished a pass recently.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let db = state.lifecycle.store().ping().await.map_err(|e| e.to_string());
-    let engine = match tokio::time::timeout(Duration::from_secs(3), state.lifecycle.runtime().ping()).await {
+    let db = state.lifecycle.reads().ping().await.map_err(|e| e.to_string());
+    let engine = match tokio::time::timeout(Duration::from_secs(3), state.lifecycle.ping_engine()).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("timed out".to_owned()),
     };

@@ -50,7 +50,7 @@ pub async fn revoke(
         }
     };
     let lc = &state.lifecycle;
-    let generation = lc.store().revoke_sessions(&scope, lc.clock().now()).await.map_err(ApiError::internal)?;
+    let generation = lc.revoke_sessions(&scope).await?;
     let student = match scope {
         RevokeScope::Student(s) => Some(s),
         RevokeScope::All => None,

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{ApiJson, StudentPath};
 use super::AppState;
-use crate::culler::{effective_policy, workspace_deadlines};
 use crate::domain::{Status, StopReason, StudentId};
+use crate::lifecycle::StartMode;
 use crate::store::{PolicyOverrides, WorkspaceRecord};
 
 /// The status of a workspace as the API shows it.
@@ -75,8 +75,8 @@ impl WorkspaceView {
         let lc = &state.lifecycle;
         let w = &lc.settings().workspace;
         let now = lc.clock().now();
-        let deadlines = workspace_deadlines(lc, &r);
-        let p = effective_policy(lc, &r);
+        let live = lc.live(&r);
+        let (deadlines, p, usage, queue_position) = (live.deadlines, live.policy, live.usage, live.queue_position);
         let policy = PolicyView {
             cull_enabled: p.enabled,
             idle_timeout_seconds: p.idle_timeout.as_secs(),
@@ -84,13 +84,7 @@ impl WorkspaceView {
             max_age_seconds: p.max_age.map(|d| d.as_secs()),
             overrides: r.overrides,
         };
-        let last_activity = match (r.last_activity, lc.activity().last(&r.student_id)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        let ide_connected_at = lc.activity().ide_connected_at(&r.student_id).or(r.ide_connected_at);
-        let queue_position = if r.status == Status::Queued { lc.admission().position(&r.student_id) } else { None };
-        let usage = lc.usage().get(&r.student_id);
+        let (last_activity, ide_connected_at) = (live.last_activity, live.ide_connected_at);
         let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
         let host_port = r.host_port.filter(|_| r.status == Status::Running);
         let stopped = r.status == Status::Stopped;
@@ -114,7 +108,7 @@ impl WorkspaceView {
             stop_at_reason: deadlines.map(|d| d.reason),
             policy,
             queue_position,
-            queue_estimate_seconds: queue_position.map(|p| lc.admission().estimate(p).as_secs()),
+            queue_estimate_seconds: live.queue_estimate_seconds,
             disk_usage_bytes: usage.map(|u| u.usage.bytes),
             disk_usage_measured_at: usage.map(|u| u.at),
             over_soft_quota: usage.map(|u| u.over_quota),
@@ -137,7 +131,8 @@ pub async fn start(
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     let wait =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?.wait.unwrap_or(true);
-    let rec = state.lifecycle.start_with(&id, wait).await?;
+    let mode = if wait { StartMode::Wait } else { StartMode::Background };
+    let rec = state.lifecycle.start_with(&id, mode).await?;
     let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((code, Json(WorkspaceView::new(&state, rec))))
 }
@@ -202,7 +197,7 @@ pub async fn list(
             )
         })?),
     };
-    let records = state.lifecycle.store().list(status).await.map_err(ApiError::internal)?;
+    let records = state.lifecycle.reads().list(status).await.map_err(ApiError::internal)?;
     Ok(Json(ListView { workspaces: records.into_iter().map(|r| WorkspaceView::new(&state, r)).collect() }))
 }
 
@@ -284,9 +279,7 @@ pub async fn set_policy(
         cull_enabled: body.cull_enabled,
     };
     let lc = &state.lifecycle;
-    if !lc.store().set_overrides(&id, &overrides, lc.clock().now()).await.map_err(ApiError::internal)? {
-        return Err(crate::lifecycle::LifecycleError::NotFound(id).into());
-    }
+    lc.set_policy(&id, overrides).await?;
     tracing::info!(student = %id, ?overrides, "culling policy changed");
     let rec = lc.status(&id).await?;
     Ok(Json(WorkspaceView::new(&state, rec)))

@@ -8,67 +8,90 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::domain::StudentId;
 
-#[derive(Default)]
-pub struct StudentLocks {
-    map: Mutex<HashMap<StudentId, Arc<AsyncMutex<()>>>>,
+/// Serializes the operations on one student. The lifecycle holds one behind this trait, so a lock shared by
+/// several processes (a database lock, for replicas) can stand in for the in-process one.
+#[async_trait::async_trait]
+pub trait StudentLocker: Send + Sync {
+    /// Waits for the student's lock; it is held until the guard is dropped.
+    async fn lock(&self, student: &StudentId) -> LockGuard;
+    /// The lock if nobody holds it now (the reconciler skips students that are busy: their operation is the one
+    /// making things right).
+    fn try_lock(&self, student: &StudentId) -> Option<LockGuard>;
+    /// How many operations hold or wait for this student's lock (best effort: for tests and metrics).
+    fn contenders(&self, student: &StudentId) -> usize;
 }
 
-/// Held while one operation on a student runs.
-pub struct StudentGuard<'a> {
-    locks: &'a StudentLocks,
+/// Held while one operation on a student runs; dropping it releases the lock.
+pub struct LockGuard(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl LockGuard {
+    pub fn new(inner: impl Send + Sync + 'static) -> Self {
+        Self(Box::new(inner))
+    }
+}
+
+type LockMap = Arc<Mutex<HashMap<StudentId, Arc<AsyncMutex<()>>>>>;
+
+/// One lock per student in this process: different students run in parallel.
+#[derive(Default)]
+pub struct StudentLocks {
+    map: LockMap,
+}
+
+/// The in-process guard: forgets the student's entry when nobody else holds or waits for it.
+struct Held {
+    map: LockMap,
     student: StudentId,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
-impl StudentLocks {
-    pub async fn lock(&self, student: &StudentId) -> StudentGuard<'_> {
-        let m = {
-            let mut map = self.map.lock().expect("lock map");
-            map.entry(student.clone()).or_default().clone()
-        };
-        let guard = m.lock_owned().await;
-        StudentGuard { locks: self, student: student.clone(), guard: Some(guard) }
+fn entry(map: &LockMap, student: &StudentId) -> Arc<AsyncMutex<()>> {
+    map.lock().unwrap_or_else(|e| e.into_inner()).entry(student.clone()).or_default().clone()
+}
+
+/// Forgets the student's mutex when only the map holds it: nobody runs or waits.
+fn forget_if_idle(map: &LockMap, student: &StudentId) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.get(student).is_some_and(|m| Arc::strong_count(m) == 1) {
+        map.remove(student);
+    }
+}
+
+#[async_trait::async_trait]
+impl StudentLocker for StudentLocks {
+    async fn lock(&self, student: &StudentId) -> LockGuard {
+        let guard = entry(&self.map, student).lock_owned().await;
+        LockGuard::new(Held { map: self.map.clone(), student: student.clone(), guard: Some(guard) })
     }
 
-    /// The lock if nobody holds it now (the reconciler skips students that are busy: their operation is the one
-    /// making things right).
-    pub fn try_lock(&self, student: &StudentId) -> Option<StudentGuard<'_>> {
-        let m = {
-            let mut map = self.map.lock().expect("lock map");
-            map.entry(student.clone()).or_default().clone()
-        };
-        match m.try_lock_owned() {
-            Ok(guard) => Some(StudentGuard { locks: self, student: student.clone(), guard: Some(guard) }),
+    fn try_lock(&self, student: &StudentId) -> Option<LockGuard> {
+        match entry(&self.map, student).try_lock_owned() {
+            Ok(guard) => {
+                Some(LockGuard::new(Held { map: self.map.clone(), student: student.clone(), guard: Some(guard) }))
+            }
             Err(_) => {
-                // Forget the entry again if we were the only other holder of it.
-                let mut map = self.map.lock().expect("lock map");
-                if map.get(student).is_some_and(|m| Arc::strong_count(m) == 1) {
-                    map.remove(student);
-                }
+                forget_if_idle(&self.map, student);
                 None
             }
         }
     }
 
-    /// How many operations hold or wait for this student's lock.
-    pub fn contenders(&self, student: &StudentId) -> usize {
-        self.map.lock().expect("lock map").get(student).map_or(0, |m| Arc::strong_count(m) - 1)
-    }
-
-    /// Number of students with an operation running or waiting (for tests and metrics).
-    pub fn in_use(&self) -> usize {
-        self.map.lock().expect("lock map").len()
+    fn contenders(&self, student: &StudentId) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(student).map_or(0, |m| Arc::strong_count(m) - 1)
     }
 }
 
-impl Drop for StudentGuard<'_> {
+impl StudentLocks {
+    /// Number of students with an operation running or waiting (for tests and metrics).
+    pub fn in_use(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut map = self.locks.map.lock().expect("lock map");
-        // Only the map holds the mutex now: nobody runs or waits, so forget it.
-        if map.get(&self.student).is_some_and(|m| Arc::strong_count(m) == 1) {
-            map.remove(&self.student);
-        }
+        forget_if_idle(&self.map, &self.student);
     }
 }
 

@@ -11,7 +11,9 @@ use sqlx::{Row, SqlitePool};
 
 use crate::domain::{EventKind, Status, StopReason, StudentId};
 
+mod reads;
 mod sessions;
+pub use reads::Reads;
 pub use sessions::RevokeScope;
 
 #[derive(Debug, thiserror::Error)]

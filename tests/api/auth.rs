@@ -4,30 +4,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use workspaced::http::{route_table, Access, Route};
+
 use crate::helpers::*;
 
-/// Every API route with a request that passes validation only after authentication, and the role it needs.
-/// `NOPE` is an invalid student id: a request that gets past authentication answers 400, so nothing is changed.
-const ROUTES: &[(&str, &str, &str, Role)] = &[
-    ("GET", "/api/workspaces", "", Role::Lms),
-    ("GET", "/api/workspaces/NOPE", "", Role::Lms),
-    ("POST", "/api/workspaces/NOPE/start", "", Role::Lms),
-    ("POST", "/api/workspaces/NOPE/stop", "", Role::Lms),
-    ("PUT", "/api/workspaces/NOPE/policy", "{}", Role::Lms),
-    ("POST", "/api/workspaces/NOPE/launch", "", Role::Lms),
-    ("POST", "/api/workspaces/heartbeat", r#"{"student_id":"NOPE"}"#, Role::Lms),
-    ("GET", "/api/events?student_id=NOPE", "", Role::Lms),
-    ("GET", "/api/workspaces/NOPE/export", "", Role::Admin),
-    ("POST", "/api/admin/migrate", "{}", Role::Admin),
-    ("GET", "/metrics", "", Role::Admin),
-    ("GET", "/api/admin/stats", "", Role::Admin),
-    ("POST", "/api/workspaces/NOPE/token", "", Role::Lms),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Role {
-    Lms,
-    Admin,
+/// A request for `route` that passes validation only after authentication: `{id}` becomes `NOPE`, an invalid student
+/// id, so a request that gets past authentication answers 400 and nothing is changed.
+fn sample(route: &Route) -> (String, String) {
+    let path = route.path.replace("{id}", "NOPE");
+    let body = if route.method == "GET" { String::new() } else { "{}".to_owned() };
+    (path, body)
 }
 
 async fn call(app: &TestApp, key: Option<&str>, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -52,13 +38,22 @@ async fn call(app: &TestApp, key: Option<&str>, method: &str, path: &str, body: 
 #[tokio::test]
 async fn every_api_route_needs_a_key_of_the_right_role() {
     let app = spawn_app().await;
-    for &(method, path, body, needed) in ROUTES {
+    let routes = route_table();
+    assert!(routes.iter().filter(|r| r.access == Access::Admin).count() >= 5, "the table is the router's");
+    for route in &routes {
+        let (path, body) = sample(route);
+        let (method, path, body, needed) = (route.method.as_str(), path.as_str(), body.as_str(), route.access);
+        if needed == Access::Open {
+            let (code, _) = call(&app, None, method, path, body).await;
+            assert!(code != 401 && code != 403, "{method} {path} is open, yet answered {code}");
+            continue;
+        }
         let (code, b) = call(&app, None, method, path, body).await;
         assert_eq!((code, b["error"]["code"].as_str()), (401, Some("unauthorized")), "{method} {path} without a key");
         let (code, b) = call(&app, Some("wsd_00000000_nonsense"), method, path, body).await;
         assert_eq!((code, b["error"]["code"].as_str()), (401, Some("invalid_api_key")), "{method} {path} bad key");
         let (code, b) = call(&app, Some(&app.lms_key), method, path, body).await;
-        if needed == Role::Admin {
+        if needed == Access::Admin {
             assert_eq!((code, b["error"]["code"].as_str()), (403, Some("forbidden")), "{method} {path} with lms");
         } else {
             assert!(code != 401 && code != 403, "{method} {path} refused an lms key: {code} {b}");

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub instance: String,
     pub base: PathBuf,
     pub lifecycle: Arc<Lifecycle>,
+    /// The app's database, for tests that set up a state directly (what a crash leaves behind).
+    pub store: workspaced::store::Store,
     /// Sends the admin key on every request.
     pub client: reqwest::Client,
     /// An admin key and an LMS key of this app.
@@ -85,15 +87,17 @@ pub async fn spawn_app_full(
         }
         .expect("docker client"),
     );
-    let lifecycle = placeholder_lifecycle(&settings, runtime.clone(), clock.clone()).await;
+    let store = workspaced::store::Store::connect(&settings.database_url).await.expect("store");
+    let lifecycle = Arc::new(Lifecycle::new(Arc::new(settings.clone()), store.clone(), runtime.clone(), clock.clone()));
     let now = chrono::Utc::now();
-    let admin_key = create_key(lifecycle.store(), Role::Admin, "tests", now).await.expect("admin key").key;
-    let lms_key = create_key(lifecycle.store(), Role::Lms, "tests", now).await.expect("lms key").key;
+    let admin_key = create_key(&store, Role::Admin, "tests", now).await.expect("admin key").key;
+    let lms_key = create_key(&store, Role::Lms, "tests", now).await.expect("lms key").key;
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
         instance,
         base,
         lifecycle,
+        store,
         client: client_with_key(&admin_key),
         admin_key,
         lms_key,
@@ -117,22 +121,14 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
     reqwest::Client::builder().default_headers(h).build().unwrap()
 }
 
-async fn placeholder_lifecycle(
-    settings: &Settings,
-    runtime: Arc<dyn workspaced::runtime::Runtime>,
-    clock: Arc<dyn workspaced::clock::Clock>,
-) -> Arc<Lifecycle> {
-    let store = workspaced::store::Store::connect(&settings.database_url).await.expect("store");
-    Arc::new(Lifecycle::new(Arc::new(settings.clone()), store, runtime, clock))
-}
-
 impl TestApp {
     /// Builds and serves the application from `self.settings` (same database, base path and instance).
     async fn boot(&mut self) {
         let mut settings = self.settings.clone();
         settings.listen = "127.0.0.1:0".to_owned();
-        let app =
-            Application::build_with(settings, self.runtime.clone(), self.clock.clone()).await.expect("app builds");
+        let app = Application::build_on(settings, self.store.clone(), self.runtime.clone(), self.clock.clone())
+            .await
+            .expect("app builds");
         self.addr = app.addr();
         self.lifecycle = app.lifecycle();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -207,7 +203,7 @@ impl TestApp {
     /// Kinds of the stored events of one student, oldest first.
     pub async fn event_kinds(&self, id: &str) -> Vec<String> {
         let s = workspaced::domain::StudentId::parse(id).unwrap();
-        self.lifecycle.store().events(Some(&s), 0, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
+        self.lifecycle.reads().events(Some(&s), 0, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> (u16, Value) {

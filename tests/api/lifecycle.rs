@@ -33,11 +33,11 @@ async fn start_is_idempotent_and_stopping_a_stopped_workspace_changes_nothing() 
     let stopped = app.stop("idem").await;
     assert_eq!(stopped["status"], "stopped");
     assert_eq!(stopped["stop_message"], "Workspace stopped on request.");
-    let events_before = app.lifecycle.store().events(None, 0, 1000).await.unwrap().len();
+    let events_before = app.lifecycle.reads().events(None, 0, 1000).await.unwrap().len();
     let again = app.stop("idem").await;
     assert_eq!(again["status"], "stopped");
     assert_eq!(again["stopped_at"], stopped["stopped_at"]);
-    assert_eq!(app.lifecycle.store().events(None, 0, 1000).await.unwrap().len(), events_before);
+    assert_eq!(app.lifecycle.reads().events(None, 0, 1000).await.unwrap().len(), events_before);
     assert!(app.containers().is_empty());
 }
 
@@ -112,7 +112,7 @@ async fn a_start_that_never_gets_ready_times_out_leaves_no_container_and_records
     assert_eq!(ws["status"], "failed");
     assert!(ws["error"].as_str().unwrap().contains("/never-ready"), "{ws}");
     let kinds: Vec<String> =
-        app.lifecycle.store().events(None, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+        app.lifecycle.reads().events(None, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["starting", "start_failed"]);
 }
 

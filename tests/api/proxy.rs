@@ -67,12 +67,10 @@ async fn a_stopped_workspace_answers_with_its_state_and_a_way_to_start_not_a_502
 async fn a_slow_ide_hits_the_proxy_timeout_cleanly() {
     let app = spawn_app_with(|s| s.proxy.timeout = Duration::from_secs(1)).await;
     let c = running_with_session(&app, "tia").await;
-    let t = std::time::Instant::now();
+    // The IDE answers after 5 s: a 504 `ide_timeout` can only come from the proxy's 1 s timeout.
     let r = c.get(app.url("/w/tia/cgi-bin/slow?5")).send().await.unwrap();
-    let took = t.elapsed();
     assert_eq!(r.status(), 504);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "ide_timeout");
-    assert!(took < Duration::from_secs(3), "timed out after {took:?}");
     // A fast answer within the timeout passes.
     let r = c.get(app.url("/w/tia/cgi-bin/slow?0")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (200, "slow\n"));

@@ -1,0 +1,206 @@
+//! Starting a workspace: storage, admission, the container, the readiness wait, and the record of each step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{readiness, Lifecycle, LifecycleError, StartMode};
+use crate::domain::{EventKind, Status, StopReason, StudentId};
+use crate::runtime::{self, ContainerSpec, RuntimeError};
+use crate::store::{NewEvent, WorkspaceRecord};
+
+impl Lifecycle {
+    /// Starts the student's workspace and returns once its IDE answers the readiness path. Idempotent: a running
+    /// workspace whose container is alive is returned as is. On failure no container is left behind and the
+    /// record says `failed` with the reason. Runs in its own task, so a caller that goes away (a closed HTTP
+    /// connection) never leaves a start half done.
+    pub async fn start(self: &Arc<Self>, student: &StudentId) -> Result<WorkspaceRecord, LifecycleError> {
+        self.start_with(student, StartMode::Wait).await
+    }
+
+    /// Like [`Lifecycle::start`]; with [`StartMode::Background`] it returns as soon as the start is queued or under
+    /// way (the record then says `queued` or `starting`), and the start goes on in the background.
+    pub async fn start_with(
+        self: &Arc<Self>,
+        student: &StudentId,
+        mode: StartMode,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
+        let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+        let (lc, s) = (self.clone(), student.clone());
+        let task = tokio::spawn(async move {
+            let _guard = lc.locks.lock(&s).await;
+            lc.start_locked(&s, Some(accepted_tx)).await
+        });
+        if mode == StartMode::Background && accepted_rx.await.is_ok() {
+            return self.status(student).await;
+        }
+        task.await.map_err(|e| LifecycleError::Panicked(e.to_string()))?
+    }
+
+    async fn start_locked(
+        &self,
+        student: &StudentId,
+        accepted: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
+        let previous = self.store.get(student).await?;
+        if let Some(rec) = &previous {
+            if rec.status == Status::Running {
+                if let Some(info) = self.runtime.inspect(student).await? {
+                    if info.running && Some(&info.id) == rec.container_id.as_ref() {
+                        return Ok(rec.clone());
+                    }
+                }
+                // The container went away on its own: record that, so the start below begins from a stopped workspace.
+                self.mark_lost(student, None).await?;
+            }
+        }
+        // Checks that change nothing when they fail: engine, storage, capacity.
+        self.runtime.ping().await?;
+        let storage = self.storage.clone();
+        let s = student.clone();
+        let host_dir = tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s))
+            .await
+            .map_err(|e| LifecycleError::Panicked(e.to_string()))??;
+        if let Some(cap) = self.settings.max_running {
+            if self.activity.running().len() + self.admission.in_flight() + self.admission.queued() >= cap {
+                return Err(LifecycleError::CapacityReached { cap, retry_after_secs: 60 });
+            }
+        }
+
+        // Admission: at once when a permit is free, else wait in the queue (the record says `queued`).
+        let permit = match self.admission.try_admit() {
+            Some(p) => p,
+            None => {
+                let Some(ticket) = self.admission.enqueue(student) else {
+                    let wait = self.admission.estimate(self.admission.queued());
+                    return Err(LifecycleError::QueueFull { retry_after_secs: wait.as_secs().max(1) });
+                };
+                self.store.mark_queued(student, self.clock.now()).await?;
+                crate::metrics::queue_length(self.admission.queued());
+                if let Some(tx) = accepted {
+                    let _ = tx.send(());
+                }
+                let permit = self.admission.admit(ticket).await;
+                crate::metrics::queue_length(self.admission.queued());
+                let Some(permit) = permit else {
+                    // A stop called this start off while it waited; the stop, next under the lock, records it.
+                    tracing::info!(student = %student, "queued start called off by a stop");
+                    return Err(LifecycleError::StartCancelled(student.clone()));
+                };
+                let result = self.start_admitted(student, previous, host_dir, None).await;
+                drop(permit);
+                return result;
+            }
+        };
+        let result = self.start_admitted(student, previous, host_dir, accepted).await;
+        drop(permit);
+        result
+    }
+
+    /// The start itself, holding the student's lock and an admission permit.
+    async fn start_admitted(
+        &self,
+        student: &StudentId,
+        previous: Option<WorkspaceRecord>,
+        host_dir: std::path::PathBuf,
+        accepted: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
+        let deadline = Instant::now() + self.settings.workspace.start_timeout;
+        self.store.mark_starting(student, self.clock.now()).await?;
+        if let Some(tx) = accepted {
+            let _ = tx.send(());
+        }
+        if let Some(p) = previous {
+            // The wrong-cull signal: a student who comes back right after an idle stop was not idle.
+            let recent = p.stopped_at.is_some_and(|t| self.clock.now() - t <= chrono::Duration::minutes(5));
+            if p.status == Status::Stopped && p.stop_reason == Some(StopReason::Idle) && recent {
+                crate::metrics::restart_after_idle_stop();
+            }
+        }
+        tracing::info!(student = %student, "starting workspace");
+        let started = Instant::now();
+
+        let spec = self.spec(student, host_dir);
+        let info = match tokio::time::timeout_at(deadline, self.runtime.ensure_running(&spec)).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return Err(self.fail_start(student, started, e.to_string(), e.into()).await),
+            Err(_) => {
+                let e = self.timeout_error(student, "the container engine did not finish creating it".into());
+                return Err(self.fail_start(student, started, e.to_string(), e).await);
+            }
+        };
+        let Some(port) = info.host_port else {
+            let e = LifecycleError::Runtime(RuntimeError::Engine("container has no published port".into()));
+            return Err(self.fail_start(student, started, e.to_string(), e).await);
+        };
+        let path = &self.settings.workspace.readiness_path;
+        if let Err(detail) = readiness::wait_ready(&self.probe, port, path, deadline).await {
+            let e = self.timeout_error(student, detail);
+            return Err(self.fail_start(student, started, e.to_string(), e).await);
+        }
+
+        let took = started.elapsed();
+        let message = format!("Workspace running (ready in {} ms).", took.as_millis());
+        let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
+        let now = self.clock.now();
+        self.store.mark_running(student, &info.id, port, now, &event).await?;
+        self.activity.register(student, now, None);
+        self.admission.record_start(took);
+        crate::metrics::start_finished("ok", took);
+        tracing::info!(student = %student, container = %info.id, port, ms = took.as_millis() as u64, "workspace ready");
+        self.status(student).await
+    }
+
+    fn timeout_error(&self, student: &StudentId, detail: String) -> LifecycleError {
+        LifecycleError::StartTimeout {
+            student: student.clone(),
+            seconds: self.settings.workspace.start_timeout.as_secs(),
+            detail,
+        }
+    }
+
+    /// Cleans up after a failed start: removes whatever container exists and records `failed`.
+    async fn fail_start(
+        &self,
+        student: &StudentId,
+        started: Instant,
+        message: String,
+        err: LifecycleError,
+    ) -> LifecycleError {
+        tracing::warn!(student = %student, error = %message, "start failed; removing what was created");
+        if let Err(e) = self.runtime.stop(student, std::time::Duration::ZERO).await {
+            tracing::error!(student = %student, error = %e, "could not remove the container of a failed start");
+        }
+        crate::metrics::start_finished("error", started.elapsed());
+        if let Err(e) = self.store.mark_failed(student, &message, self.clock.now()).await {
+            tracing::error!(student = %student, error = %e, "could not record a failed start");
+        }
+        err
+    }
+
+    fn spec(&self, student: &StudentId, host_dir: std::path::PathBuf) -> ContainerSpec {
+        let w = &self.settings.workspace;
+        let labels = BTreeMap::from([
+            (runtime::LABEL_MANAGED_BY.to_owned(), runtime::LABEL_MANAGED_BY_VALUE.to_owned()),
+            (runtime::LABEL_STUDENT.to_owned(), student.to_string()),
+            (runtime::LABEL_INSTANCE.to_owned(), self.settings.instance.to_string()),
+        ]);
+        ContainerSpec {
+            student: student.clone(),
+            name: runtime::container_name(&self.settings.instance, student),
+            image: w.image.clone(),
+            command: w.command.clone(),
+            env: vec![format!("WORKSPACED_STUDENT={student}")],
+            host_dir,
+            mount_target: w.mount_target.clone(),
+            container_port: w.container_port,
+            user: format!("{}:{}", w.uid, w.gid),
+            nano_cpus: (w.cpus * 1e9).round() as i64,
+            memory_bytes: w.memory_bytes,
+            memory_swap_bytes: w.memory_bytes,
+            pids_limit: w.pids_limit,
+            labels,
+        }
+    }
+}

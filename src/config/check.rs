@@ -1,0 +1,85 @@
+//! Limits on parsed values. A table row names one of these for its own field; [`Bounded`] adds the limits every
+//! value of a type has, so a new duration setting cannot forget the one-year bound.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::{InstanceId, MAX_DURATION};
+
+/// Limits that hold for every setting of a type, whatever its row says.
+pub(super) trait Bounded {
+    fn bounded(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Every duration goes into deadline and timer arithmetic; one year is far beyond any sensible value and far inside
+/// the range of that arithmetic.
+impl Bounded for Duration {
+    fn bounded(&self) -> Result<(), String> {
+        if *self > MAX_DURATION {
+            return Err("must be at most one year (365d)".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Bounded for Option<Duration> {
+    fn bounded(&self) -> Result<(), String> {
+        self.as_ref().map_or(Ok(()), Bounded::bounded)
+    }
+}
+
+macro_rules! unbounded {
+    ($($t:ty),*) => { $(impl Bounded for $t {})* };
+}
+unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>);
+unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>);
+
+/// For a row whose only limits are its type's.
+pub(super) fn any<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+/// Zero would make a loop spin or every deadline pass at once.
+pub(super) fn positive(d: &Duration) -> Result<(), String> {
+    if d.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(())
+}
+
+pub(super) fn at_least_one<T: PartialOrd + From<u8>>(n: &T) -> Result<(), String> {
+    if *n < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(())
+}
+
+pub(super) fn cpus(c: &f64) -> Result<(), String> {
+    if !(*c > 0.0 && *c <= 1024.0) {
+        return Err("must be more than 0 and at most 1024".to_owned());
+    }
+    Ok(())
+}
+
+pub(super) fn docker_memory(bytes: &i64) -> Result<(), String> {
+    if *bytes < 6 * 1024 * 1024 {
+        return Err("must be at least 6 MiB (Docker's minimum)".to_owned());
+    }
+    Ok(())
+}
+
+pub(super) fn absolute(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/'".to_owned());
+    }
+    Ok(())
+}
+
+pub(super) fn signing_key(key: &Option<String>) -> Result<(), String> {
+    if key.as_ref().is_some_and(|k| k.len() < 32) {
+        return Err("must be at least 32 characters (e.g. `openssl rand -hex 32`)".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The settings as the rest of the service reads them, with their defaults. Names, variables, parsing and checks
+//! of each field are declared once, in `table.rs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::InstanceId;
+
+/// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Host folder holding one sub-folder per student. Local disk or an NFS/EFS mount.
+    pub base_path: PathBuf,
+    /// Store location; `sqlite://file.db` is the embedded default.
+    pub database_url: String,
+    /// Address the HTTP API and proxy listen on. Loopback by default; put TLS in front.
+    pub listen: String,
+    /// Public base URL of this service, used to build links; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Instance label, so two installations on one engine never touch each other's containers.
+    pub instance: InstanceId,
+    pub workspace: WorkspaceSettings,
+    pub cull: CullSettings,
+    pub notify: NotifySettings,
+    /// How often the reconciler compares the store with the engine.
+    pub reconcile_interval: Duration,
+    /// Starts that talk to the engine at once; more wait in a queue.
+    pub max_concurrent_starts: usize,
+    /// Starts that may wait in the queue; more are refused with 429.
+    pub max_queued_starts: usize,
+    /// How often the disk use of every student folder is measured in the background.
+    pub usage_interval: Duration,
+    /// Disk use above which a `quota_exceeded` event is emitted (once, until it falls below); `None` = off.
+    /// Nothing is refused or deleted: it is a warning.
+    pub disk_soft_quota: Option<u64>,
+    /// Cap on running (and starting) workspaces; `None` = no cap.
+    pub max_running: Option<usize>,
+    pub auth: AuthSettings,
+    pub proxy: ProxySettings,
+}
+
+/// API keys, launch links and browser sessions.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Key that signs launch links and session cookies. When unset it is read
+    /// from `secret_key_file`, which is created with a random key on first run.
+    pub secret_key: Option<String>,
+    /// File holding the signing key; default: `workspaced.key` beside the database.
+    pub secret_key_file: Option<PathBuf>,
+    /// How long a launch link is valid. Each link works once.
+    pub launch_ttl: Duration,
+    /// How long a browser session lasts after a launch.
+    pub session_ttl: Duration,
+    /// Whether the session cookie is `Secure`; `None` = when `public_url` is https.
+    pub cookie_secure: Option<bool>,
+    /// Where a browser without a session is sent; unset: a 401 page.
+    pub login_url: Option<String>,
+    /// Origins of LMS pages that may use the JS SDK across origins; empty: same origin only.
+    pub cors_origins: Vec<String>,
+}
+
+/// The reverse proxy to the IDEs (`/w/{student}/...`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Longest wait for the IDE's response headers; a slower IDE gets 504.
+    pub timeout: Duration,
+    /// Longest wait to connect to the IDE.
+    pub connect_timeout: Duration,
+    /// Largest request body forwarded, e.g. an upload; larger gets 413.
+    pub max_body: u64,
+    /// Host-based mode: with `ws.example.org`, `alice.ws.example.org` reaches alice's IDE at `/`;
+    /// unset: path mode only.
+    pub host_suffix: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            secret_key_file: None,
+            launch_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: None,
+            login_url: None,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            max_body: 1 << 30,
+            host_suffix: None,
+        }
+    }
+}
+
+/// What a workspace container is: image, command, port, limits, user, timeouts.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSettings {
+    /// Image of the IDE.
+    pub image: String,
+    /// Command and arguments; empty means the image's own.
+    pub command: Vec<String>,
+    /// Port the IDE listens on inside the container.
+    pub container_port: u16,
+    /// Path that answers 2xx once the IDE is ready.
+    pub readiness_path: String,
+    /// Where the student's folder is mounted inside the container.
+    pub mount_target: String,
+    /// CPU limit in cores.
+    pub cpus: f64,
+    /// Memory limit in bytes; swap is set equal, so the container gets no swap.
+    pub memory_bytes: i64,
+    /// Maximum number of processes and threads.
+    pub pids_limit: i64,
+    /// Owner of the student folders and user of the container.
+    pub uid: u32,
+    pub gid: u32,
+    /// Longest a start may take until the readiness path answers.
+    pub start_timeout: Duration,
+    /// Time a container gets between SIGTERM and SIGKILL on stop.
+    pub stop_grace: Duration,
+}
+
+/// Idle culling policy (used by the culler; defaults from the seeds).
+#[derive(Debug, Clone)]
+pub struct CullSettings {
+    /// A workspace without activity for this long is stopped.
+    pub idle_timeout: Duration,
+    /// How often the culler looks.
+    pub interval: Duration,
+    /// How long before the stop the student is warned.
+    pub warning_lead: Duration,
+    /// Stop a workspace this long after its start whatever its activity; `None` = off.
+    pub max_age: Option<Duration>,
+    /// Whether an open IDE tab alone (code-server's own heartbeat) keeps a workspace alive
+    ///. Off by default: real input must come from a heartbeat.
+    pub open_tab_keeps_alive: bool,
+    /// How often in-memory activity is written to the store.
+    pub activity_flush_interval: Duration,
+}
+
+/// Notifications to the LMS.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    /// URL that receives every warning and stop as signed JSON; off when unset.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the webhook signature.
+    pub webhook_secret: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            base_path: PathBuf::from("./workspace-data"),
+            database_url: "sqlite://workspaced.db".to_owned(),
+            listen: "127.0.0.1:7878".to_owned(),
+            public_url: None,
+            instance: InstanceId::parse("default").expect("valid"),
+            workspace: WorkspaceSettings::default(),
+            cull: CullSettings::default(),
+            notify: NotifySettings::default(),
+            reconcile_interval: Duration::from_secs(60),
+            max_concurrent_starts: 4,
+            max_queued_starts: 1000,
+            max_running: None,
+            usage_interval: Duration::from_secs(600),
+            disk_soft_quota: None,
+            auth: AuthSettings::default(),
+            proxy: ProxySettings::default(),
+        }
+    }
+}
+
+impl Default for WorkspaceSettings {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_IMAGE.to_owned(),
+            command: Vec::new(),
+            container_port: 8080,
+            readiness_path: "/healthz".to_owned(),
+            mount_target: "/home/coder/project".to_owned(),
+            cpus: 1.0,
+            memory_bytes: 1 << 30,
+            pids_limit: 1024,
+            uid: 1000,
+            gid: 1000,
+            start_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for CullSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(15 * 60),
+            interval: Duration::from_secs(60),
+            warning_lead: Duration::from_secs(2 * 60),
+            max_age: None,
+            open_tab_keeps_alive: false,
+            activity_flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The code-server image that `workspaced image build` produces.
+pub const DEFAULT_IMAGE: &str = "workspaced/code-server:4.139.1";

@@ -1,0 +1,238 @@
+//! The settings table: each setting declared once, with its TOML key, environment variable, default as the docs
+//! show it, doc line, parser and limits. Loading, checking and docs/configuration.md all read this table.
+
+use super::check::{self as c, Bounded};
+use super::parse as p;
+use super::Settings;
+
+/// One setting: where its value comes from, how its text is parsed into [`Settings`], and what it must satisfy.
+pub struct Setting {
+    /// Key in `workspaced.toml`; `None` for a setting that must not sit in a file (the signing key).
+    pub key: Option<&'static str>,
+    pub env: &'static str,
+    /// Markdown, as docs/configuration.md shows it.
+    pub default: &'static str,
+    /// Markdown: meaning, accepted forms and limits.
+    pub doc: &'static str,
+    /// Parses the text (from the environment, or a TOML value turned into text) into its field.
+    pub(super) apply: fn(&mut Settings, &str) -> Result<(), String>,
+    /// The field's limits: its row's own and those of its type ([`Bounded`]).
+    pub(super) check: fn(&Settings) -> Result<(), String>,
+}
+
+impl Setting {
+    /// How messages name the setting: by both its names, so it is found whichever way it was given.
+    pub fn name(&self) -> String {
+        match self.key {
+            Some(key) => format!("{key} ({})", self.env),
+            None => self.env.to_owned(),
+        }
+    }
+}
+
+/// Both paths of one row assign the same field with the same parser, so a TOML key and its variable cannot disagree.
+macro_rules! setting {
+    (_, $env:literal, $($rest:tt)*) => { setting!(@ None, $env, $($rest)*) };
+    ($key:literal, $env:literal, $($rest:tt)*) => { setting!(@ Some($key), $env, $($rest)*) };
+    (@ $key:expr, $env:literal, $($field:ident).+: $parse:path, $check:path, $default:literal, $doc:literal) => {
+        Setting {
+            key: $key,
+            env: $env,
+            default: $default,
+            doc: $doc,
+            apply: |s, v| {
+                s.$($field).+ = $parse(v)?;
+                Ok(())
+            },
+            check: |s| {
+                s.$($field).+.bounded()?;
+                $check(&s.$($field).+)
+            },
+        }
+    };
+}
+
+/// Every setting, in the order docs/configuration.md lists them.
+pub static SETTINGS: &[Setting] = &[
+    setting!("base_path", "WORKSPACE_BASE_PATH",
+        base_path: p::path, c::any, "`./workspace-data`",
+        "Host folder with one folder per student (`<base>/<student-id>`, owner uid:gid, mode 0700). Must exist \
+        and be writable; it is never created by `serve` (on EFS a missing folder means a missing mount)."),
+    setting!("database_url", "DATABASE_URL",
+        database_url: p::text, c::any, "`sqlite://workspaced.db`",
+        "The store. SQLite is embedded; the file is created on first run and migrated."),
+    setting!("listen", "WORKSPACED_LISTEN",
+        listen: p::text, c::any, "`127.0.0.1:7878`",
+        "Address of the HTTP API and of the proxy to the IDEs. Loopback by default; browsers reach it through a \
+        TLS proxy in front ([proxy-and-auth.md](proxy-and-auth.md))."),
+    setting!("public_url", "WORKSPACED_PUBLIC_URL",
+        public_url: p::optional_text, c::any, "`http://<listen>`",
+        "Base URL of this service as browsers see it, e.g. `https://ide.example.edu` (a trailing `/` is dropped). \
+        Launch links and the workspace `url` are built from it; `https://` makes the session cookie `Secure` \
+        (see `cookie_secure`) and sets `X-Forwarded-Proto: https` towards the IDE. The CLI also uses it to reach \
+        the server. Empty means unset."),
+    setting!("instance", "WORKSPACED_INSTANCE",
+        instance: p::instance, c::any, "`default`",
+        "Instance label on every container; two installations on one engine must differ. Same alphabet as student \
+        ids, at most 32 characters."),
+    setting!("image", "WORKSPACED_IMAGE",
+        workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
+        "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),
+    setting!("command", "WORKSPACED_COMMAND",
+        workspace.command: p::command, c::any, "image's own",
+        "Command and arguments: a list (a TOML array or a JSON array of strings), or space-separated words. Empty: \
+        the image's own."),
+    setting!("container_port", "WORKSPACED_CONTAINER_PORT",
+        workspace.container_port: p::number, c::any, "`8080`",
+        "Port the IDE listens on inside the container; published on 127.0.0.1 with an ephemeral host port."),
+    setting!("readiness_path", "WORKSPACED_READINESS_PATH",
+        workspace.readiness_path: p::text, c::absolute, "`/healthz`",
+        "A start is done when this path answers 2xx. The culler also polls it for an open tab (see \
+        `open_tab_keeps_alive`). Must start with `/`."),
+    setting!("mount_target", "WORKSPACED_MOUNT_TARGET",
+        workspace.mount_target: p::text, c::absolute, "`/home/coder/project`",
+        "Where the student's folder appears in the container. Must be an absolute path."),
+    setting!("cpus", "WORKSPACED_CPUS",
+        workspace.cpus: p::number, c::cpus, "`1.0`",
+        "CPU limit in cores (`NanoCpus`). More than 0, at most 1024."),
+    setting!("memory", "WORKSPACED_MEMORY",
+        workspace.memory_bytes: p::parse_bytes, c::docker_memory, "`1g`",
+        "Memory limit; swap is set equal, so no swap. At least 6 MiB (Docker's minimum)."),
+    setting!("pids_limit", "WORKSPACED_PIDS_LIMIT",
+        workspace.pids_limit: p::number, c::at_least_one, "`1024`",
+        "Processes and threads per container (fork-bomb guard; code-server uses a few hundred threads). At least \
+        1."),
+    setting!("uid", "WORKSPACED_UID",
+        workspace.uid: p::number, c::any, "`1000`",
+        "Owner of student folders; the container runs as this user."),
+    setting!("gid", "WORKSPACED_GID",
+        workspace.gid: p::number, c::any, "`1000`",
+        "Group of student folders and of the container's user."),
+    setting!("start_timeout", "WORKSPACED_START_TIMEOUT",
+        workspace.start_timeout: p::parse_duration, c::positive, "`60s`",
+        "Longest a start may take once admitted (time in the queue does not count); after it the container is \
+        removed and the workspace is `failed`. More than zero."),
+    setting!("stop_grace", "WORKSPACED_STOP_GRACE",
+        workspace.stop_grace: p::parse_duration, c::any, "`10s`",
+        "Time between SIGTERM and SIGKILL on stop."),
+    setting!("idle_timeout", "WORKSPACED_IDLE_TIMEOUT",
+        cull.idle_timeout: p::parse_duration, c::any, "`15m`",
+        "Culling: a workspace without activity this long is stopped (reason `idle`)."),
+    setting!("cull_interval", "WORKSPACED_CULL_INTERVAL",
+        cull.interval: p::parse_duration, c::positive, "`1m`",
+        "Culling: how often idle workspaces are looked for. More than zero."),
+    setting!("warning_lead", "WORKSPACED_WARNING_LEAD",
+        cull.warning_lead: p::parse_duration, c::any, "`2m`",
+        "Culling: how long before the stop the student is warned. Must be shorter than `idle_timeout`."),
+    setting!("max_age", "WORKSPACED_MAX_AGE",
+        cull.max_age: p::parse_optional_duration, c::any, "off",
+        "Culling: stop a workspace this long after its start, whatever its activity (reason `max_age`). `off`, \
+        `none`, `0` or empty switch it off."),
+    setting!("open_tab_keeps_alive", "WORKSPACED_OPEN_TAB_KEEPS_ALIVE",
+        cull.open_tab_keeps_alive: p::bool, c::any, "`false`",
+        "Culling: whether an open IDE tab alone counts as activity. Each sweep polls `readiness_path`; \
+        code-server answers `{\"status\": \"alive\"}` while a tab is open. Off: only heartbeats count, and the open \
+        tab is only shown (`ide_connected_at`). A boolean: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`."),
+    setting!("activity_flush_interval", "WORKSPACED_ACTIVITY_FLUSH_INTERVAL",
+        cull.activity_flush_interval: p::parse_duration, c::positive, "`1s`",
+        "Heartbeats are kept in memory and written to the store this often (and once more on shutdown). More than \
+        zero."),
+    setting!("reconcile_interval", "WORKSPACED_RECONCILE_INTERVAL",
+        reconcile_interval: p::parse_duration, c::positive, "`1m`",
+        "How often store and engine are compared. More than zero."),
+    setting!("max_concurrent_starts", "WORKSPACED_MAX_CONCURRENT_STARTS",
+        max_concurrent_starts: p::number, c::at_least_one, "`4`",
+        "Starts that talk to the engine at once; more wait in a first-in first-out queue (status `queued`). At \
+        least 1."),
+    setting!("max_queued_starts", "WORKSPACED_MAX_QUEUED_STARTS",
+        max_queued_starts: p::number, c::any, "`1000`",
+        "Starts that may wait in the queue; one more is refused with 429 `start_queue_full`. `0` means no queue: \
+        a start that cannot begin at once is refused."),
+    setting!("max_running", "WORKSPACED_MAX_RUNNING",
+        max_running: p::optional_count, c::any, "off",
+        "Cap on running, starting and queued workspaces together; a start beyond it is refused with 429 \
+        `capacity_reached`. A number, or `off`, `none` or empty for no cap. `0` refuses every start."),
+    setting!("usage_interval", "WORKSPACED_USAGE_INTERVAL",
+        usage_interval: p::parse_duration, c::positive, "`10m`",
+        "How often `serve` measures the disk use of every student folder (allocated bytes, like `du -s`), one \
+        folder at a time; the first pass runs at start-up. Shown in the status API. More than zero."),
+    setting!("disk_soft_quota", "WORKSPACED_DISK_SOFT_QUOTA",
+        disk_soft_quota: p::parse_optional_bytes, c::any, "off",
+        "Disk use above which a `quota_exceeded` event is recorded, once until the folder falls below again. A \
+        warning only: nothing is refused or deleted. A size, or `off`, `none`, `0` or empty for none."),
+    setting!("webhook_url", "WORKSPACED_WEBHOOK_URL",
+        notify.webhook_url: p::optional_text, c::any, "unset (off)",
+        "URL that receives events as signed JSON: `warning`, `stopped`, `started`, `start_failed`, \
+        `orphan_removed` (format in [api.md](api.md#webhook)). Empty means unset."),
+    setting!("webhook_secret", "WORKSPACED_WEBHOOK_SECRET",
+        notify.webhook_secret: p::optional_text, c::any, "unset",
+        "HMAC-SHA256 key of the webhook signature. Required when `webhook_url` is set (the LMS verifies the \
+        signature). Empty means unset."),
+    setting!(_, "WORKSPACED_SECRET_KEY",
+        auth.secret_key: p::optional_text, c::signing_key, "unset",
+        "Key that signs launch links and session cookies (HMAC-SHA256), at least 32 characters (`openssl rand \
+        -hex 32`). Environment only: there is no TOML key, so it never sits in the config file. Unset or empty: \
+        the key is read from `secret_key_file`. Changing the key ends every session and voids unused launch \
+        links; nothing else."),
+    setting!("secret_key_file", "WORKSPACED_SECRET_KEY_FILE",
+        auth.secret_key_file: p::optional_path, c::any, "`workspaced.key` beside the database",
+        "File holding the signing key when `WORKSPACED_SECRET_KEY` is not set. `serve` creates it on first run \
+        with 32 random bytes in hex, mode 0600; a file with fewer than 32 characters stops the service. The key \
+        is never logged. The default follows `DATABASE_URL`: `sqlite:///var/lib/workspaced/workspaced.db` gives \
+        `/var/lib/workspaced/workspaced.key`, the default database `./workspaced.key`. Empty means unset."),
+    setting!("launch_ttl", "WORKSPACED_LAUNCH_TTL",
+        auth.launch_ttl: p::parse_duration, c::positive, "`60s`",
+        "How long a launch link is valid. Each link works once. More than zero."),
+    setting!("session_ttl", "WORKSPACED_SESSION_TTL",
+        auth.session_ttl: p::parse_duration, c::positive, "`12h`",
+        "How long a browser session lasts after a launch (the cookie's `Max-Age` and its signed expiry); also the \
+        life of a student token. Use does not extend it: afterwards the student opens the workspace again from \
+        the course page. More than zero."),
+    setting!("cookie_secure", "WORKSPACED_COOKIE_SECURE",
+        auth.cookie_secure: p::optional_bool, c::any, "auto",
+        "Whether the session cookie is `Secure`. Auto: when `public_url` starts with `https://`. `auto` or empty \
+        for auto, else a boolean as for `open_tab_keeps_alive`."),
+    setting!("login_url", "WORKSPACED_LOGIN_URL",
+        auth.login_url: p::optional_text, c::any, "unset",
+        "Where a browser without a session is sent (303) when it asks for a workspace page (`Accept: text/html`), \
+        e.g. the course page. Unset: a 401 page. Scripts always get 401 JSON. Empty means unset."),
+    setting!("cors_origins", "WORKSPACED_CORS_ORIGINS",
+        auth.cors_origins: p::origins, c::any, "none",
+        "Origins of LMS pages whose scripts may use the JS SDK (`/sdk/workspaced.js`, [sdk.md](sdk.md)) from \
+        another origin: preflights are answered and `Access-Control-Allow-Origin` is set on `POST \
+        /api/workspaces/heartbeat` and the routes under `/_workspaced/`, of which a student token opens `status` \
+        and `heartbeat`. An origin is scheme, host and port, e.g. `https://lms.example.edu`; exact match, a \
+        trailing `/` is dropped. A list: comma-separated, or a TOML or JSON array of strings; spaces around an \
+        origin are dropped. No cookies cross origins."),
+    setting!("proxy_timeout", "WORKSPACED_PROXY_TIMEOUT",
+        proxy.timeout: p::parse_duration, c::positive, "`60s`",
+        "Longest wait for an IDE's response headers (for a WebSocket: its `101`); a slower IDE gets 504 \
+        `ide_timeout`. A response that has begun streams on without a limit. More than zero."),
+    setting!("proxy_connect_timeout", "WORKSPACED_PROXY_CONNECT_TIMEOUT",
+        proxy.connect_timeout: p::parse_duration, c::positive, "`5s`",
+        "Longest wait to connect to an IDE's port. More than zero."),
+    setting!("proxy_max_body", "WORKSPACED_PROXY_MAX_BODY",
+        proxy.max_body: p::size, c::any, "`1GiB`",
+        "Largest request body forwarded to an IDE (uploads). A request whose `Content-Length` is larger gets 413 \
+        `body_too_large` before anything is forwarded; a body sent without a length (chunked) is cut off at the \
+        limit and answered 413 when the IDE is still reading it. A size."),
+    setting!("proxy_host_suffix", "WORKSPACED_PROXY_HOST_SUFFIX",
+        proxy.host_suffix: p::host_suffix, c::any, "unset (path mode only)",
+        "Host mode: with `ws.example.org`, a request for `alice.ws.example.org` goes to alice's IDE at `/`, and \
+        launch links and the workspace `url` use that host. Needs wildcard DNS and a wildcard certificate. \
+        `/w/{id}/` on other hosts keeps working. The value is lowercased and a leading `.` dropped. Empty means \
+        unset."),
+];
+
+/// The markdown table of every setting, as docs/configuration.md holds it between its `settings:` markers.
+pub fn docs_table() -> String {
+    let mut out = String::from("| TOML key | environment variable | default | meaning |\n| --- | --- | --- | --- |\n");
+    for s in SETTINGS {
+        let key = s.key.map_or_else(|| "(none)".to_owned(), |k| format!("`{k}`"));
+        let cells = [key, format!("`{}`", s.env), s.default.to_owned(), s.doc.to_owned()];
+        // A `|` inside a cell would end it early.
+        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use workspaced::domain::{InstanceId, StudentId};
 use workspaced::runtime::docker::DockerRuntime;
 use workspaced::runtime::{
-    container_name, ContainerSpec, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_MANAGED_BY_VALUE,
-    LABEL_STUDENT,
+    container_name, ContainerSpec, Hardening, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY,
+    LABEL_MANAGED_BY_VALUE, LABEL_STUDENT,
 };
 
 const IMAGE: &str = "workspaced/tiny:1";
@@ -78,6 +78,7 @@ impl World {
             memory_swap_bytes: MEMORY,
             pids_limit: 128,
             labels,
+            hardening: Hardening { cap_drop_all: true, nofile: 4096, tmp_size: Some(64 << 20), read_only_root: false },
         }
     }
 }
@@ -158,6 +159,10 @@ async fn ensure_running_creates_a_labelled_limited_loopback_container_and_is_ide
     assert_eq!(host["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
     assert_eq!(host["RestartPolicy"]["Name"], "no");
     assert_eq!(host["Init"], false);
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(host["Ulimits"], serde_json::json!([{"Name": "nofile", "Soft": 4096, "Hard": 4096}]));
+    assert_eq!(host["Tmpfs"]["/tmp"], format!("rw,nosuid,nodev,mode=1777,size={}", 64 << 20));
+    assert_eq!(host["ReadonlyRootfs"], false);
     let bind = format!("{}:{MOUNT}:rw", std::fs::canonicalize(&spec.host_dir).unwrap().display());
     assert_eq!(host["Binds"], serde_json::json!([bind]));
     assert_eq!(host["PortBindings"]["8080/tcp"][0]["HostIp"], "127.0.0.1");
@@ -374,4 +379,30 @@ async fn an_engine_that_never_answers_times_out_as_unavailable() {
     // The engine never answers, so only the call's own timeout can end the ping: `Unavailable` proves it fired.
     assert!(matches!(rt.ping().await, Err(RuntimeError::Unavailable(_))));
     silent.abort();
+}
+
+/// Runs `sh -c script` in the container as its own user and returns stdout.
+fn exec(id: &str, script: &str) -> String {
+    docker(&["exec", id, "sh", "-c", script])
+}
+
+#[tokio::test]
+async fn a_hardened_container_has_no_capabilities_a_file_limit_a_tmpfs_and_optionally_a_read_only_root() {
+    let world = World::new();
+    let rt = world.runtime().await;
+    let student = world.student("hard");
+    let mut spec = world.spec(&student);
+    spec.hardening.read_only_root = true;
+    let info = rt.ensure_running(&spec).await.unwrap();
+    // What the student's terminal would see.
+    let caps = exec(&info.id, "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status");
+    assert_eq!(caps.lines().count(), 3, "{caps}");
+    assert!(caps.lines().all(|l| l.ends_with("0000000000000000")), "capabilities left: {caps}");
+    assert_eq!(exec(&info.id, "ulimit -n").trim(), "4096");
+    let mounts = exec(&info.id, "grep ' /tmp ' /proc/mounts");
+    assert!(mounts.starts_with("tmpfs /tmp tmpfs") && mounts.contains("size=65536k"), "{mounts}");
+    assert_eq!(exec(&info.id, "echo x > /tmp/t && cat /tmp/t").trim(), "x", "/tmp is writable");
+    assert_eq!(exec(&info.id, "echo x > /home/coder/project/p && cat /home/coder/project/p").trim(), "x");
+    let root = exec(&info.id, "touch /etc/nope 2>&1 || echo refused");
+    assert!(root.contains("refused") && root.contains("Read-only"), "the root file system is read-only: {root}");
 }

@@ -124,6 +124,14 @@ pub struct WorkspaceSettings {
     pub start_timeout: Duration,
     /// Time a container gets between SIGTERM and SIGKILL on stop.
     pub stop_grace: Duration,
+    /// Drop every Linux capability (the IDE runs as an unprivileged user and needs none).
+    pub cap_drop_all: bool,
+    /// Open files per process (`nofile`, soft and hard).
+    pub nofile: u64,
+    /// Size of the `/tmp` tmpfs in bytes; `None` leaves `/tmp` on the container's own file system.
+    pub tmp_size: Option<u64>,
+    /// Mount the container's root file system read-only (the project folder and `/tmp` stay writable).
+    pub read_only_root: bool,
 }
 
 /// Idle culling policy (used by the culler; defaults from the seeds).
@@ -191,6 +199,10 @@ impl Default for WorkspaceSettings {
             gid: 1000,
             start_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
+            cap_drop_all: true,
+            nofile: 4096,
+            tmp_size: Some(256 << 20),
+            read_only_root: false,
         }
     }
 }

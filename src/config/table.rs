@@ -108,6 +108,21 @@ pub static SETTINGS: &[Setting] = &[
     setting!("gid", "WORKSPACED_GID",
         workspace.gid: p::number, c::any, "`1000`",
         "Group of student folders and of the container's user."),
+    setting!("cap_drop_all", "WORKSPACED_CAP_DROP_ALL",
+        workspace.cap_drop_all: p::bool, c::any, "`true`",
+        "Drop every Linux capability in workspace containers (the IDE runs as an unprivileged user; with them a \
+        student could, e.g., create device nodes)."),
+    setting!("nofile", "WORKSPACED_NOFILE",
+        workspace.nofile: p::number, c::at_least_one, "`4096`",
+        "Open files per process in workspace containers (soft and hard `nofile` limit). At least 1."),
+    setting!("tmp_size", "WORKSPACED_TMP_SIZE",
+        workspace.tmp_size: p::parse_optional_bytes, c::any, "`256m`",
+        "Size of the tmpfs mounted at `/tmp` in workspace containers (counts against the memory limit); `off` \
+        leaves `/tmp` on the container's file system."),
+    setting!("read_only_root", "WORKSPACED_READ_ONLY_ROOT",
+        workspace.read_only_root: p::bool, c::any, "`false`",
+        "Mount the container's root file system read-only; the project folder and `/tmp` stay writable. Off by \
+        default: code-server keeps its settings and extensions under the user's home."),
     setting!("start_timeout", "WORKSPACED_START_TIMEOUT",
         workspace.start_timeout: p::parse_duration, c::positive, "`60s`",
         "Longest a start may take once admitted (time in the queue does not count); after it the container is \

@@ -201,6 +201,12 @@ impl Lifecycle {
             memory_swap_bytes: w.memory_bytes,
             pids_limit: w.pids_limit,
             labels,
+            hardening: runtime::Hardening {
+                cap_drop_all: w.cap_drop_all,
+                nofile: w.nofile,
+                tmp_size: w.tmp_size,
+                read_only_root: w.read_only_root,
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum, HostConfig,
-    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    PortBinding, PortMap, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -351,6 +351,17 @@ impl DockerRuntime {
                 memory_swap: (spec.memory_swap_bytes != 0).then_some(spec.memory_swap_bytes),
                 pids_limit: positive(spec.pids_limit),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                cap_drop: spec.hardening.cap_drop_all.then(|| vec!["ALL".to_owned()]),
+                ulimits: Some(vec![ResourcesUlimits {
+                    name: Some("nofile".to_owned()),
+                    soft: i64::try_from(spec.hardening.nofile).ok(),
+                    hard: i64::try_from(spec.hardening.nofile).ok(),
+                }]),
+                tmpfs: spec.hardening.tmp_size.map(|size| {
+                    // Sticky and world-writable like any /tmp; noexec-free so build tools can run from it.
+                    HashMap::from([("/tmp".to_owned(), format!("rw,nosuid,nodev,mode=1777,size={size}"))])
+                }),
+                readonly_rootfs: Some(spec.hardening.read_only_root),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,

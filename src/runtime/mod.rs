@@ -66,6 +66,19 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     /// Our labels (managed-by, student, instance) and any extra ones.
     pub labels: BTreeMap<String, String>,
+    pub hardening: Hardening,
+}
+
+/// What a workspace container may not do, beyond the resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hardening {
+    /// Drop every Linux capability.
+    pub cap_drop_all: bool,
+    /// Open files per process (soft and hard).
+    pub nofile: u64,
+    /// Size of a tmpfs at `/tmp`, if any.
+    pub tmp_size: Option<u64>,
+    pub read_only_root: bool,
 }
 
 /// Resource use of a running container.

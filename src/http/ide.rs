@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::api::{LaunchLink, StudentToken};
 use crate::auth::{session_cookie_name, Purpose, SECURE_SESSION_COOKIE, SESSION_COOKIE};
-use crate::domain::{Status, StopReason, StudentId};
+use crate::domain::{Status, StudentId};
 use crate::proxy::path::{host_target, path_target, Target};
 use crate::proxy::{Forwarded, ProxyError};
 
@@ -394,7 +394,7 @@ async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: 
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return resp;
     }
-    let message = match (status.status, status.stop_message) {
+    let message = match (status.status, status.stop_message.as_deref()) {
         (Status::Stopped, Some(m)) => format!("{m} Your files are kept. Start it again to continue."),
         (Status::Stopped, None) => "The workspace is not running. Your files are kept. Start it to continue.".into(),
         (Status::Queued | Status::Starting, _) => "The workspace is starting; try again in a moment.".into(),

@@ -76,3 +76,30 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::sessions::RevokeBody;
+    use crate::http::workspaces::HeartbeatBody;
+
+    async fn code<T>(body: &'static str) -> Option<&'static str>
+    where
+        ApiJson<T>: FromRequest<(), Rejection = ApiError>,
+    {
+        let req = Request::builder().body(axum::body::Body::from(body)).unwrap();
+        ApiJson::<T>::from_request(req, &()).await.err().map(|e| e.code)
+    }
+
+    #[tokio::test]
+    async fn a_bad_id_and_bad_json_are_told_apart_in_every_body_with_an_id() {
+        assert_eq!(code::<HeartbeatBody>(r#"{"student_id": "alice"}"#).await, None);
+        assert_eq!(code::<HeartbeatBody>(r#"{"student_id": "../x"}"#).await, Some("invalid_student_id"));
+        assert_eq!(code::<HeartbeatBody>(r#"{"student_id": 5}"#).await, Some("invalid_json"));
+        assert_eq!(code::<RevokeBody>(r#"{"student_id": "alice"}"#).await, None);
+        assert_eq!(code::<RevokeBody>(r#"{"student_id": "Alice"}"#).await, Some("invalid_student_id"));
+        assert_eq!(code::<RevokeBody>(r#"{"all": true, "who": 1}"#).await, Some("invalid_json"));
+        // A body without ids is its own wire form.
+        assert_eq!(code::<serde_json::Value>("{").await, Some("invalid_json"));
+    }
+}

@@ -25,8 +25,8 @@ pub async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> 
                 crate::ops::migrate::migrate_reporting(None, &from, &to, dry, cancel, tx).await;
             });
         }
-        Err(e @ ClientError::Unreachable { .. }) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot reach workspaced at {}", client.base())))
+        Err(ClientError::Unreachable { base, source }) => {
+            return Err(anyhow::Error::new(source).context(format!("cannot reach workspaced at {base}")))
         }
         Err(e) => return Err(e.into()),
     };

@@ -69,10 +69,6 @@ impl ApiClient {
         Ok(Self { base, http: builder.build().map_err(ClientError::Build)? })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

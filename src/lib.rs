@@ -1,6 +1,7 @@
 //! workspaced: one code-server workspace per student, on Docker. See ARCHITECTURE.md for the map.
 
 pub mod activity;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;

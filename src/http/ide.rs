@@ -16,14 +16,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::json;
 
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
+use crate::api::{LaunchLink, StudentToken};
 use crate::auth::{session_cookie_name, Purpose, SECURE_SESSION_COOKIE, SESSION_COOKIE};
-use crate::domain::{Status, StopReason, StudentId};
+use crate::domain::{Status, StudentId};
 use crate::lifecycle::StartMode;
 use crate::proxy::path::{host_target, path_target, Target};
 use crate::proxy::{Forwarded, ProxyError};
@@ -281,29 +281,7 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
     resp
 }
 
-/// What the student's own pages read: enough to show state, queue, countdown and why it stopped.
-#[derive(Debug, Serialize)]
-pub struct OwnStatus {
-    pub student_id: StudentId,
-    pub status: Status,
-    pub queue_position: Option<usize>,
-    pub queue_estimate_seconds: Option<u64>,
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub stop_reason: Option<StopReason>,
-    pub stop_message: Option<&'static str>,
-    pub error: Option<String>,
-    pub warn_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub stop_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub seconds_left: Option<i64>,
-    pub warning: bool,
-    /// Seconds of warning before the stop (for the "will close in N minutes" sentence).
-    pub warning_lead_seconds: u64,
-    /// How often a page should send a heartbeat while the student is using it, and poll this status.
-    pub heartbeat_interval_seconds: u64,
-    pub poll_interval_seconds: u64,
-    pub now: chrono::DateTime<chrono::Utc>,
-}
+pub use crate::api::OwnStatus;
 
 /// A heartbeat every 30 s while there is input, more often when the idle timeout is short (a quarter of it),
 /// so input always lands well inside the timeout; status polls four times as often, at most every 5 s.
@@ -315,7 +293,8 @@ fn intervals(idle_timeout: std::time::Duration) -> (u64, u64) {
 
 async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
     let lc = &state.lifecycle;
-    let view = lc.reads().get(student).await.map_err(ApiError::internal)?.map(|r| super::WorkspaceView::new(state, r));
+    let view =
+        lc.reads().get(student).await.map_err(ApiError::internal)?.map(|r| super::workspaces::workspace_view(state, r));
     let now = lc.clock().now();
     let (idle, lead) = match &view {
         Some(v) => (std::time::Duration::from_secs(v.policy.idle_timeout_seconds), v.policy.warning_lead_seconds),
@@ -415,7 +394,7 @@ async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: 
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return resp;
     }
-    let message = match (status.status, status.stop_message) {
+    let message = match (status.status, status.stop_message.as_deref()) {
         (Status::Stopped, Some(m)) => format!("{m} Your files are kept. Start it again to continue."),
         (Status::Stopped, None) => "The workspace is not running. Your files are kept. Start it to continue.".into(),
         (Status::Queued | Status::Starting, _) => "The workspace is starting; try again in a moment.".into(),
@@ -439,12 +418,12 @@ async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: 
 pub async fn create_launch(
     State(state): State<Arc<AppState>>,
     super::extract::StudentPath(id): super::extract::StudentPath,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LaunchLink>, ApiError> {
     let lc = &state.lifecycle;
     let settings = lc.settings();
     let (token, expires_at) = state.signer.launch_token(&id, lc.clock().now(), settings.auth.launch_ttl);
     let url = format!("{}{RESERVED}launch?token={token}", workspace_url(settings, &id).trim_end_matches('/'));
-    Ok(Json(json!({ "student_id": id, "url": url, "expires_at": expires_at })))
+    Ok(Json(LaunchLink { student_id: id, url, expires_at }))
 }
 
 /// `POST /api/workspaces/{id}/token` (LMS key): a student token for the JS SDK on an LMS page. It lets the page
@@ -452,13 +431,13 @@ pub async fn create_launch(
 pub async fn create_student_token(
     State(state): State<Arc<AppState>>,
     super::extract::StudentPath(id): super::extract::StudentPath,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StudentToken>, ApiError> {
     let lc = &state.lifecycle;
     let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
     let generation = state.sessions.current(&lc.reads(), &id, now).await.map_err(ApiError::internal)?;
     let (value, expires_at) = state.signer.credential(Purpose::StudentToken, &id, generation, now, ttl);
     let token = format!("{}{value}", auth::STUDENT_TOKEN_PREFIX);
-    Ok(Json(json!({ "student_id": id, "token": token, "expires_at": expires_at })))
+    Ok(Json(StudentToken { student_id: id, token, expires_at }))
 }
 
 /// Lets LMS pages on the configured origins call the SDK's routes (student status, heartbeats) with a student

@@ -7,32 +7,43 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::AppState;
-use crate::domain::StudentId;
+use crate::domain::{InvalidId, StudentId};
 use crate::store::RevokeScope;
 
 /// Exactly one of the two: `{"student_id": "alice"}` or `{"all": true}`.
+#[derive(Debug)]
+pub struct RevokeBody {
+    pub student_id: Option<StudentId>,
+    pub all: bool,
+}
+
+/// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RevokeBody {
+pub struct RevokeRequest {
     #[serde(default)]
-    pub student_id: Option<StudentId>,
+    pub student_id: Option<String>,
     #[serde(default)]
     pub all: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RevokeView {
-    /// The student whose sessions ended, or `null` when everybody's did.
-    pub student_id: Option<StudentId>,
-    pub all: bool,
-    /// The new generation of that scope.
-    pub generation: i64,
+impl TryFrom<RevokeRequest> for RevokeBody {
+    type Error = InvalidId;
+    fn try_from(raw: RevokeRequest) -> Result<Self, InvalidId> {
+        Ok(Self { student_id: raw.student_id.as_deref().map(StudentId::parse).transpose()?, all: raw.all })
+    }
 }
+
+impl super::extract::JsonBody for RevokeBody {
+    type Raw = RevokeRequest;
+}
+
+pub use crate::api::RevokeView;
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,

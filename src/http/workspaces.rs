@@ -5,114 +5,59 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, StudentPath};
 use super::AppState;
-use crate::domain::{Status, StopReason, StudentId};
+use crate::domain::{InvalidId, Status, StopReason, StudentId};
 use crate::lifecycle::StartMode;
 use crate::store::{PolicyOverrides, WorkspaceRecord};
 
-/// The status of a workspace as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct WorkspaceView {
-    pub student_id: StudentId,
-    pub status: Status,
-    pub container_id: Option<String>,
-    pub last_activity: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub stopped_at: Option<DateTime<Utc>>,
-    pub stop_reason: Option<StopReason>,
-    /// The sentence for the student, e.g. "Workspace stopped due to inactivity."
-    pub stop_message: Option<&'static str>,
-    pub error: Option<String>,
-    /// Where a browser reaches the IDE while running (through the proxy; a session from a launch link is needed).
-    pub url: Option<String>,
-    /// The container's port on 127.0.0.1 while running (for operators; the proxy's upstream).
-    pub host_port: Option<u16>,
-    pub limits: Limits,
-    /// Latest time code-server reported an open tab (not counted as activity unless configured).
-    pub ide_connected_at: Option<DateTime<Utc>>,
-    /// While running: when the idle warning comes, when the stop comes, and the seconds until the stop.
-    pub warn_at: Option<DateTime<Utc>>,
-    pub stop_at: Option<DateTime<Utc>>,
-    pub seconds_left: Option<i64>,
-    /// What the stop at `stop_at` would be for: `idle` or `max_age`.
-    pub stop_at_reason: Option<StopReason>,
-    pub policy: PolicyView,
-    /// While queued: 1-based place in the start queue and a rough wait until ready.
-    pub queue_position: Option<usize>,
-    pub queue_estimate_seconds: Option<u64>,
-    /// Disk use of the student's folder (allocated bytes, like `du -s`), measured in the background, and when.
-    pub disk_usage_bytes: Option<u64>,
-    pub disk_usage_measured_at: Option<DateTime<Utc>>,
-    /// Whether that measurement was above the soft quota.
-    pub over_soft_quota: Option<bool>,
-}
+pub use crate::api::{HeartbeatView, Limits, ListView, PolicyView, WorkspaceView};
 
-/// The culling policy in force for a workspace (service defaults with its overrides).
-#[derive(Debug, Serialize)]
-pub struct PolicyView {
-    pub cull_enabled: bool,
-    pub idle_timeout_seconds: u64,
-    pub warning_lead_seconds: u64,
-    pub max_age_seconds: Option<u64>,
-    /// The overrides set for this workspace (`null` fields follow the service defaults).
-    pub overrides: PolicyOverrides,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Limits {
-    pub cpus: f64,
-    pub memory_bytes: i64,
-    pub pids_limit: i64,
-}
-
-impl WorkspaceView {
-    pub fn new(state: &AppState, r: WorkspaceRecord) -> Self {
-        let lc = &state.lifecycle;
-        let w = &lc.settings().workspace;
-        let now = lc.clock().now();
-        let live = lc.live(&r);
-        let (deadlines, p, usage, queue_position) = (live.deadlines, live.policy, live.usage, live.queue_position);
-        let policy = PolicyView {
-            cull_enabled: p.enabled,
-            idle_timeout_seconds: p.idle_timeout.as_secs(),
-            warning_lead_seconds: p.warning_lead.as_secs(),
-            max_age_seconds: p.max_age.map(|d| d.as_secs()),
-            overrides: r.overrides,
-        };
-        let (last_activity, ide_connected_at) = (live.last_activity, live.ide_connected_at);
-        let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
-        let host_port = r.host_port.filter(|_| r.status == Status::Running);
-        let stopped = r.status == Status::Stopped;
-        Self {
-            student_id: r.student_id,
-            status: r.status,
-            container_id: r.container_id,
-            last_activity,
-            started_at: r.started_at,
-            stopped_at: r.stopped_at,
-            stop_reason: r.stop_reason.filter(|_| stopped),
-            stop_message: r.stop_reason.filter(|_| stopped).map(StopReason::message),
-            error: r.error,
-            url,
-            host_port,
-            limits: Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
-            ide_connected_at,
-            warn_at: deadlines.map(|d| d.warn_at),
-            stop_at: deadlines.map(|d| d.stop_at),
-            seconds_left: deadlines.map(|d| (d.stop_at - now).num_milliseconds().max(0).saturating_add(999) / 1000),
-            stop_at_reason: deadlines.map(|d| d.reason),
-            policy,
-            queue_position,
-            queue_estimate_seconds: live.queue_estimate_seconds,
-            disk_usage_bytes: usage.map(|u| u.usage.bytes),
-            disk_usage_measured_at: usage.map(|u| u.at),
-            over_soft_quota: usage.map(|u| u.over_quota),
-        }
+/// The API's view of a record: the record with live activity, deadlines, queue place and disk use added.
+pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
+    let lc = &state.lifecycle;
+    let w = &lc.settings().workspace;
+    let now = lc.clock().now();
+    let live = lc.live(&r);
+    let (deadlines, p, usage, queue_position) = (live.deadlines, live.policy, live.usage, live.queue_position);
+    let policy = PolicyView {
+        cull_enabled: p.enabled,
+        idle_timeout_seconds: p.idle_timeout.as_secs(),
+        warning_lead_seconds: p.warning_lead.as_secs(),
+        max_age_seconds: p.max_age.map(|d| d.as_secs()),
+        overrides: r.overrides,
+    };
+    let (last_activity, ide_connected_at) = (live.last_activity, live.ide_connected_at);
+    let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
+    let host_port = r.host_port.filter(|_| r.status == Status::Running);
+    let stopped = r.status == Status::Stopped;
+    WorkspaceView {
+        student_id: r.student_id,
+        status: r.status,
+        container_id: r.container_id,
+        last_activity,
+        started_at: r.started_at,
+        stopped_at: r.stopped_at,
+        stop_reason: r.stop_reason.filter(|_| stopped),
+        stop_message: r.stop_reason.filter(|_| stopped).map(|s| s.message().to_owned()),
+        error: r.error,
+        url,
+        host_port,
+        limits: Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
+        ide_connected_at,
+        warn_at: deadlines.map(|d| d.warn_at),
+        stop_at: deadlines.map(|d| d.stop_at),
+        seconds_left: deadlines.map(|d| (d.stop_at - now).num_milliseconds().max(0).saturating_add(999) / 1000),
+        stop_at_reason: deadlines.map(|d| d.reason),
+        policy,
+        queue_position,
+        queue_estimate_seconds: live.queue_estimate_seconds,
+        disk_usage_bytes: usage.map(|u| u.usage.bytes),
+        disk_usage_measured_at: usage.map(|u| u.at),
+        over_soft_quota: usage.map(|u| u.over_quota),
     }
 }
 
@@ -134,7 +79,7 @@ pub async fn start(
     let mode = if wait { StartMode::Wait } else { StartMode::Background };
     let rec = state.lifecycle.start_with(&id, mode).await?;
     let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((code, Json(WorkspaceView::new(&state, rec))))
+    Ok((code, Json(workspace_view(&state, rec))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +104,7 @@ pub async fn stop(
         }
     };
     let rec = state.lifecycle.stop(&id, reason).await?;
-    Ok(Json(WorkspaceView::new(&state, rec)))
+    Ok(Json(workspace_view(&state, rec)))
 }
 
 pub async fn get(
@@ -167,18 +112,13 @@ pub async fn get(
     StudentPath(id): StudentPath,
 ) -> Result<Json<WorkspaceView>, ApiError> {
     let rec = state.lifecycle.status(&id).await?;
-    Ok(Json(WorkspaceView::new(&state, rec)))
+    Ok(Json(workspace_view(&state, rec)))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ListView {
-    pub workspaces: Vec<WorkspaceView>,
 }
 
 pub async fn list(
@@ -198,18 +138,31 @@ pub async fn list(
         })?),
     };
     let records = state.lifecycle.reads().list(status).await.map_err(ApiError::internal)?;
-    Ok(Json(ListView { workspaces: records.into_iter().map(|r| WorkspaceView::new(&state, r)).collect() }))
+    Ok(Json(ListView { workspaces: records.into_iter().map(|r| workspace_view(&state, r)).collect() }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/workspaces/heartbeat`, parsed.
+#[derive(Debug)]
 pub struct HeartbeatBody {
     pub student_id: StudentId,
 }
 
-#[derive(Debug, Serialize)]
-pub struct HeartbeatView {
-    pub student_id: StudentId,
-    pub last_activity: Option<DateTime<Utc>>,
+/// The heartbeat body as sent: the id stays a string until [`HeartbeatBody::try_from`] parses it, so a bad id is
+/// `invalid_student_id` and malformed JSON `invalid_json`.
+#[derive(Debug, Deserialize)]
+pub struct HeartbeatRequest {
+    pub student_id: String,
+}
+
+impl TryFrom<HeartbeatRequest> for HeartbeatBody {
+    type Error = InvalidId;
+    fn try_from(raw: HeartbeatRequest) -> Result<Self, InvalidId> {
+        Ok(Self { student_id: StudentId::parse(&raw.student_id)? })
+    }
+}
+
+impl super::extract::JsonBody for HeartbeatBody {
+    type Raw = HeartbeatRequest;
 }
 
 pub async fn heartbeat(
@@ -282,5 +235,5 @@ pub async fn set_policy(
     lc.set_policy(&id, overrides).await?;
     tracing::info!(student = %id, ?overrides, "culling policy changed");
     let rec = lc.status(&id).await?;
-    Ok(Json(WorkspaceView::new(&state, rec)))
+    Ok(Json(workspace_view(&state, rec)))
 }

@@ -1,0 +1,257 @@
+//! The command line: `serve` (wired in `main.rs`), workspace commands against a running server (`workspaces`),
+//! operator commands on the file system (`storage`, `migrate`), keys and sessions on the database (`keys`), and
+//! `image build`. Errors go to stderr as `error: ...` with a non-zero exit code; results go to stdout.
+
+mod client;
+mod image;
+mod keys;
+mod migrate;
+mod storage;
+mod workspaces;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use client::{ClientError, API_KEY_ENV};
+use workspaces::WorkspaceAction;
+
+use crate::config::{Settings, DEFAULT_IMAGE};
+
+#[derive(Debug, Parser)]
+#[command(name = "workspaced", version, about = "One code-server workspace per student, on Docker")]
+pub struct Cli {
+    /// Configuration file (default: ./workspaced.toml when it exists). Environment variables win over it.
+    #[arg(long, global = true, env = "WORKSPACED_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (API, lifecycle) until SIGTERM or Ctrl-C.
+    Serve,
+    /// Start a student's workspace and wait until it is ready.
+    Start(WorkspaceArgs),
+    /// Stop a student's workspace (its files are kept).
+    Stop(WorkspaceArgs),
+    /// Show a student's workspace.
+    Status(WorkspaceArgs),
+    /// List workspaces.
+    List {
+        /// Only workspaces with this status (stopped, starting, running, stopping, failed).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Container images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Check this host: base path, file system and NFS options, small-file latency, student folders, Docker,
+    /// database. Exits non-zero when a check fails.
+    Doctor(DoctorArgs),
+    /// Write a student's folder as a tar.gz archive (to a file, or to stdout when it is not a terminal).
+    Export(ExportArgs),
+    /// Replace a student's folder with the contents of a tar.gz archive, atomically. The workspace must be stopped.
+    Import(ImportArgs),
+    /// Disk usage of student folders (allocated bytes, like `du -s -B1`).
+    Usage(UsageArgs),
+    /// Copy every student folder to a new base path (e.g. an EFS mount) and verify each file by checksum.
+    /// Runs inside the server when one answers (a start then waits for that student's copy); resumable.
+    Migrate(MigrateArgs),
+    /// API keys for the LMS backend and operators (works on the database directly; no server needed).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Browser sessions and student tokens (works on the database directly; no server needed).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// End a student's browser sessions and student tokens now (or everybody's with --all); a new launch link
+    /// gives a new session. Takes effect within 2 seconds on every server.
+    Revoke {
+        /// The student whose sessions end.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        student: Option<crate::domain::StudentId>,
+        /// End every student's sessions.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it alone on stdout. It is shown this once; only its hash is stored.
+    Create {
+        /// `lms` (workspaces, launch links, heartbeats, events) or `admin` (also export, migrate, metrics).
+        #[arg(long, value_parser = ["lms", "admin"])]
+        role: String,
+        /// A note to tell keys apart in `key list` (e.g. "moodle-prod").
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (id, role, label, created, revoked); never the keys themselves.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (the 8 characters after `wsd_`). Takes effect within 2 seconds.
+    Revoke { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The new base path (must exist and be writable; on EFS: mounted).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Only report what would be copied.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Base URL of the running server (default: http://<WORKSPACED_LISTEN>). When none answers, the migration runs
+    /// in this process.
+    #[arg(long, env = "WORKSPACED_URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Mount table used to find the base path's file system.
+    #[arg(long, default_value = "/proc/self/mounts")]
+    pub mounts: PathBuf,
+    /// Small files created, stat-ed, read and deleted by the latency test.
+    #[arg(long, default_value_t = crate::ops::doctor::SMALL_FILES_REFERENCE)]
+    pub files: usize,
+    /// Files in the git repository generated for the `git status` test.
+    #[arg(long, default_value_t = 1000)]
+    pub git_files: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The student id.
+    pub student_id: String,
+    /// Output file, or `-` for stdout. Default: stdout when it is not a terminal, else `<id>-<timestamp>.tar.gz`.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Base URL of the running server, asked whether the workspace runs (default: http://<WORKSPACED_LISTEN>).
+    #[arg(long, env = "WORKSPACED_URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The student id.
+    pub student_id: String,
+    /// The tar.gz archive, or `-` for stdin.
+    pub file: PathBuf,
+    /// Import even while the workspace runs (the running IDE keeps the old folder open and loses what it writes).
+    #[arg(long)]
+    pub force_running: bool,
+    /// Refuse the archive once its content exceeds this size (e.g. 10GiB, 500m).
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    pub max_bytes: u64,
+    /// Keep the previous contents as `<base>/.previous-<id>-<timestamp>` instead of deleting them.
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// Base URL of the running server, asked whether the workspace runs (default: http://<WORKSPACED_LISTEN>).
+    #[arg(long, env = "WORKSPACED_URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Only this student (default: every student folder).
+    pub student_id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(v: &str) -> Result<u64, String> {
+    crate::config::parse_bytes(v).map(|b| b as u64)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkspaceArgs {
+    /// The student id.
+    pub student_id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the running server (default: http://<WORKSPACED_LISTEN>).
+    #[arg(long, env = "WORKSPACED_URL")]
+    pub server: Option<String>,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the code-server image offline (Debian packages and npm only). Skipped when already built.
+    Build {
+        /// Tag of the image to build.
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        tag: String,
+        /// Build the tiny test image (busybox httpd) instead.
+        #[arg(long)]
+        tiny: bool,
+    },
+}
+
+/// Runs a client or image command (everything but `serve`).
+pub async fn run_command(settings: &Settings, command: Command) -> ExitCode {
+    match run(settings, command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => anyhow::bail!("serve is run by main, not as a client command"),
+        Command::Start(a) => workspaces::workspace(settings, &a, WorkspaceAction::Start).await,
+        Command::Stop(a) => workspaces::workspace(settings, &a, WorkspaceAction::Stop).await,
+        Command::Status(a) => workspaces::workspace(settings, &a, WorkspaceAction::Status).await,
+        Command::List { status, client } => workspaces::list(settings, status.as_deref(), &client).await,
+        Command::Image { command: ImageCommand::Build { tag, tiny } } => {
+            image::build(&tag, if tiny { image::ImageKind::Tiny } else { image::ImageKind::CodeServer })
+        }
+        Command::Doctor(a) => storage::doctor(settings, a).await,
+        Command::Export(a) => storage::export(settings, a).await,
+        Command::Import(a) => storage::import(settings, a).await,
+        Command::Usage(a) => storage::usage(settings, a).await,
+        Command::Migrate(a) => migrate::migrate(settings, a).await,
+        Command::Key { command } => keys::key(settings, command).await,
+        Command::Session { command: SessionCommand::Revoke { student, all: _ } } => {
+            keys::revoke_sessions(settings, student).await
+        }
+    }
+}
+
+fn parse_student(raw: &str) -> anyhow::Result<crate::domain::StudentId> {
+    crate::domain::StudentId::parse(raw).map_err(|e| anyhow::anyhow!("invalid student id {raw:?}: {e}"))
+}

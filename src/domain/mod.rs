@@ -1,9 +1,11 @@
 //! Pure types and rules: student ids, workspace states and stop reasons. No IO lives here.
 
 pub mod cull;
+mod role;
 mod student_id;
 mod workspace;
 
 pub use cull::{deadlines, decide, CullInput, CullPolicy, Deadlines, Decision, MAX_DURATION};
+pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId};
-pub use workspace::{EventKind, Status, StopReason, UnknownVariant};
+pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

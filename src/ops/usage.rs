@@ -127,7 +127,7 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
             );
             let event = crate::store::NewEvent {
                 kind: crate::domain::EventKind::QuotaExceeded,
-                reason: Some("disk_soft_quota"),
+                reason: Some(crate::domain::EventReason::DiskSoftQuota),
                 message: &message,
             };
             lc.store().add_event(student, &event, now).await?;

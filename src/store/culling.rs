@@ -98,7 +98,7 @@ impl Store {
             return Ok(None);
         }
         // The reason of the stop that is coming: `idle` or `max_age`.
-        let event = NewEvent { kind: EventKind::Warning, reason: Some(reason.as_str()), message };
+        let event = NewEvent { kind: EventKind::Warning, reason: Some(reason.into()), message };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);

@@ -4,15 +4,15 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{from_ms, ms, Store, StoreError};
-use crate::domain::{EventKind, StudentId};
+use crate::domain::{EventKind, EventReason, StudentId};
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Event {
     pub id: i64,
     pub student_id: String,
-    pub kind: String,
-    pub reason: Option<String>,
+    pub kind: EventKind,
+    pub reason: Option<EventReason>,
     pub message: String,
     pub at: DateTime<Utc>,
 }
@@ -21,7 +21,7 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub kind: EventKind,
-    pub reason: Option<&'a str>,
+    pub reason: Option<EventReason>,
     pub message: &'a str,
 }
 
@@ -105,7 +105,7 @@ pub(super) async fn insert_event(
         "INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(student.as_str())
-    .bind(event.kind.as_str())
+    .bind(event.kind)
     .bind(event.reason)
     .bind(event.message)
     .bind(ms(now))

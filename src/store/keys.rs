@@ -4,12 +4,13 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{from_ms, ms, Store, StoreError};
+use crate::domain::Role;
 
 /// An API key as listed (never the key itself).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApiKeyRecord {
     pub id: String,
-    pub role: String,
+    pub role: Role,
     pub label: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -20,7 +21,7 @@ impl Store {
     pub async fn insert_api_key(
         &self,
         id: &str,
-        role: &str,
+        role: Role,
         key_hash: &str,
         label: &str,
         now: DateTime<Utc>,
@@ -37,7 +38,7 @@ impl Store {
     }
 
     /// The id and role of the unrevoked key with this hash.
-    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, Role)>, StoreError> {
         let row = sqlx::query("SELECT id, role FROM api_keys WHERE key_hash = ? AND revoked_at_ms IS NULL")
             .bind(key_hash)
             .fetch_optional(&self.pool)

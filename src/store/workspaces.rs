@@ -1,11 +1,12 @@
 //! Workspace rows: the records and each state change, written with its event in one transaction.
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::culling::PolicyOverrides;
 use super::events::insert_event;
 use super::{duration_from_ms, from_ms, ms, NewEvent, Store, StoreError};
-use crate::domain::{EventKind, Status, StopReason, StudentId};
+use crate::domain::{EventKind, EventReason, Status, StopReason, StudentId};
 
 /// One workspace as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +124,7 @@ impl Store {
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;
-        let event = NewEvent { kind: EventKind::StartFailed, reason: Some("start_failed"), message: error };
+        let event = NewEvent { kind: EventKind::StartFailed, reason: Some(EventReason::StartFailed), message: error };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);
@@ -205,7 +206,7 @@ impl Store {
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;
-        let event = NewEvent { kind: EventKind::Stopped, reason: Some(reason.as_str()), message: reason.message() };
+        let event = NewEvent { kind: EventKind::Stopped, reason: Some(reason.into()), message: reason.message() };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
         self.announce(id);
@@ -271,8 +272,8 @@ mod tests {
         assert_eq!((r.status, r.stop_reason, r.container_id), (Status::Stopped, Some(StopReason::Idle), None));
         assert_eq!(r.last_activity, Some(t(5)));
         assert!(!store.touch_activity(&s, t(11)).await.unwrap(), "a stopped workspace takes no activity");
-        let kinds: Vec<String> = store.events(Some(&s), 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, ["starting", "started", "stopped"]);
+        let kinds: Vec<EventKind> = store.events(Some(&s), 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Starting, EventKind::Started, EventKind::Stopped]);
         let last = store.events(None, 0, 100).await.unwrap().pop().unwrap();
         assert_eq!(last.message, "Workspace stopped due to inactivity.");
     }

@@ -17,12 +17,14 @@ mod events;
 mod jobs;
 mod keys;
 mod routes;
+mod schema;
 mod sessions;
 mod workspaces;
 
 pub use culling::PolicyOverrides;
 pub use events::{Event, NewEvent};
 pub use keys::ApiKeyRecord;
+pub use schema::SchemaState;
 pub use sessions::RevokeScope;
 pub use workspaces::WorkspaceRecord;
 
@@ -36,6 +38,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database file {0}: {1}")]
     CreateFile(std::path::PathBuf, std::io::Error),
+    #[error("the database file {0} does not exist")]
+    Missing(std::path::PathBuf),
     #[error("corrupt row for {student}: {message}")]
     Corrupt { student: String, message: String },
 }
@@ -103,12 +107,33 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        schema::MIGRATOR.run(&pool).await?;
         let latest: i64 =
             sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&pool).await?.try_get("m")?;
         Ok(Self {
             pool,
             latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0),
+            routes: Default::default(),
+        })
+    }
+
+    /// Opens an existing database for reading only: no file is created, no migration runs and no journal mode
+    /// is set, so an inspection (`doctor`) never changes a production database, even from a newer binary.
+    /// The event subscription starts at 0: a read-only store is for looking, not for following events.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let opts = SqliteConnectOptions::from_str(url)?.read_only(true).create_if_missing(false);
+        let file = opts.get_filename();
+        if !file.as_os_str().is_empty() && file.to_str() != Some(":memory:") && !file.exists() {
+            return Err(StoreError::Missing(file.to_path_buf()));
+        }
+        let opts = opts.busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Ok(Self {
+            pool,
+            latest_event: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             routes: Default::default(),
         })
     }

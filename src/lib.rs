@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod storage;
 pub mod store;
 pub mod supervise;
+pub mod usage;

@@ -59,6 +59,14 @@ string_enum! {
     }
 }
 
+impl Status {
+    /// Whether a container may exist for the workspace, or is about to, so its folder may change under a reader:
+    /// everything but `stopped` and `failed` (a `queued` start comes up as soon as it is admitted).
+    pub fn is_busy(self) -> bool {
+        !matches!(self, Status::Stopped | Status::Failed)
+    }
+}
+
 string_enum! {
     /// Why a workspace stopped. Recorded with every stop and sent with every stop notification.
     StopReason {

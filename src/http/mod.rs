@@ -6,8 +6,10 @@
 pub mod auth;
 mod error;
 pub mod events;
+pub mod export;
 mod extract;
 pub mod ide;
+pub mod migrate;
 pub mod pages;
 pub mod sessions;
 mod workspaces;
@@ -78,8 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(state.clone(), auth::require_lms));
     // Operators only: data leaves the service, or the service itself is inspected.
     let admin = Router::new()
-        .route("/api/workspaces/{id}/export", get(crate::ops::http_export::export_handler))
-        .route("/api/admin/migrate", post(crate::ops::http_migrate::migrate_handler))
+        .route("/api/workspaces/{id}/export", get(export::export_handler))
+        .route("/api/admin/migrate", post(migrate::migrate_handler))
         .route("/metrics", get(metrics))
         .route("/api/admin/stats", get(admin_stats))
         .route("/api/admin/sessions/revoke", post(sessions::revoke))

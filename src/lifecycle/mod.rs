@@ -54,7 +54,7 @@ pub struct Lifecycle {
     activity: Arc<Activity>,
     admission: Admission,
     probe: reqwest::Client,
-    usage: crate::ops::usage::UsageCache,
+    usage: crate::usage::UsageCache,
 }
 
 impl Lifecycle {
@@ -64,7 +64,7 @@ impl Lifecycle {
         let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
         let activity = Arc::new(Activity::default());
         let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
-        let usage = crate::ops::usage::UsageCache::default();
+        let usage = crate::usage::UsageCache::default();
         Self {
             settings,
             store,
@@ -94,7 +94,7 @@ impl Lifecycle {
     }
 
     /// Latest measured disk use per student (filled in the background).
-    pub fn usage(&self) -> &crate::ops::usage::UsageCache {
+    pub fn usage(&self) -> &crate::usage::UsageCache {
         &self.usage
     }
 

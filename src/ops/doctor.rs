@@ -27,58 +27,7 @@ pub const GIT_STATUS_BUDGET: Duration = Duration::from_secs(2);
 /// Student folders named in a warning, at most.
 const LISTED_FOLDERS: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Pass,
-    Warn,
-    Fail,
-}
-
-impl CheckStatus {
-    pub fn word(self) -> &'static str {
-        match self {
-            CheckStatus::Pass => "PASS",
-            CheckStatus::Warn => "WARN",
-            CheckStatus::Fail => "FAIL",
-        }
-    }
-}
-
-/// One check: a stable name, its status, a one-line reason and what to do (empty when nothing).
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub status: CheckStatus,
-    pub reason: String,
-    pub advice: String,
-    /// Measurements (timings in ms, the mount found, ...), for machines.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-}
-
-impl Check {
-    fn new(name: impl Into<String>, status: CheckStatus, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self { name: name.into(), status, reason: reason.into(), advice: advice.into(), details: None }
-    }
-
-    pub fn pass(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Pass, reason, "")
-    }
-
-    pub fn warn(name: impl Into<String>, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Warn, reason, advice)
-    }
-
-    pub fn fail(name: impl Into<String>, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Fail, reason, advice)
-    }
-
-    fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-}
+pub use super::check::{Check, CheckStatus};
 
 /// What `run_doctor` found, in the order the checks ran.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@
 //! size and mtime already match; verification then reads every file of both trees and compares BLAKE3 hashes, so a
 //! skipped file is checked all the same.
 //!
-//! The caller serializes each student with the lifecycle (see `migrate_all`): a start waits until that student's
+//! The caller serializes each student through a [`StudentLocker`] (see `migrate_all`): a start waits until that student's
 //! copy is verified. A running workspace is not copied (its IDE writes while we read); it is reported as skipped and
 //! the next run picks it up once it is stopped. Nothing is ever deleted from the source.
 
@@ -17,8 +17,9 @@ use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::domain::StudentId;
+use crate::domain::{Status, StudentId};
 use crate::fswalk::{Descend, Files, Kind, Node, Stat, Tree, Visit, WalkError};
+use crate::storage::{Ownership, Storage};
 
 /// Folder below the target base holding one done marker per migrated student.
 pub const MARKER_DIR: &str = ".workspaced-migrate";
@@ -36,6 +37,14 @@ pub enum MigrateError {
     TargetMissing(PathBuf),
     #[error("interrupted")]
     Interrupted,
+    #[error("a migration task failed: {0}")]
+    Task(String),
+}
+
+impl MigrateError {
+    fn from_join(e: tokio::task::JoinError) -> Self {
+        MigrateError::Task(e.to_string())
+    }
 }
 
 impl From<WalkError> for MigrateError {
@@ -102,7 +111,7 @@ impl StudentReport {
 
 /// Every student folder below `base`, sorted (see [`Storage::student_folders`]).
 pub fn student_folders(base: &Path) -> Result<Vec<StudentId>, MigrateError> {
-    crate::storage::Storage::new(base, 0, 0).student_folders().map_err(io_at(base))
+    Storage::with_ownership(base, Ownership::Unchanged).student_folders().map_err(io_at(base))
 }
 
 /// Refuses a target that is the source or below it (the copy would copy itself).
@@ -427,14 +436,57 @@ pub enum MigrateEvent {
     },
 }
 
-/// Runs the migration of every student folder from `from` to `to`, one student at a time. With a lifecycle, each
-/// student is copied under that student's lock (a start waits), and a workspace that is not stopped is skipped.
+/// Serializes a student's copy with everything else that acts on the student. Inside the service it is built from
+/// the lifecycle's per-student locks (`http::migrate`), so a start waits for the verified copy; the CLI without a
+/// server passes none (no start can happen then).
+#[async_trait::async_trait]
+pub trait StudentLocker: Send + Sync {
+    /// Waits for the student's lock; it is held until the returned guard is dropped.
+    async fn lock(&self, student: &StudentId) -> Box<dyn Send + '_>;
+
+    /// The workspace's status, read under the lock (`None`: no record).
+    async fn status(&self, student: &StudentId) -> Result<Option<Status>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Whether a run copies or only reports what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    Copy,
+    DryRun,
+}
+
+/// `true` is a dry run: what the CLI passes today (its flag is `--dry-run`).
+impl From<bool> for RunMode {
+    fn from(dry_run: bool) -> Self {
+        if dry_run {
+            RunMode::DryRun
+        } else {
+            RunMode::Copy
+        }
+    }
+}
+
+/// Whether a student must be left alone: its workspace may be writing (or its status cannot be read, which is
+/// treated the same way: the next run picks it up).
+async fn is_busy(locker: Option<&dyn StudentLocker>, student: &StudentId) -> bool {
+    let Some(locker) = locker else { return false };
+    match locker.status(student).await {
+        Ok(status) => status.is_some_and(Status::is_busy),
+        Err(e) => {
+            tracing::warn!(student = %student, error = %e, "cannot read the workspace status; not copied");
+            true
+        }
+    }
+}
+
+/// Runs the migration of every student folder from `from` to `to`, one student at a time. With a locker, each
+/// student is copied under that student's lock (a start waits), and a busy workspace is skipped.
 /// `bytes` counts progress; `events` gets the plan and each student's report.
 pub async fn migrate_all(
-    lifecycle: Option<&crate::lifecycle::Lifecycle>,
+    locker: Option<&dyn StudentLocker>,
     from: &Path,
     to: &Path,
-    dry_run: bool,
+    mode: RunMode,
     cancel: std::sync::Arc<AtomicBool>,
     bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
@@ -450,9 +502,10 @@ pub async fn migrate_all(
         Ok(sizes)
     })
     .await
-    .expect("plan task")?;
+    .map_err(MigrateError::from_join)??;
     let files = plan.iter().map(|r| r.files).sum();
     let total = plan.iter().map(|r| r.bytes).sum();
+    let dry_run = mode == RunMode::DryRun;
     let _ = events.send(MigrateEvent::Plan { students: plan.len() as u64, files, bytes: total, dry_run });
 
     let (mut migrated, mut done_before, mut skipped, mut verified) = (0, 0, 0, 0);
@@ -460,24 +513,26 @@ pub async fn migrate_all(
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Interrupted);
         }
-        let student = StudentId::parse(&sized.student_id).expect("listed folders are valid ids");
-        let _guard = match lifecycle {
-            Some(lc) => Some(lc.lock(&student).await),
+        let Ok(student) = StudentId::parse(&sized.student_id) else {
+            // Built from a parsed id by `measure`; a failure here is a bug, reported instead of a panic.
+            return Err(MigrateError::Io {
+                path: from.join(&sized.student_id),
+                source: io::Error::other("not a student id"),
+            });
+        };
+        let _guard = match locker {
+            Some(l) => Some(l.lock(&student).await),
             None => None,
         };
-        let busy =
-            match lifecycle {
-                Some(lc) => lc.store().get(&student).await.ok().flatten().is_some_and(|r| {
-                    !matches!(r.status, crate::domain::Status::Stopped | crate::domain::Status::Failed)
-                }),
-                None => false,
-            };
+        let busy = is_busy(locker, &student).await;
         let report = if busy {
             skipped += 1;
             StudentReport { outcome: Outcome::SkippedRunning, ..sized }
         } else if dry_run {
             let (f, t, s) = (from.to_path_buf(), to.to_path_buf(), student.clone());
-            let done = tokio::task::spawn_blocking(move || already_done(&f, &t, &s)).await.expect("check task")?;
+            let done = tokio::task::spawn_blocking(move || already_done(&f, &t, &s))
+                .await
+                .map_err(MigrateError::from_join)??;
             if done {
                 done_before += 1;
                 StudentReport { outcome: Outcome::AlreadyDone, ..sized }
@@ -497,7 +552,7 @@ pub async fn migrate_all(
                 migrate_student(&f, &t, &s, &c, &mut add)
             })
             .await
-            .expect("migrate task")?;
+            .map_err(MigrateError::from_join)??;
             match r.outcome {
                 Outcome::AlreadyDone => done_before += 1,
                 _ => migrated += 1,
@@ -533,15 +588,15 @@ pub async fn migrate_all(
 /// [`migrate_all`] with its progress reported as `Progress` events about twice a second, and its failure as a last
 /// `Error` event: what the server streams and the CLI shows. The events end when this returns.
 pub async fn migrate_reporting(
-    lifecycle: Option<&crate::lifecycle::Lifecycle>,
+    locker: Option<&dyn StudentLocker>,
     from: &Path,
     to: &Path,
-    dry_run: bool,
+    mode: impl Into<RunMode>,
     cancel: std::sync::Arc<AtomicBool>,
     events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
 ) {
     let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let run = migrate_all(lifecycle, from, to, dry_run, cancel, bytes.clone(), events.clone());
+    let run = migrate_all(locker, from, to, mode.into(), cancel, bytes.clone(), events.clone());
     tokio::pin!(run);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     let mut last = 0;

@@ -37,6 +37,14 @@ mod opt_secs {
     }
 }
 
+/// One workspace's activity to write (a row of `Activity::flush`'s batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingActivity {
+    pub student: StudentId,
+    pub last_activity: DateTime<Utc>,
+    pub ide_connected_at: Option<DateTime<Utc>>,
+}
+
 impl Store {
     /// Moves `last_activity` forward (never back) for a running workspace. Returns whether a row changed.
     pub async fn touch_activity(&self, student: &StudentId, at: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -54,7 +62,7 @@ impl Store {
 
     /// Writes a batch of activity (from `Activity::flush`) in one transaction. Only running workspaces take it, and
     /// times never move back.
-    pub async fn write_activity(&self, batch: &[crate::activity::Pending]) -> Result<(), StoreError> {
+    pub async fn write_activity(&self, batch: &[PendingActivity]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for p in batch {
             let last = ms(p.last_activity);

@@ -21,7 +21,7 @@ mod schema;
 mod sessions;
 mod workspaces;
 
-pub use culling::PolicyOverrides;
+pub use culling::{PendingActivity, PolicyOverrides};
 pub use events::{Event, NewEvent};
 pub use keys::ApiKeyRecord;
 pub use schema::SchemaState;

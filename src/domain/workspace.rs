@@ -169,6 +169,12 @@ mod tests {
     }
 
     #[test]
+    fn only_stopped_and_failed_workspaces_are_not_busy() {
+        let idle: Vec<Status> = Status::ALL.iter().copied().filter(|s| !s.is_busy()).collect();
+        assert_eq!(idle, [Status::Stopped, Status::Failed]);
+    }
+
+    #[test]
     fn idle_stop_says_inactivity() {
         assert_eq!(StopReason::Idle.message(), "Workspace stopped due to inactivity.");
     }

@@ -5,6 +5,9 @@
 //! checksum (run inside the service by `http::migrate`, under each student's lock). Paths come only from a
 //! `StudentId`. Only `import` replaces a student's files, and only on an operator's explicit command; nothing here
 //! deletes a source folder.
+//!
+//! `ops` imports neither axum, `http` nor the lifecycle, so the CLI can run it without a server: the HTTP handlers
+//! live in `http::{export, migrate}`, and `migrate` is told how to lock a student through a `StudentLocker`.
 
 pub mod archive;
 pub mod check;

@@ -34,13 +34,8 @@ pub struct Activity {
     slots: Mutex<HashMap<StudentId, Slot>>,
 }
 
-/// One row of a batch to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    pub student: StudentId,
-    pub last_activity: DateTime<Utc>,
-    pub ide_connected_at: Option<DateTime<Utc>>,
-}
+/// One row of a batch to write; the type lives in the store, which writes it.
+pub use crate::store::PendingActivity as Pending;
 
 impl Activity {
     /// A workspace is running with this latest activity.

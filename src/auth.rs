@@ -20,39 +20,7 @@ use crate::config::Settings;
 use crate::domain::StudentId;
 use crate::store::{Reads, Store, StoreError};
 
-/// What a key may do. An admin key may do everything an LMS key may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// The LMS backend: workspaces, launch links, heartbeats, events.
-    Lms,
-    /// Operators: also export, migrate, metrics and keys.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Lms => "lms",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Whether a key of this role may call a route that needs `needed`.
-    pub fn allows(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lms" => Ok(Role::Lms),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?}; use lms or admin")),
-        }
-    }
-}
+pub use crate::domain::Role;
 
 /// A newly made key: the secret (shown once) and what is stored.
 pub struct NewKey {
@@ -76,7 +44,7 @@ pub fn hash_key(key: &str) -> String {
 /// Creates and stores a key; returns it (the only time it is seen).
 pub async fn create_key(store: &Store, role: Role, label: &str, now: DateTime<Utc>) -> Result<NewKey, StoreError> {
     let k = generate_key();
-    store.insert_api_key(&k.id, role.as_str(), &k.hash, label, now).await?;
+    store.insert_api_key(&k.id, role, &k.hash, label, now).await?;
     Ok(k)
 }
 
@@ -121,7 +89,7 @@ impl KeyVerifier {
         }
         let found = store.find_api_key(&hash).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match found.and_then(|(id, role)| role.parse::<Role>().ok().map(|role| KeyIdentity { id, role })) {
+        match found.map(|(id, role)| KeyIdentity { id, role }) {
             Some(who) => {
                 if cache.len() > 10_000 {
                     cache.clear();

@@ -22,3 +22,4 @@ pub mod runtime;
 pub mod storage;
 pub mod store;
 pub mod supervise;
+pub mod usage;

@@ -22,16 +22,29 @@ pub enum StorageError {
 /// Mode of a student folder: owner only. Never world-readable.
 pub const STUDENT_DIR_MODE: u32 = 0o700;
 
+/// Who must own the student folders `ensure_student_dir` prepares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The workspace user: folders are handed to uid:gid (what the service does before a start).
+    Workspace { uid: u32, gid: u32 },
+    /// Whoever owns them now: for tools that only list, probe or read (migrate, a target check), never chown.
+    Unchanged,
+}
+
 #[derive(Debug, Clone)]
 pub struct Storage {
     base: PathBuf,
-    uid: u32,
-    gid: u32,
+    ownership: Ownership,
 }
 
 impl Storage {
+    /// Folders owned by the workspace user `uid:gid`.
     pub fn new(base: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
-        Self { base: base.into(), uid, gid }
+        Self::with_ownership(base, Ownership::Workspace { uid, gid })
+    }
+
+    pub fn with_ownership(base: impl Into<PathBuf>, ownership: Ownership) -> Self {
+        Self { base: base.into(), ownership }
     }
 
     pub fn base(&self) -> &Path {
@@ -80,7 +93,7 @@ impl Storage {
     }
 
     /// Makes sure `<base>/<student>` exists, is owned by uid:gid and is not readable by others; fixes an existing
-    /// folder whose owner or mode is wrong (the folder itself, not its contents). Returns its absolute path.
+    /// folder whose owner (with `Ownership::Workspace`) or mode is wrong (the folder itself, not its contents). Returns its absolute path.
     /// Blocking: call from `spawn_blocking` (NFS can take its time).
     pub fn ensure_student_dir(&self, student: &StudentId) -> Result<PathBuf, StorageError> {
         let base = self.check_base()?;
@@ -95,9 +108,11 @@ impl Storage {
         if !meta.is_dir() {
             return Err(io_err(io::Error::other("exists and is not a directory")));
         }
-        if meta.uid() != self.uid || meta.gid() != self.gid {
-            tracing::info!(student = %student, uid = meta.uid(), gid = meta.gid(), "fixing owner of student folder");
-            std::os::unix::fs::chown(&dir, Some(self.uid), Some(self.gid)).map_err(io_err)?;
+        if let Ownership::Workspace { uid, gid } = self.ownership {
+            if meta.uid() != uid || meta.gid() != gid {
+                tracing::info!(student = %student, uid = meta.uid(), gid = meta.gid(), "fixing owner of student folder");
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io_err)?;
+            }
         }
         if meta.mode() & 0o7777 != STUDENT_DIR_MODE {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(STUDENT_DIR_MODE)).map_err(io_err)?;

@@ -157,7 +157,7 @@ async fn session(store: &Store, student: &str) {
 /// Ids of the stored events the webhook sends, after `after`.
 async fn deliverable_ids(store: &Store, after: i64) -> Vec<i64> {
     let events = store.events(None, after, 1000).await.unwrap();
-    events.into_iter().filter(|e| webhook::is_delivered(&e.kind)).map(|e| e.id).collect()
+    events.into_iter().filter(|e| webhook::is_delivered(e.kind)).map(|e| e.id).collect()
 }
 
 fn header<'a>(r: &'a Received, name: &str) -> &'a str {

@@ -415,7 +415,7 @@ async fn the_http_export_streams_an_archive_that_imports_identically() {
         Lifecycle::new(Arc::new(settings), store, Arc::new(runtime), Arc::new(workspaced::clock::SystemClock));
     let state = Arc::new(AppState::build(Arc::new(lifecycle)).unwrap());
     let app = axum::Router::new()
-        .route("/api/workspaces/{id}/export", axum::routing::get(workspaced::ops::http_export::export_handler))
+        .route("/api/workspaces/{id}/export", axum::routing::get(workspaced::http::export::export_handler))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

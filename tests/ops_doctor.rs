@@ -1,6 +1,7 @@
 //! `run_doctor` against real folders: a good local base passes its storage checks; a read-only, a missing base and
 //! a student folder with the wrong owner are reported with the right reason; NFS options from a mount-table fixture
-//! are compared with the recommended line. The Docker checks may pass or fail here; only named checks are asserted.
+//! are compared with the recommended line. The database is only read: an older schema is reported, not migrated.
+//! The Docker checks may pass or fail here; only named checks are asserted.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -212,4 +213,81 @@ async fn nfs_mounts_without_hard_or_with_version_3_are_flagged_with_the_fstab_li
     let report = run_doctor(&f.settings(), &f.options(v40)).await;
     assert_eq!(status(&report, "nfs_version"), CheckStatus::Warn);
     assert_eq!(status(&report, "nfs_hard"), CheckStatus::Pass);
+}
+
+/// A WAL database like production's, with only the first `n` of this binary's migrations applied.
+async fn database_with_first_migrations(tmp: &Path, db: &Path, n: usize) {
+    let older = tmp.join("older-migrations");
+    std::fs::create_dir(&older).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files[..n] {
+        std::fs::copy(f, older.join(f.file_name().unwrap())).unwrap();
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    sqlx::migrate::Migrator::new(older.as_path()).await.unwrap().run(&pool).await.unwrap();
+    pool.close().await;
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[tokio::test]
+async fn a_database_with_an_older_schema_is_reported_behind_and_left_byte_identical() {
+    let f = Fixture::new();
+    let db = f.tmp.path().join("workspaced.db");
+    database_with_first_migrations(f.tmp.path(), &db, 2).await;
+    let before = sha256(&db);
+
+    let report = run_doctor(&f.settings(), &f.options(f.mounts("/dev/sdb1", "ext4", "rw"))).await;
+
+    assert_eq!(sha256(&db), before, "doctor changed the database file");
+    assert_eq!(status(&report, "database"), CheckStatus::Warn, "{}", reason(&report, "database"));
+    let why = reason(&report, "database");
+    assert!(why.contains("behind") && why.contains("0003_auth") && why.contains("0004_sessions"), "{why}");
+    assert!(!why.contains("0002"), "applied migrations are not pending: {why}");
+    let pending = &report.get("database").unwrap().details.as_ref().unwrap()["pending"];
+    assert_eq!(pending.as_array().map(Vec::len), Some(2), "{pending}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_not_created_by_doctor() {
+    let f = Fixture::new();
+    let report = run_doctor(&f.settings(), &f.options(f.mounts("/dev/sdb1", "ext4", "rw"))).await;
+    assert_eq!(status(&report, "database"), CheckStatus::Pass, "{}", reason(&report, "database"));
+    assert!(reason(&report, "database").contains("does not exist yet"));
+    assert!(!f.tmp.path().join("workspaced.db").exists());
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_binary_fails_the_check_and_is_not_touched() {
+    let f = Fixture::new();
+    let db = f.tmp.path().join("workspaced.db");
+    workspaced::store::Store::connect(&f.settings().database_url).await.unwrap();
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let before = sha256(&db);
+
+    let report = run_doctor(&f.settings(), &f.options(f.mounts("/dev/sdb1", "ext4", "rw"))).await;
+
+    assert_eq!(sha256(&db), before);
+    assert_eq!(status(&report, "database"), CheckStatus::Fail, "{}", reason(&report, "database"));
+    assert!(reason(&report, "database").contains("ahead"), "{}", reason(&report, "database"));
 }

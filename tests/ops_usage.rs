@@ -111,14 +111,14 @@ async fn the_service_measures_usage_in_the_background_and_warns_once_above_the_s
         runtime,
         std::sync::Arc::new(workspaced::clock::SystemClock),
     );
-    assert_eq!(workspaced::ops::usage::measure_all(&lc).await.unwrap(), 2);
+    assert_eq!(workspaced::usage::measure_all(&lc).await.unwrap(), 2);
     let big = StudentId::parse("big").unwrap();
     let measured = lc.usage().get(&big).unwrap();
     assert_eq!(measured.usage.bytes, du(&base.join("big")), "same as du");
     assert!(measured.over_quota);
     assert!(!lc.usage().get(&StudentId::parse("small").unwrap()).unwrap().over_quota);
     // A second pass while still over the quota does not warn again.
-    workspaced::ops::usage::measure_all(&lc).await.unwrap();
+    workspaced::usage::measure_all(&lc).await.unwrap();
     let events = store.events(Some(&big), 0, 100).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["quota_exceeded"]);

@@ -1,6 +1,7 @@
 //! Pure types and rules: student ids, workspace states and stop reasons. No IO lives here.
 
 pub mod cull;
+mod role;
 mod student_id;
 mod workspace;
 
@@ -8,5 +9,6 @@ pub use cull::{
     cull_input, deadlines, decide, effective_policy, CullInput, CullPolicy, Deadlines, Decision, Overrides,
     MAX_DURATION,
 };
+pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId};
-pub use workspace::{EventKind, Status, StopReason, UnknownVariant};
+pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

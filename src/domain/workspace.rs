@@ -10,9 +10,21 @@ pub struct UnknownVariant(pub String);
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "snake_case")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($variant),+ }
+
+        // JSON goes through `as_str` too, so a variant has exactly one string everywhere (a derive would turn
+        // `EventKind::Orphan` into "orphan" while the database and the webhook say "orphan_removed").
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -44,6 +56,14 @@ string_enum! {
         Running => "running",
         Stopping => "stopping",
         Failed => "failed",
+    }
+}
+
+impl Status {
+    /// Whether a container may exist for the workspace, or is about to, so its folder may change under a reader:
+    /// everything but `stopped` and `failed` (a `queued` start comes up as soon as it is admitted).
+    pub fn is_busy(self) -> bool {
+        !matches!(self, Status::Stopped | Status::Failed)
     }
 }
 
@@ -87,6 +107,35 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// Why an event happened, in its `reason` column: a stop reason for stops and warnings, or what a failure,
+    /// an orphan removal or a quota event was about.
+    EventReason {
+        User => "user",
+        Admin => "admin",
+        Idle => "idle",
+        MaxAge => "max_age",
+        Lost => "lost",
+        Shutdown => "shutdown",
+        StartFailed => "start_failed",
+        Orphan => "orphan",
+        DiskSoftQuota => "disk_soft_quota",
+    }
+}
+
+impl From<StopReason> for EventReason {
+    fn from(r: StopReason) -> Self {
+        match r {
+            StopReason::User => EventReason::User,
+            StopReason::Admin => EventReason::Admin,
+            StopReason::Idle => EventReason::Idle,
+            StopReason::MaxAge => EventReason::MaxAge,
+            StopReason::Lost => EventReason::Lost,
+            StopReason::Shutdown => EventReason::Shutdown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +150,28 @@ mod tests {
             assert_eq!(r.as_str().parse::<StopReason>().unwrap(), *r);
         }
         assert!("bogus".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn json_uses_the_stored_string_of_every_variant() {
+        for k in EventKind::ALL {
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<EventKind>(&format!("\"{k}\"")).unwrap(), *k);
+        }
+        assert!(serde_json::from_str::<EventKind>("\"orphan\"").is_err());
+    }
+
+    #[test]
+    fn every_stop_reason_is_an_event_reason_with_the_same_string() {
+        for r in StopReason::ALL {
+            assert_eq!(EventReason::from(*r).as_str(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn only_stopped_and_failed_workspaces_are_not_busy() {
+        let idle: Vec<Status> = Status::ALL.iter().copied().filter(|s| !s.is_busy()).collect();
+        assert_eq!(idle, [Status::Stopped, Status::Failed]);
     }
 
     #[test]

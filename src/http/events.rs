@@ -119,7 +119,7 @@ pub async fn events(
 }
 
 fn to_sse(event: &Event) -> SseEvent {
-    SseEvent::default().id(event.id.to_string()).event(&event.kind).data(webhook::to_json(event))
+    SseEvent::default().id(event.id.to_string()).event(event.kind.as_str()).data(webhook::to_json(event))
 }
 
 /// Walks the event log after `last`, waiting for changes once it has caught up.

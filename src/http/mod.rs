@@ -6,8 +6,10 @@
 pub mod auth;
 mod error;
 pub mod events;
+pub mod export;
 mod extract;
 pub mod ide;
+pub mod migrate;
 pub mod pages;
 pub mod sessions;
 mod workspaces;
@@ -104,8 +106,8 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
         r(M::PUT, "/api/workspaces/{id}/policy", Lms, put(workspaces::set_policy)),
         r(M::POST, "/api/workspaces/{id}/launch", Lms, post(ide::create_launch)),
         r(M::POST, "/api/workspaces/{id}/token", Lms, post(ide::create_student_token)),
-        r(M::GET, "/api/workspaces/{id}/export", Admin, get(crate::ops::http_export::export_handler)),
-        r(M::POST, "/api/admin/migrate", Admin, post(crate::ops::http_migrate::migrate_handler)),
+        r(M::GET, "/api/workspaces/{id}/export", Admin, get(export::export_handler)),
+        r(M::POST, "/api/admin/migrate", Admin, post(migrate::migrate_handler)),
         r(M::GET, "/metrics", Admin, get(metrics)),
         r(M::GET, "/api/admin/stats", Admin, get(admin_stats)),
         r(M::POST, "/api/admin/sessions/revoke", Admin, post(sessions::revoke)),

@@ -61,7 +61,7 @@ pub async fn revoke(
         }
     };
     let lc = &state.lifecycle;
-    let generation = lc.revoke_sessions(&scope).await?;
+    let generation = lc.end_sessions(&scope).await?;
     let student = match scope {
         RevokeScope::Student(s) => Some(s),
         RevokeScope::All => None,

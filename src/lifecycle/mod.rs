@@ -74,7 +74,7 @@ pub struct Lifecycle {
     activity: Arc<Activity>,
     admission: Admission,
     probe: reqwest::Client,
-    usage: crate::ops::usage::UsageCache,
+    usage: crate::usage::UsageCache,
 }
 
 impl Lifecycle {
@@ -106,7 +106,7 @@ impl Lifecycle {
             activity: Arc::new(Activity::default()),
             admission,
             probe,
-            usage: crate::ops::usage::UsageCache::default(),
+            usage: crate::usage::UsageCache::default(),
         }
     }
 
@@ -145,7 +145,7 @@ impl Lifecycle {
     }
 
     /// Latest measured disk use per student (filled in the background).
-    pub fn usage(&self) -> &crate::ops::usage::UsageCache {
+    pub fn usage(&self) -> &crate::usage::UsageCache {
         &self.usage
     }
 
@@ -219,7 +219,7 @@ impl Lifecycle {
     }
 
     /// Ends the sessions and student tokens of `scope` issued so far; returns the new generation.
-    pub async fn revoke_sessions(&self, scope: &RevokeScope) -> Result<i64, LifecycleError> {
+    pub async fn end_sessions(&self, scope: &RevokeScope) -> Result<i64, LifecycleError> {
         Ok(self.store.revoke_sessions(scope, self.clock.now()).await?)
     }
 

@@ -109,7 +109,7 @@ impl Lifecycle {
                 lc.runtime.remove_by_id(&c.id, grace).await?;
                 let event = NewEvent {
                     kind: EventKind::Orphan,
-                    reason: Some("orphan"),
+                    reason: Some(crate::domain::EventReason::Orphan),
                     message: "A container no record explains was stopped and removed; files are kept.",
                 };
                 lc.store.add_event(student, &event, now).await?;

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::Lifecycle;
 use crate::domain::{cull_input, deadlines, effective_policy, CullInput, CullPolicy, Deadlines, Overrides, Status};
-use crate::ops::usage::Measured;
 use crate::store::WorkspaceRecord;
+use crate::usage::Measured;
 
 /// A workspace as it stands now.
 #[derive(Debug, Clone)]

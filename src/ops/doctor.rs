@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::domain::StudentId;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::store::{SchemaState, Store, StoreError};
 
 /// Creating, stat-ing, reading and deleting this many small files may take `SMALL_FILES_BUDGET` before we warn.
 pub const SMALL_FILES_REFERENCE: usize = 2000;
@@ -27,58 +27,7 @@ pub const GIT_STATUS_BUDGET: Duration = Duration::from_secs(2);
 /// Student folders named in a warning, at most.
 const LISTED_FOLDERS: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Pass,
-    Warn,
-    Fail,
-}
-
-impl CheckStatus {
-    pub fn word(self) -> &'static str {
-        match self {
-            CheckStatus::Pass => "PASS",
-            CheckStatus::Warn => "WARN",
-            CheckStatus::Fail => "FAIL",
-        }
-    }
-}
-
-/// One check: a stable name, its status, a one-line reason and what to do (empty when nothing).
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub status: CheckStatus,
-    pub reason: String,
-    pub advice: String,
-    /// Measurements (timings in ms, the mount found, ...), for machines.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-}
-
-impl Check {
-    fn new(name: impl Into<String>, status: CheckStatus, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self { name: name.into(), status, reason: reason.into(), advice: advice.into(), details: None }
-    }
-
-    pub fn pass(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Pass, reason, "")
-    }
-
-    pub fn warn(name: impl Into<String>, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Warn, reason, advice)
-    }
-
-    pub fn fail(name: impl Into<String>, reason: impl Into<String>, advice: impl Into<String>) -> Self {
-        Self::new(name, CheckStatus::Fail, reason, advice)
-    }
-
-    fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-}
+pub use super::check::{Check, CheckStatus};
 
 /// What `run_doctor` found, in the order the checks ran.
 #[derive(Debug, Clone, Serialize)]
@@ -597,19 +546,52 @@ async fn engine_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
     checks
 }
 
+/// Opens the database read-only and compares its schema with this binary's migrations, without applying any:
+/// a newer `doctor` run against production must not migrate it behind the operator's back.
 async fn database_check(settings: &Settings) -> Check {
     let url = &settings.database_url;
-    match tokio::time::timeout(Duration::from_secs(15), Store::connect(url)).await {
-        Ok(Ok(store)) => match store.ping().await {
-            Ok(()) => Check::pass("database", format!("{url} opens and its migrations are applied")),
-            Err(e) => Check::fail("database", format!("{url}: {e}"), "check DATABASE_URL"),
-        },
-        Ok(Err(e)) => Check::fail(
-            "database",
-            format!("{url}: {e}"),
-            "check DATABASE_URL: its folder must exist and be writable; a database from a newer workspaced cannot \
-             be opened by an older one",
-        ),
-        Err(_) => Check::fail("database", format!("{url}: no answer within 15 s"), "is another process locking it?"),
+    let opened = match tokio::time::timeout(Duration::from_secs(15), Store::open_read_only(url)).await {
+        Ok(opened) => opened,
+        Err(_) => {
+            return Check::fail("database", format!("{url}: no answer within 15 s"), "is another process locking it?")
+        }
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(StoreError::Missing(path)) if path.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir()) => {
+            return Check::pass("database", format!("{} does not exist yet; `serve` creates it", path.display()))
+        }
+        Err(e) => return Check::fail("database", format!("{url}: {e}"), "check DATABASE_URL: its folder must exist"),
+    };
+    match store.schema_state().await {
+        Ok(state) => schema_check(url, &state),
+        Err(e) => Check::fail("database", format!("{url}: {e}"), "check DATABASE_URL"),
     }
+}
+
+fn schema_check(url: &str, state: &SchemaState) -> Check {
+    let details = json!({ "applied": state.applied, "pending": state.pending, "unknown": state.unknown,
+                          "broken": state.broken });
+    let check = if !state.unknown.is_empty() {
+        Check::fail(
+            "database",
+            format!("{url}: its schema is ahead of this binary (unknown migrations {:?})", state.unknown),
+            "a newer workspaced migrated this database: run that version, not this one",
+        )
+    } else if !state.broken.is_empty() {
+        Check::fail(
+            "database",
+            format!("{url}: migrations {:?} failed or changed since they were applied", state.broken),
+            "restore the database from a backup",
+        )
+    } else if !state.pending.is_empty() {
+        Check::warn(
+            "database",
+            format!("{url}: its schema is behind this binary; pending migrations: {}", state.pending.join(", ")),
+            "`workspaced serve` applies them at start; back up the database file first",
+        )
+    } else {
+        Check::pass("database", format!("{url} opens read-only and has this binary's migrations"))
+    };
+    check.with_details(details)
 }

@@ -49,6 +49,23 @@ pub enum ImportError {
     Swap { previous: PathBuf, source: io::Error },
 }
 
+/// Why an entry's path or link target is refused.
+#[derive(Debug, thiserror::Error)]
+enum UnsafePath {
+    #[error("absolute path")]
+    Absolute,
+    #[error("path contains `..`")]
+    ParentDir,
+    #[error("leads to the absolute path {0}")]
+    AbsoluteTarget(PathBuf),
+    #[error("leaves the workspace folder")]
+    Escapes,
+    #[error("loops")]
+    Loops,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
 fn refused(entry: &Path, reason: impl Into<String>) -> ImportError {
     ImportError::Refused { entry: entry.display().to_string(), reason: reason.into() }
 }
@@ -211,7 +228,7 @@ impl Extractor {
             return Ok(());
         }
         let raw = entry.path().map_err(ImportError::Archive)?.into_owned();
-        let rel = safe_relative(&raw).map_err(|reason| refused(&raw, reason))?;
+        let rel = safe_relative(&raw).map_err(|reason| refused(&raw, reason.to_string()))?;
         let mode = entry.header().mode().map_err(ImportError::Archive)? & 0o777;
         let mtime = entry.header().mtime().ok();
         if rel.as_os_str().is_empty() {
@@ -409,14 +426,14 @@ fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
 }
 
 /// The entry path as normal components only: `./` prefixes dropped; absolute paths and `..` refused.
-fn safe_relative(path: &Path) -> Result<PathBuf, String> {
+fn safe_relative(path: &Path) -> Result<PathBuf, UnsafePath> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path".to_owned()),
-            Component::ParentDir => return Err("path contains `..`".to_owned()),
+            Component::RootDir | Component::Prefix(_) => return Err(UnsafePath::Absolute),
+            Component::ParentDir => return Err(UnsafePath::ParentDir),
         }
     }
     Ok(out)
@@ -446,14 +463,14 @@ pub fn symlink_target_escapes(link: &Path, target: &Path) -> bool {
 /// Resolves a symlink at `link` (relative to `root`) pointing at `target` the way the kernel would, component by
 /// component, following symlinks that already exist inside `root` (relative to their own folder). Errors when the
 /// resolution leaves `root`, meets an absolute target, or loops. Missing components resolve lexically.
-fn resolve_inside(root: &Path, link: &Path, target: &Path) -> Result<(), String> {
+fn resolve_inside(root: &Path, link: &Path, target: &Path) -> Result<(), UnsafePath> {
     let mut current: Vec<OsString> =
         link.parent().map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect()).unwrap_or_default();
     let mut pending: VecDeque<OsString> = VecDeque::new();
     let mut hops = 0usize;
-    let push_target = |pending: &mut VecDeque<OsString>, t: &Path| -> Result<(), String> {
+    let push_target = |pending: &mut VecDeque<OsString>, t: &Path| -> Result<(), UnsafePath> {
         if t.is_absolute() {
-            return Err(format!("leads to the absolute path {}", t.display()));
+            return Err(UnsafePath::AbsoluteTarget(t.to_path_buf()));
         }
         for c in t.components().rev() {
             pending.push_front(c.as_os_str().to_owned());
@@ -467,7 +484,7 @@ fn resolve_inside(root: &Path, link: &Path, target: &Path) -> Result<(), String>
         }
         if c == ".." {
             if current.pop().is_none() {
-                return Err("leaves the workspace folder".to_owned());
+                return Err(UnsafePath::Escapes);
             }
             continue;
         }
@@ -478,9 +495,9 @@ fn resolve_inside(root: &Path, link: &Path, target: &Path) -> Result<(), String>
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > MAX_LINK_HOPS {
-                    return Err("loops".to_owned());
+                    return Err(UnsafePath::Loops);
                 }
-                let next = fs::read_link(&candidate).map_err(|e| e.to_string())?;
+                let next = fs::read_link(&candidate)?;
                 push_target(&mut pending, &next)?;
             }
             _ => current.push(c),

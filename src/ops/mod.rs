@@ -1,15 +1,17 @@
 //! Storage operations for operators, beside the service: `doctor` checks a host (base path, file system and NFS
 //! options, small-file latency, student folders, Docker, database); `archive` exports a student's folder as tar.gz
-//! (also streamed over HTTP by `http_export`); `import` puts an archive in place atomically after checking every
+//! (also streamed over HTTP by `http::export`); `import` puts an archive in place atomically after checking every
 //! entry; `usage` measures folders like `du`; `migrate` copies every folder to a new base path and verifies it by
-//! checksum (run inside the service by `http_migrate`, under each student's lock). Paths come only from a
+//! checksum (run inside the service by `http::migrate`, under each student's lock). Paths come only from a
 //! `StudentId`. Only `import` replaces a student's files, and only on an operator's explicit command; nothing here
 //! deletes a source folder.
+//!
+//! `ops` imports neither axum, `http` nor the lifecycle, so the CLI can run it without a server: the HTTP handlers
+//! live in `http::{export, migrate}`, and `migrate` is told how to lock a student through a `StudentLocker`.
 
 pub mod archive;
+pub mod check;
 pub mod doctor;
-pub mod http_export;
-pub mod http_migrate;
 pub mod import;
 pub mod migrate;
 pub mod mounts;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::doctor::Check;
+use super::check::Check;
 
 /// Options the EFS documentation (and our seeds) recommend, in fstab order.
 pub const RECOMMENDED_NFS_OPTIONS: &str = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport";
@@ -264,11 +264,11 @@ nas:/export /mnt/old nfs rw,vers=3,soft 0 0
         assert_eq!(kind("/home"), FsKind::Local);
         assert_eq!(kind("/run/x"), FsKind::Tmpfs);
         let efs = nfs_option_checks(find_mount(&t, Path::new("/mnt/efs")).unwrap());
-        assert!(efs.iter().all(|c| c.status == super::super::doctor::CheckStatus::Pass), "{efs:?}");
+        assert!(efs.iter().all(|c| c.status == super::super::check::CheckStatus::Pass), "{efs:?}");
         let old = nfs_option_checks(find_mount(&t, Path::new("/mnt/old")).unwrap());
         let status = |n: &str| old.iter().find(|c| c.name == n).unwrap().status;
-        assert_eq!(status("nfs_version"), super::super::doctor::CheckStatus::Fail);
-        assert_eq!(status("nfs_hard"), super::super::doctor::CheckStatus::Fail);
-        assert_eq!(status("nfs_timeo"), super::super::doctor::CheckStatus::Warn);
+        assert_eq!(status("nfs_version"), super::super::check::CheckStatus::Fail);
+        assert_eq!(status("nfs_hard"), super::super::check::CheckStatus::Fail);
+        assert_eq!(status("nfs_timeo"), super::super::check::CheckStatus::Warn);
     }
 }

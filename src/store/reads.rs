@@ -53,7 +53,7 @@ impl Reads {
     }
 
     /// The id and role of the unrevoked API key with this hash.
-    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, crate::domain::Role)>, StoreError> {
         self.store.find_api_key(key_hash).await
     }
 

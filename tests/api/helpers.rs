@@ -203,7 +203,14 @@ impl TestApp {
     /// Kinds of the stored events of one student, oldest first.
     pub async fn event_kinds(&self, id: &str) -> Vec<String> {
         let s = workspaced::domain::StudentId::parse(id).unwrap();
-        self.lifecycle.reads().events(Some(&s), 0, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
+        self.lifecycle
+            .reads()
+            .events(Some(&s), 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind.as_str().to_owned())
+            .collect()
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> (u16, Value) {

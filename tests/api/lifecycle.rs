@@ -111,8 +111,15 @@ async fn a_start_that_never_gets_ready_times_out_leaves_no_container_and_records
     let (_, ws) = app.get("/api/workspaces/slow").await;
     assert_eq!(ws["status"], "failed");
     assert!(ws["error"].as_str().unwrap().contains("/never-ready"), "{ws}");
-    let kinds: Vec<String> =
-        app.lifecycle.reads().events(None, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = app
+        .lifecycle
+        .reads()
+        .events(None, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.as_str().to_owned())
+        .collect();
     assert_eq!(kinds, ["starting", "start_failed"]);
 }
 

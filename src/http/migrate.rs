@@ -12,8 +12,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::migrate::{check_paths, migrate_reporting, MigrateEvent};
+use crate::domain::{Status, StudentId};
 use crate::http::{ApiError, ApiJson, AppState};
+use crate::lifecycle::Lifecycle;
+use crate::ops::migrate::{check_paths, migrate_reporting, MigrateEvent, RunMode, StudentLocker};
+use crate::storage::{Ownership, Storage};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +25,20 @@ pub struct MigrateRequest {
     pub to: PathBuf,
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// The lifecycle's per-student locks and records, for `ops::migrate`, which knows neither.
+struct LifecycleLocker(Arc<Lifecycle>);
+
+#[async_trait::async_trait]
+impl StudentLocker for LifecycleLocker {
+    async fn lock(&self, student: &StudentId) -> Box<dyn Send + '_> {
+        Box::new(self.0.lock(student).await)
+    }
+
+    async fn status(&self, student: &StudentId) -> Result<Option<Status>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.reads().get(student).await?.map(|r| r.status))
+    }
 }
 
 /// Cancels the run when the response body is dropped (the client went away).
@@ -45,7 +62,7 @@ pub async fn migrate_handler(
     let checked = tokio::task::spawn_blocking(move || {
         check_paths(&from, &to).map_err(|e| e.to_string())?;
         // Writable, by a probe file (permission bits say little on NFS).
-        crate::storage::Storage::new(&to, 0, 0).check_base().map(drop).map_err(|e| e.to_string())
+        Storage::with_ownership(&to, Ownership::Unchanged).check_base().map(drop).map_err(|e| e.to_string())
     })
     .await
     .map_err(ApiError::internal)?;
@@ -58,7 +75,10 @@ pub async fn migrate_handler(
     let (c, from) = (cancel.clone(), lc.storage().base().to_path_buf());
     let span = tracing::info_span!("migrate", to = %req.to.display());
     tokio::spawn(tracing::Instrument::instrument(
-        async move { migrate_reporting(Some(&lc), &from, &req.to, req.dry_run, c, events_tx).await },
+        async move {
+            let mode = if req.dry_run { RunMode::DryRun } else { RunMode::Copy };
+            migrate_reporting(Some(&LifecycleLocker(lc)), &from, &req.to, mode, c, events_tx).await
+        },
         span,
     ));
     let stream = futures_util::stream::unfold((events_rx, CancelOnDrop(cancel)), |(mut rx, guard)| async move {

@@ -7,7 +7,7 @@
 //! size and mtime already match; verification then reads every file of both trees and compares BLAKE3 hashes, so a
 //! skipped file is checked all the same.
 //!
-//! The caller serializes each student with the lifecycle (see `migrate_all`): a start waits until that student's
+//! The caller serializes each student through a [`StudentLocker`] (see `migrate_all`): a start waits until that student's
 //! copy is verified. A running workspace is not copied (its IDE writes while we read); it is reported as skipped and
 //! the next run picks it up once it is stopped. Nothing is ever deleted from the source.
 
@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::domain::StudentId;
 use crate::fswalk::{Descend, Files, Kind, Node, Stat, Tree, Visit, WalkError};
+use crate::storage::{Ownership, Storage};
+
+mod run;
+pub use run::{migrate_all, migrate_reporting, MigrateEvent, RunMode, StudentLocker};
 
 /// Folder below the target base holding one done marker per migrated student.
 pub const MARKER_DIR: &str = ".workspaced-migrate";
@@ -36,6 +40,14 @@ pub enum MigrateError {
     TargetMissing(PathBuf),
     #[error("interrupted")]
     Interrupted,
+    #[error("a migration task failed: {0}")]
+    Task(String),
+}
+
+impl MigrateError {
+    fn from_join(e: tokio::task::JoinError) -> Self {
+        MigrateError::Task(e.to_string())
+    }
 }
 
 impl From<WalkError> for MigrateError {
@@ -102,7 +114,7 @@ impl StudentReport {
 
 /// Every student folder below `base`, sorted (see [`Storage::student_folders`]).
 pub fn student_folders(base: &Path) -> Result<Vec<StudentId>, MigrateError> {
-    crate::storage::Storage::new(base, 0, 0).student_folders().map_err(io_at(base))
+    Storage::with_ownership(base, Ownership::Unchanged).student_folders().map_err(io_at(base))
 }
 
 /// Refuses a target that is the source or below it (the copy would copy itself).
@@ -393,174 +405,6 @@ fn walk(
         }
         Ok::<_, MigrateError>(Descend::Into)
     })
-}
-
-/// A line of a migration's progress, as the server streams it (NDJSON) and the CLI reads it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum MigrateEvent {
-    /// Before the first copy: how much there is.
-    Plan {
-        students: u64,
-        files: u64,
-        bytes: u64,
-        dry_run: bool,
-    },
-    /// Bytes copied or hashed so far (both count: each file is read twice).
-    Progress {
-        bytes: u64,
-    },
-    /// One student finished.
-    Student {
-        report: serde_json::Value,
-    },
-    /// The end: what to do next.
-    Done {
-        migrated: u64,
-        already_done: u64,
-        skipped_running: u64,
-        files_verified: u64,
-        next_step: String,
-    },
-    Error {
-        message: String,
-    },
-}
-
-/// Runs the migration of every student folder from `from` to `to`, one student at a time. With a lifecycle, each
-/// student is copied under that student's lock (a start waits), and a workspace that is not stopped is skipped.
-/// `bytes` counts progress; `events` gets the plan and each student's report.
-pub async fn migrate_all(
-    lifecycle: Option<&crate::lifecycle::Lifecycle>,
-    from: &Path,
-    to: &Path,
-    dry_run: bool,
-    cancel: std::sync::Arc<AtomicBool>,
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
-) -> Result<(), MigrateError> {
-    let (f, t) = (from.to_path_buf(), to.to_path_buf());
-    let plan = tokio::task::spawn_blocking(move || -> Result<_, MigrateError> {
-        check_paths(&f, &t)?;
-        let students = student_folders(&f)?;
-        let mut sizes = Vec::new();
-        for s in &students {
-            sizes.push(measure(&f, s)?);
-        }
-        Ok(sizes)
-    })
-    .await
-    .expect("plan task")?;
-    let files = plan.iter().map(|r| r.files).sum();
-    let total = plan.iter().map(|r| r.bytes).sum();
-    let _ = events.send(MigrateEvent::Plan { students: plan.len() as u64, files, bytes: total, dry_run });
-
-    let (mut migrated, mut done_before, mut skipped, mut verified) = (0, 0, 0, 0);
-    for sized in plan {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(MigrateError::Interrupted);
-        }
-        let student = StudentId::parse(&sized.student_id).expect("listed folders are valid ids");
-        let _guard = match lifecycle {
-            Some(lc) => Some(lc.lock(&student).await),
-            None => None,
-        };
-        let busy =
-            match lifecycle {
-                Some(lc) => lc.store().get(&student).await.ok().flatten().is_some_and(|r| {
-                    !matches!(r.status, crate::domain::Status::Stopped | crate::domain::Status::Failed)
-                }),
-                None => false,
-            };
-        let report = if busy {
-            skipped += 1;
-            StudentReport { outcome: Outcome::SkippedRunning, ..sized }
-        } else if dry_run {
-            let (f, t, s) = (from.to_path_buf(), to.to_path_buf(), student.clone());
-            let done = tokio::task::spawn_blocking(move || already_done(&f, &t, &s)).await.expect("check task")?;
-            if done {
-                done_before += 1;
-                StudentReport { outcome: Outcome::AlreadyDone, ..sized }
-            } else {
-                sized
-            }
-        } else {
-            let (f, t, s, c, b) =
-                (from.to_path_buf(), to.to_path_buf(), student.clone(), cancel.clone(), bytes.clone());
-            let r = tokio::task::spawn_blocking(move || -> Result<StudentReport, MigrateError> {
-                if already_done(&f, &t, &s)? {
-                    return Ok(StudentReport { outcome: Outcome::AlreadyDone, ..sized });
-                }
-                let mut add = |n: u64| {
-                    b.fetch_add(n, Ordering::Relaxed);
-                };
-                migrate_student(&f, &t, &s, &c, &mut add)
-            })
-            .await
-            .expect("migrate task")?;
-            match r.outcome {
-                Outcome::AlreadyDone => done_before += 1,
-                _ => migrated += 1,
-            }
-            verified += r.verified_files;
-            tracing::info!(student = %student, outcome = ?r.outcome, files = r.files, bytes = r.bytes, "migrated");
-            r
-        };
-        let _ = events.send(MigrateEvent::Student { report: serde_json::to_value(&report).expect("serializable") });
-    }
-    let next_step = if dry_run {
-        "dry run: nothing was copied".to_owned()
-    } else if skipped > 0 {
-        format!("{skipped} workspace(s) were not stopped and were not copied; stop them and run migrate again")
-    } else {
-        format!(
-            "every folder is copied and verified; stop workspaced, set WORKSPACE_BASE_PATH={} and start it again \
-             (the old folders are kept at {} until you remove them)",
-            to.display(),
-            from.display()
-        )
-    };
-    let _ = events.send(MigrateEvent::Done {
-        migrated,
-        already_done: done_before,
-        skipped_running: skipped,
-        files_verified: verified,
-        next_step,
-    });
-    Ok(())
-}
-
-/// [`migrate_all`] with its progress reported as `Progress` events about twice a second, and its failure as a last
-/// `Error` event: what the server streams and the CLI shows. The events end when this returns.
-pub async fn migrate_reporting(
-    lifecycle: Option<&crate::lifecycle::Lifecycle>,
-    from: &Path,
-    to: &Path,
-    dry_run: bool,
-    cancel: std::sync::Arc<AtomicBool>,
-    events: tokio::sync::mpsc::UnboundedSender<MigrateEvent>,
-) {
-    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let run = migrate_all(lifecycle, from, to, dry_run, cancel, bytes.clone(), events.clone());
-    tokio::pin!(run);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    let mut last = 0;
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            _ = tick.tick() => {
-                let now = bytes.load(Ordering::Relaxed);
-                if now != last {
-                    last = now;
-                    let _ = events.send(MigrateEvent::Progress { bytes: now });
-                }
-            }
-        }
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "migration stopped");
-        let _ = events.send(MigrateEvent::Error { message: e.to_string() });
-    }
 }
 
 #[cfg(test)]

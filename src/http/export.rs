@@ -12,9 +12,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::archive::{default_archive_name, export_to_writer};
-use crate::domain::{Status, StudentId};
+use crate::domain::StudentId;
 use crate::http::{ApiError, AppState};
+use crate::ops::archive::{default_archive_name, export_to_writer};
 
 /// Chunks in flight between the archiver and the client.
 const CHANNEL_CHUNKS: usize = 8;
@@ -51,8 +51,8 @@ pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<
         }
         Err(e) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string())),
     }
-    let running = match state.lifecycle.store().get(&student).await {
-        Ok(Some(r)) => matches!(r.status, Status::Running | Status::Starting | Status::Stopping),
+    let running = match state.lifecycle.reads().get(&student).await {
+        Ok(Some(r)) => r.status.is_busy(),
         Ok(None) => false,
         Err(e) => return Err(ApiError::internal(e)),
     };

@@ -1,0 +1,64 @@
+//! The schema's position against this binary's migrations, read without changing anything, for `doctor`.
+
+use sqlx::migrate::Migrator;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// The migrations this binary applies at `connect`.
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Where a database's schema stands against this binary's migrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaState {
+    /// This binary's migrations the database has, by version.
+    pub applied: Vec<i64>,
+    /// This binary's migrations the database lacks (`version_description`): `serve` would apply them.
+    pub pending: Vec<String>,
+    /// Versions the database has and this binary does not know: written by a newer workspaced.
+    pub unknown: Vec<i64>,
+    /// Versions recorded as failed, or whose file changed since they were applied.
+    pub broken: Vec<i64>,
+}
+
+impl SchemaState {
+    /// The database has exactly this binary's migrations.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.unknown.is_empty() && self.broken.is_empty()
+    }
+}
+
+impl Store {
+    /// Compares the migrations recorded in the database with this binary's. Only reads.
+    pub async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+        let table = sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            .fetch_optional(&self.pool)
+            .await?;
+        let recorded = match table {
+            Some(_) => {
+                sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let mut state = SchemaState::default();
+        let known: Vec<_> = MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).collect();
+        for row in &recorded {
+            let version: i64 = row.try_get("version")?;
+            let checksum: Vec<u8> = row.try_get("checksum")?;
+            let success: bool = row.try_get("success")?;
+            match known.iter().find(|m| m.version == version) {
+                None => state.unknown.push(version),
+                Some(m) if !success || *m.checksum != *checksum => state.broken.push(version),
+                Some(_) => state.applied.push(version),
+            }
+        }
+        for m in known {
+            if !recorded.iter().any(|r| r.try_get::<i64, _>("version").ok() == Some(m.version)) {
+                state.pending.push(format!("{:04}_{}", m.version, m.description.replace(' ', "_")));
+            }
+        }
+        Ok(state)
+    }
+}

@@ -281,3 +281,116 @@ async fn a_revoked_session_gets_401_from_the_cli_the_admin_route_and_for_everyon
     assert!(eventually(Duration::from_secs(10), async || svc.own_status("bob", cookie(&bob)).await == 401).await);
     assert_eq!(svc.own_status("bob", ("authorization", format!("Bearer {token}"))).await, 401);
 }
+
+/// Polls the workspace until it is running; its container id.
+async fn running(svc: &Service, student: &str) -> String {
+    let url = svc.url(&format!("/api/workspaces/{student}"));
+    let mut last = Value::Null;
+    let up = eventually(Duration::from_secs(120), async || {
+        last = svc.admin.get(&url).send().await.unwrap().json().await.unwrap_or_default();
+        last["status"] == "running"
+    })
+    .await;
+    assert!(up, "{student} never ran: {last}");
+    last["container_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_web_server_a_student_runs_cannot_plant_cookies_service_workers_or_cors_grants_on_the_origin() {
+    let svc = Service::start(&[("WORKSPACED_IMAGE", "workspaced/code-server:4.139.1")]).await;
+    let session = svc.session("alice").await;
+    let container = running(&svc, "alice").await;
+    // What a student can run in the IDE's terminal: a server that answers with headers acting on the whole origin,
+    // reached through code-server's own /proxy/<port>/.
+    let server = r#"require('http').createServer((q, r) => {
+        r.setHeader('Set-Cookie', ['workspaced_session=planted; Path=/', 'theirs=1; Path=/', 'wide=1; Domain=localhost',
+            'own=1; Path=/w/alice/']);
+        r.setHeader('Service-Worker-Allowed', '/');
+        r.setHeader('Clear-Site-Data', '"*"');
+        r.setHeader('Access-Control-Allow-Origin', '*');
+        r.setHeader('Access-Control-Allow-Credentials', 'true');
+        r.end('served by the student');
+    }).listen(9000, '127.0.0.1')"#;
+    let spawned = Command::new("docker")
+        .args(["exec", "-d", &container, "/usr/lib/code-server/lib/node", "-e", server])
+        .status()
+        .unwrap();
+    assert!(spawned.success());
+    let cookie = format!("workspaced_session={session}");
+    let mut answer = None;
+    let served = eventually(Duration::from_secs(30), async || {
+        let r = svc.plain.get(svc.url("/w/alice/proxy/9000/")).header("cookie", &cookie).send().await.unwrap();
+        let ok = r.status() == 200;
+        answer = Some(r);
+        ok
+    })
+    .await;
+    let r = answer.unwrap();
+    assert!(served, "the student's server was not reached: {}", r.status());
+    let h = r.headers().clone();
+    for gone in
+        ["service-worker-allowed", "clear-site-data", "access-control-allow-origin", "access-control-allow-credentials"]
+    {
+        assert!(!h.contains_key(gone), "{gone} reached the browser");
+    }
+    let cookies: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies, ["own=1; Path=/w/alice/"], "only the IDE's own cookie under its own prefix");
+    assert_eq!(r.text().await.unwrap(), "served by the student");
+}
+
+#[tokio::test]
+async fn in_host_mode_a_page_on_another_host_cannot_send_to_or_open_a_websocket_on_a_students_ide() {
+    let svc = Service::start(&[("WORKSPACED_PROXY_HOST_SUFFIX", "ws.test")]).await;
+    let r = svc.admin.post(svc.url("/api/workspaces/alice/launch")).send().await.unwrap();
+    let link = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    let path = link.strip_prefix("http://alice.ws.test").expect("a link on the student's host").to_owned();
+    let r = svc.plain.get(svc.url(&path)).header("host", "alice.ws.test").send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let send = |origin: &'static str, upgrade: bool| {
+        let mut req = if upgrade { svc.plain.get(svc.url("/socket")) } else { svc.plain.post(svc.url("/files")) };
+        req = req.header("host", "alice.ws.test").header("cookie", &cookie).header("origin", origin);
+        if upgrade {
+            req = req.header("connection", "upgrade").header("upgrade", "websocket");
+        }
+        req.send()
+    };
+    for upgrade in [false, true] {
+        let r = send("http://bob.ws.test", upgrade).await.unwrap();
+        assert_eq!(r.status(), 403, "another student's host (upgrade: {upgrade})");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "cross_origin");
+        // From its own origin the request goes on to the IDE side (the workspace is starting or running: not 403).
+        let r = send("http://alice.ws.test", upgrade).await.unwrap();
+        assert_ne!(r.status(), 403, "its own origin (upgrade: {upgrade})");
+    }
+}
+
+#[tokio::test]
+async fn readiness_and_a_students_view_of_a_failed_start_reveal_no_host_details() {
+    let svc = Service::start(&[("WORKSPACED_IMAGE", "workspaced/missing-image:0")]).await;
+    let session = svc.session("alice").await;
+    let cookie = format!("workspaced_session={session}");
+    let mut own = Value::Null;
+    let failed = eventually(Duration::from_secs(30), async || {
+        let r = svc.plain.get(svc.url("/w/alice/_workspaced/status")).header("cookie", &cookie).send().await.unwrap();
+        own = r.json().await.unwrap_or_default();
+        own["status"] == "failed"
+    })
+    .await;
+    assert!(failed, "{own}");
+    let shown = own["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!shown.is_empty() && !shown.contains("missing-image") && !shown.contains('/'), "{shown}");
+    // The operator's view keeps the cause.
+    let ws: Value = svc.admin.get(svc.url("/api/workspaces/alice")).send().await.unwrap().json().await.unwrap();
+    assert!(ws["error"].as_str().unwrap().contains("missing-image"), "{ws}");
+    // Readiness, open to anyone, names what is down but not why (here: an engine socket path).
+    let socket = format!("unix://{}/no-engine.sock", svc.dir.path().display());
+    let down = Service::start(&[("DOCKER_HOST", &socket)]).await;
+    let r = reqwest::get(down.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((body["database"].as_str(), body["docker"].as_str()), (Some("ok"), Some("unavailable")), "{text}");
+    assert!(!text.contains("no-engine.sock"), "{text}");
+    assert!(down.log().contains("the container engine does not answer"), "the cause is in the log");
+}

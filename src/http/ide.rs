@@ -111,6 +111,15 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     if let Some(sub) = rest.strip_prefix(RESERVED) {
         return own_api(&state, &student, sub, req).await.unwrap_or_else(|e| e.into_response());
     }
+    // Host mode: each student's IDE is its own origin, so a WebSocket or a request that changes something must come
+    // from that origin. A page on another student's host (or anywhere else) that the browser lets send our cookie
+    // (same site, another host) is refused before it reaches the IDE.
+    let sends = req.headers().contains_key(header::UPGRADE)
+        || !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if t.prefix.is_empty() && sends && !same_origin(req.headers()) {
+        crate::metrics::proxy_request("cross_origin");
+        return refuse(html, ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused"));
+    }
     let port = match state.lifecycle.reads().route(&student).await {
         Ok(Some(port)) => port,
         Ok(None) => return not_running(&state, &student, &t.prefix, html).await,
@@ -315,7 +324,9 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
             stopped_at: v.stopped_at,
             stop_reason: v.stop_reason,
             stop_message: v.stop_message,
-            error: v.error,
+            // The stored error is for operators (it may name host paths or engine addresses); the student learns
+            // that the start failed and what to do.
+            error: v.error.map(|_| STUDENT_START_ERROR.to_owned()),
             warn_at: v.warn_at,
             stop_at: v.stop_at,
             seconds_left: v.seconds_left,
@@ -374,12 +385,17 @@ async fn own_api(state: &AppState, student: &StudentId, sub: &str, req: Request)
 
 /// A state-changing request from a page must come from our own origin (SameSite=Lax already keeps the cookie off
 /// cross-site POSTs; this is the second lock).
+/// `Host` only: `X-Forwarded-Host` comes from the client unless a proxy in front overwrites it, so it proves nothing.
 pub(super) fn same_origin(h: &HeaderMap) -> bool {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let host = h.get("x-forwarded-host").or_else(|| h.get(header::HOST)).and_then(|v| v.to_str().ok());
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
     host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
 }
+
+/// What a student is told about a failed start; the details are in the status API and the log.
+const STUDENT_START_ERROR: &str =
+    "the workspace could not start. Try again; if it keeps failing, tell your course staff (the details are in the service's log)";
 
 /// The answer for a workspace that is not running: the launcher page for a browser, JSON otherwise.
 async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: bool) -> Response {
@@ -446,7 +462,11 @@ pub async fn cors(State(state): State<Arc<AppState>>, req: Request, next: Next) 
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let allowed = origin.filter(|o| state.lifecycle.settings().auth.cors_origins.iter().any(|a| a == o));
     let path = req.uri().path();
-    let sdk_route = path == "/api/workspaces/heartbeat" || path.contains(RESERVED);
+    // Exactly the SDK's routes: never a proxied IDE path that happens to contain `/_workspaced/`.
+    let sdk_route = path == "/api/workspaces/heartbeat"
+        || path_target(path)
+            .and_then(|t| t.rest)
+            .is_some_and(|rest| matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")));
     let Some(origin) = allowed.filter(|_| sdk_route) else { return next.run(req).await };
     let mut resp = if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();

@@ -185,9 +185,17 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when the database and the container engine answer and every background loop finished a pass recently.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let db = state.lifecycle.reads().ping().await.map_err(|e| e.to_string());
+    // Anyone may ask (load balancers send no key), so the answer says what is down, never why: the cause (paths,
+    // addresses) goes to the log.
+    let db = state.lifecycle.reads().ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: the database does not answer");
+        "unavailable".to_owned()
+    });
     let engine = match tokio::time::timeout(Duration::from_secs(3), state.lifecycle.ping_engine()).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
+        Ok(r) => r.map_err(|e| {
+            tracing::warn!(error = %e, "readiness: the container engine does not answer");
+            "unavailable".to_owned()
+        }),
         Err(_) => Err("timed out".to_owned()),
     };
     let loops = state.loops.report();

@@ -101,6 +101,7 @@ impl Proxy {
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        strip_origin_wide(&mut parts.headers, &fwd);
         rewrite_location(&mut parts.headers, port, fwd.prefix);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
@@ -161,8 +162,10 @@ impl Proxy {
             counter.fetch_sub(1, Ordering::Relaxed);
             crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
         });
+        let mut headers = resp.headers().clone();
+        strip_origin_wide(&mut headers, &fwd);
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-        for (k, v) in resp.headers() {
+        for (k, v) in &headers {
             out = out.header(k, v);
         }
         Ok(out.body(Body::empty()).expect("valid response"))
@@ -273,17 +276,67 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
             h.insert("x-forwarded-for", v);
         }
     }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(if fwd.proto == "https" { "https" } else { "http" }));
-    }
+    // Set here, never taken from the client: a browser could send any value, and the IDE builds URLs from them.
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if fwd.proto == "https" { "https" } else { "http" }));
+    h.remove("x-forwarded-host");
     if let Some(host) = h.get(header::HOST).cloned() {
-        h.entry("x-forwarded-host").or_insert(host);
+        h.insert("x-forwarded-host", host);
     }
     if !fwd.prefix.is_empty() {
         if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
             h.insert("x-forwarded-prefix", v);
         }
     }
+}
+
+/// Response headers that act on the whole origin, not on the student's own IDE: a service worker scope wider than
+/// the IDE, wiping the origin's storage and cookies, CORS grants (workspaced decides those), and cookies that are
+/// workspaced's own or reach beyond the student's prefix (path mode) or host (a `Domain` attribute). In path mode
+/// every IDE shares the service's origin, so whatever a student's IDE or web server answers must stay inside it.
+fn strip_origin_wide(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    for name in ["service-worker-allowed", "clear-site-data"] {
+        h.remove(name);
+    }
+    let cors: Vec<header::HeaderName> =
+        h.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
+    for k in cors {
+        h.remove(k);
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| v.to_str().is_ok_and(|c| cookie_stays_inside(c, fwd)))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Whether a `Set-Cookie` from the IDE stays inside the student's own workspace: not one of workspaced's names, no
+/// `Domain` (which would reach sibling hosts), and in path mode a `Path` under the student's prefix.
+fn cookie_stays_inside(cookie: &str, fwd: &Forwarded<'_>) -> bool {
+    let mut parts = cookie.split(';').map(str::trim);
+    let name = parts.next().and_then(|kv| kv.split_once('=')).map_or("", |(n, _)| n.trim());
+    if name.is_empty() || fwd.strip_cookies.iter().any(|ours| ours.eq_ignore_ascii_case(name)) {
+        return false;
+    }
+    let mut path = None;
+    for attr in parts {
+        let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
+        if k.trim().eq_ignore_ascii_case("domain") {
+            return false;
+        }
+        if k.trim().eq_ignore_ascii_case("path") {
+            path = Some(v.trim());
+        }
+    }
+    if fwd.prefix.is_empty() {
+        return true;
+    }
+    // Path mode: a cookie without `Path` belongs to the request's folder, which is under the prefix.
+    path.is_none_or(|p| p == fwd.prefix || p.starts_with(&format!("{}/", fwd.prefix)))
 }
 
 /// An IDE that redirects to an absolute path (`/login`) or to its own address means a path under our prefix.
@@ -336,6 +389,65 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "lms.example:8443");
         assert_eq!(h["x-forwarded-prefix"], "/w/alice");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn headers_that_act_on_the_whole_origin_never_leave_the_proxy() {
+        let fwd = Forwarded {
+            prefix: "/w/alice",
+            path_and_query: "/".into(),
+            client_addr: None,
+            proto: "http",
+            strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
+        };
+        let mut h = HeaderMap::new();
+        h.insert("service-worker-allowed", "/".parse().unwrap());
+        h.insert("clear-site-data", "\"*\"".parse().unwrap());
+        h.insert("access-control-allow-origin", "*".parse().unwrap());
+        h.insert("access-control-allow-credentials", "true".parse().unwrap());
+        for c in [
+            "workspaced_session=planted; Path=/",
+            "__Host-workspaced_session=planted; Path=/; Secure",
+            "wide=1; Path=/",
+            "parent=1; Domain=example.edu; Path=/w/alice",
+            "other=1; Path=/w/bob",
+            "prefixlike=1; Path=/w/alicex",
+            "ide=1; Path=/w/alice/",
+            "bare=1",
+            "exact=1; path=/w/alice",
+        ] {
+            h.append(header::SET_COOKIE, c.parse().unwrap());
+        }
+        strip_origin_wide(&mut h, &fwd);
+        for gone in ["service-worker-allowed", "clear-site-data", "access-control-allow-origin"] {
+            assert!(!h.contains_key(gone), "{gone} passed");
+        }
+        assert!(!h.contains_key("access-control-allow-credentials"));
+        let kept: Vec<&str> = h.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(kept, ["ide=1; Path=/w/alice/", "bare=1", "exact=1; path=/w/alice"]);
+        // Host mode: the whole host is the student's, but workspaced's cookies and Domain cookies still stay out.
+        let host = Forwarded { prefix: "", ..fwd };
+        assert!(cookie_stays_inside("wide=1; Path=/", &host));
+        assert!(!cookie_stays_inside("wide=1; Path=/; Domain=ide.example.edu", &host));
+        assert!(!cookie_stays_inside("__Host-workspaced_session=x; Path=/", &host));
+    }
+
+    #[test]
+    fn forwarded_proto_and_host_are_set_by_the_proxy_not_taken_from_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        h.insert(header::HOST, "ide.example.edu".parse().unwrap());
+        let fwd = Forwarded {
+            prefix: "/w/alice",
+            path_and_query: "/".into(),
+            client_addr: None,
+            proto: "http",
+            strip_cookies: &[],
+        };
+        prepare_request_headers(&mut h, &fwd);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "ide.example.edu");
     }
 
     #[test]

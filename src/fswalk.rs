@@ -227,7 +227,8 @@ impl Tree {
     }
 
     /// [`Tree::walk`] with `between` called after an entry is listed and before it is opened, so tests can swap it
-    /// at exactly that moment.
+    /// at exactly that moment. Long because the list, the stat, the open and the identity check of one entry must
+    /// stay in one place to be seen to use the same descriptor.
     fn walk_with_hook<E: From<WalkError>>(
         self,
         files: Files,

@@ -155,3 +155,42 @@ fn the_big_modules_stay_small() {
         assert!(n <= 350, "{file} has {n} lines; split it by what it holds");
     }
 }
+
+/// Functions longer than this need a reason in their doc comment (a line with "Long because").
+const LONG_FUNCTION: usize = 80;
+
+#[test]
+fn long_functions_say_why() {
+    let mut bad = Vec::new();
+    for (path, code) in sources(&src()) {
+        let lines: Vec<&str> = code.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let l = lines[i].trim_start();
+            let is_fn = (l.starts_with("fn ") || l.starts_with("pub ") || l.starts_with("async fn "))
+                && l.contains("fn ")
+                && !l.trim_end().ends_with(';');
+            if !is_fn {
+                i += 1;
+                continue;
+            }
+            let (mut depth, mut opened, mut j) = (0i64, false, i);
+            while j < lines.len() {
+                depth += lines[j].matches('{').count() as i64 - lines[j].matches('}').count() as i64;
+                opened |= lines[j].contains('{');
+                if opened && depth <= 0 {
+                    break;
+                }
+                j += 1;
+            }
+            let len = j + 1 - i;
+            let doc: String =
+                lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("///")).copied().collect();
+            if len > LONG_FUNCTION && !doc.contains("Long because") {
+                bad.push(format!("{}:{} ({len} lines): {}", rel(&path), i + 1, l.trim()));
+            }
+            i = if opened { j + 1 } else { i + 1 };
+        }
+    }
+    assert!(bad.is_empty(), "functions over {LONG_FUNCTION} lines without a reason:\n{}", bad.join("\n"));
+}

@@ -73,41 +73,10 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         let query = req.uri().query().unwrap_or("").to_owned();
         return launch_landing(&state, &t, &query, html).await;
     }
-    // The id the path asks for, if it is one a student can have. A raw id is never logged: it may hold anything.
-    let asked = StudentId::parse(&t.student).ok();
-    // Who is asking. A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither
-    // the IDE nor a start: those need the session cookie from a launch link. The token is checked only as a
-    // token and the cookie only as a session, so neither passes for the other.
-    let by_token = auth::has_student_token(req.headers());
-    let who = if by_token {
-        auth::student_token_of(&state, req.headers()).await
-    } else {
-        auth::session_of(&state, req.headers()).await
+    let student = match owner(&state, &t, &rest, req.headers(), html).await {
+        Ok(student) => student,
+        Err(refused) => return refused,
     };
-    let student = match who {
-        Ok(Some(student)) => student,
-        Ok(None) => {
-            crate::metrics::proxy_request("unauthorized");
-            if let (Some(login), true, false) = (&state.lifecycle.settings().auth.login_url, html, by_token) {
-                return Redirect::to(login).into_response();
-            }
-            let why = if by_token {
-                "invalid, expired or revoked student token"
-            } else {
-                "no workspace session: open the workspace from the course page (a launch link)"
-            };
-            return refuse(html, auth::unauthorized(why));
-        }
-        Err(e) => return refuse(html, e),
-    };
-    if by_token && !matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")) {
-        return refuse(html, auth::unauthorized("a student token opens only status and heartbeat"));
-    }
-    if asked.as_ref() != Some(&student) {
-        crate::metrics::proxy_request("forbidden");
-        tracing::warn!(session = %student, asked = ?asked.as_ref().map(StudentId::as_str), "session used for another workspace");
-        return refuse(html, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace"));
-    }
     if let Some(sub) = rest.strip_prefix(RESERVED) {
         return own_api(&state, &student, sub, req).await.unwrap_or_else(|e| e.into_response());
     }
@@ -152,10 +121,17 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
             }
             resp
         }
-        Err(ProxyError::Unreachable(detail)) => {
+        Err(e) => proxy_failed(&state, &student, &t.prefix, html, e).await,
+    }
+}
+
+/// The answer when the IDE could not be reached, was too slow, or the request was refused by the proxy.
+async fn proxy_failed(state: &AppState, student: &StudentId, prefix: &str, html: bool, e: ProxyError) -> Response {
+    match e {
+        ProxyError::Unreachable(detail) => {
             // The container may have gone since the route was learnt: ask the store again.
             crate::metrics::proxy_request("unreachable");
-            match state.lifecycle.route_unreachable(&student).await {
+            match state.lifecycle.route_unreachable(student).await {
                 Ok(Some(_)) => {
                     tracing::warn!(student = %student, detail = ?detail, "IDE does not answer");
                     refuse(
@@ -167,21 +143,58 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
                         ),
                     )
                 }
-                _ => not_running(&state, &student, &t.prefix, html).await,
+                _ => not_running(state, student, prefix, html).await,
             }
         }
-        Err(ProxyError::Timeout(d)) => {
+        ProxyError::Timeout(d) => {
             crate::metrics::proxy_request("timeout");
             let msg = format!("the IDE did not answer within {} s", d.as_secs_f64());
             refuse(html, ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ide_timeout", msg))
         }
-        Err(ProxyError::TooLarge(max)) => {
+        ProxyError::TooLarge(max) => {
             crate::metrics::proxy_request("too_large");
             let msg = format!("request body larger than {max} bytes");
             refuse(html, ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg))
         }
-        Err(ProxyError::BadRequest(m)) => refuse(html, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
+        ProxyError::BadRequest(m) => refuse(html, ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)),
     }
+}
+
+/// The student a request may act for: its session (or, for status and heartbeat only, its student token) must name
+/// the workspace in the path or host. Otherwise the answer to send: 401, a redirect to the login page, or 403.
+async fn owner(state: &AppState, t: &Target, rest: &str, h: &HeaderMap, html: bool) -> Result<StudentId, Response> {
+    // The id the path asks for, if it is one a student can have. A raw id is never logged: it may hold anything.
+    let asked = StudentId::parse(&t.student).ok();
+    // A student token (the SDK on an LMS page) reads status and sends heartbeats; it opens neither the IDE nor a
+    // start: those need the session cookie from a launch link. The token is checked only as a token and the
+    // cookie only as a session, so neither passes for the other.
+    let by_token = auth::has_student_token(h);
+    let who = if by_token { auth::student_token_of(state, h).await } else { auth::session_of(state, h).await };
+    let student = match who {
+        Ok(Some(student)) => student,
+        Ok(None) => {
+            crate::metrics::proxy_request("unauthorized");
+            if let (Some(login), true, false) = (&state.lifecycle.settings().auth.login_url, html, by_token) {
+                return Err(Redirect::to(login).into_response());
+            }
+            let why = if by_token {
+                "invalid, expired or revoked student token"
+            } else {
+                "no workspace session: open the workspace from the course page (a launch link)"
+            };
+            return Err(refuse(html, auth::unauthorized(why)));
+        }
+        Err(e) => return Err(refuse(html, e)),
+    };
+    if by_token && !matches!(rest.strip_prefix(RESERVED), Some("status" | "heartbeat")) {
+        return Err(refuse(html, auth::unauthorized("a student token opens only status and heartbeat")));
+    }
+    if asked.as_ref() != Some(&student) {
+        crate::metrics::proxy_request("forbidden");
+        tracing::warn!(session = %student, asked = ?asked.as_ref().map(StudentId::as_str), "session used for another workspace");
+        return Err(refuse(html, ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this is not your workspace")));
+    }
+    Ok(student)
 }
 
 /// Largest IDE page the proxy rewrites (code-server's is about 4 KB); a bigger one is answered with 502.

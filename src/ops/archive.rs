@@ -94,7 +94,8 @@ struct Walk {
 }
 
 impl Walk {
-    /// Appends one entry; `abs` only names it in errors.
+    /// Appends one entry; `abs` only names it in errors. Long because it is one match over the entry kinds, each
+    /// writing its own tar header.
     fn add<W: Write>(
         &mut self,
         builder: &mut tar::Builder<W>,

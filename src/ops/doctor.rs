@@ -127,6 +127,8 @@ fn scratch_path(base: &Path, what: &str) -> PathBuf {
     base.join(format!(".workspaced-doctor-{}{what}", std::process::id()))
 }
 
+/// The base path's checks in the order an operator reads them. Long because it is a list of independent checks, each
+/// a few lines; splitting it would only move the list elsewhere.
 fn storage_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
     let base = settings.base_path.as_path();
     let (uid, gid) = (settings.workspace.uid, settings.workspace.gid);

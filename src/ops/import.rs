@@ -222,6 +222,8 @@ struct Extractor {
 }
 
 impl Extractor {
+    /// Checks and writes one archive entry. Long because it is one match over the entry kinds (file, directory,
+    /// symlink, hardlink, refused): each arm's checks read best next to what it writes.
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), ImportError> {
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {

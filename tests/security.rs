@@ -394,3 +394,28 @@ async fn readiness_and_a_students_view_of_a_failed_start_reveal_no_host_details(
     assert!(!text.contains("no-engine.sock"), "{text}");
     assert!(down.log().contains("the container engine does not answer"), "the cause is in the log");
 }
+
+#[tokio::test]
+async fn one_student_cannot_hold_more_than_the_configured_connections_through_the_proxy() {
+    let svc = Service::start(&[("WORKSPACED_PROXY_MAX_CONNECTIONS_PER_STUDENT", "3")]).await;
+    let session = svc.session("alice").await;
+    running(&svc, "alice").await;
+    let cookie = format!("workspaced_session={session}");
+    // Six slow requests at once (the tiny image's CGI sleeps 4 s): three take alice's slots, the others arrive
+    // while those are open and are refused.
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let req = svc.plain.get(svc.url("/w/alice/cgi-bin/slow?4")).header("cookie", &cookie);
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for s in slow {
+        codes.push(s.await.unwrap().unwrap());
+    }
+    codes.sort();
+    assert_eq!(codes, [200, 200, 200, 429, 429, 429], "three at a time, whatever the order");
+    let fast = || svc.plain.get(svc.url("/w/alice/healthz")).header("cookie", &cookie).send();
+    // Their slots are free again.
+    assert_eq!(fast().await.unwrap().status(), 200);
+}

@@ -71,6 +71,8 @@ pub struct ProxySettings {
     /// Host-based mode: with `ws.example.org`, `alice.ws.example.org` reaches alice's IDE at `/`;
     /// unset: path mode only.
     pub host_suffix: Option<String>,
+    /// Proxied requests and WebSockets one student may have open at once; more get 429.
+    pub max_connections_per_student: usize,
 }
 
 impl Default for AuthSettings {
@@ -94,6 +96,7 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(5),
             max_body: 1 << 30,
             host_suffix: None,
+            max_connections_per_student: 64,
         }
     }
 }

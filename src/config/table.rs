@@ -231,6 +231,10 @@ pub static SETTINGS: &[Setting] = &[
         "Largest request body forwarded to an IDE (uploads). A request whose `Content-Length` is larger gets 413 \
         `body_too_large` before anything is forwarded; a body sent without a length (chunked) is cut off at the \
         limit and answered 413 when the IDE is still reading it. A size."),
+    setting!("proxy_max_connections_per_student", "WORKSPACED_PROXY_MAX_CONNECTIONS_PER_STUDENT",
+        proxy.max_connections_per_student: p::number, c::at_least_one, "`64`",
+        "Proxied requests and open WebSockets one student may have at once (a browser opens a handful; thousands \
+        would be one student exhausting the service); more get 429 `too_many_connections`. At least 1."),
     setting!("proxy_host_suffix", "WORKSPACED_PROXY_HOST_SUFFIX",
         proxy.host_suffix: p::host_suffix, c::any, "unset (path mode only)",
         "Host mode: with `ws.example.org`, a request for `alice.ws.example.org` goes to alice's IDE at `/`, and \

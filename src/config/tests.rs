@@ -40,6 +40,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_PIDS_LIMIT", "512"),
         ("WORKSPACED_UID", "1001"),
         ("WORKSPACED_GID", "1002"),
+        ("WORKSPACED_PROXY_MAX_CONNECTIONS_PER_STUDENT", "16"),
         ("WORKSPACED_CAP_DROP_ALL", "false"),
         ("WORKSPACED_NOFILE", "8192"),
         ("WORKSPACED_TMP_SIZE", "64m"),

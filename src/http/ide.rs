@@ -106,12 +106,19 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     let client_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let https = state.lifecycle.settings().public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     let proto = if https { "https" } else { "http" };
+    let Some(slot) = state.ide_connections.try_acquire(&student) else {
+        crate::metrics::proxy_request("too_many_connections");
+        let max = state.lifecycle.settings().proxy.max_connections_per_student;
+        let msg = format!("more than {max} requests and WebSockets open to this workspace; close some tabs");
+        return refuse(html, ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", msg));
+    };
     let fwd = Forwarded {
         prefix: &t.prefix,
         path_and_query: format!("{rest}{query}"),
         client_addr,
         proto,
         strip_cookies: &[SESSION_COOKIE, SECURE_SESSION_COOKIE],
+        hold: Some(Box::new(slot)),
     };
     match state.proxy.forward(port, req, fwd).await {
         Ok(resp) => {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 mod extract;
 pub mod ide;
+pub mod limits;
 pub mod migrate;
 pub mod pages;
 pub mod sessions;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sessions: crate::auth::SessionGenerations,
     /// Forwards requests to the IDEs.
     pub proxy: crate::proxy::Proxy,
+    /// Open proxied exchanges per student.
+    pub ide_connections: Arc<limits::ConnectionLimits>,
     /// When each background loop last finished a pass (for `/readyz`).
     pub loops: Arc<crate::supervise::LoopHealth>,
 }
@@ -52,6 +55,7 @@ impl AppState {
         let signer = crate::auth::Signer::load(lifecycle.settings())?;
         let proxy = crate::proxy::Proxy::new(lifecycle.settings().proxy.clone());
         let loops = Arc::new(crate::supervise::LoopHealth::new(lifecycle.clock().clone()));
+        let ide_connections = limits::ConnectionLimits::new(lifecycle.settings().proxy.max_connections_per_student);
         Ok(Self {
             loops,
             lifecycle,
@@ -60,6 +64,7 @@ impl AppState {
             keys: Default::default(),
             sessions: Default::default(),
             proxy,
+            ide_connections,
         })
     }
 }

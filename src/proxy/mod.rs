@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
+use futures_util::StreamExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -45,6 +46,9 @@ pub struct Forwarded<'a> {
     pub proto: &'a str,
     /// Cookies to leave out of what the IDE sees (the service's session cookies, under every name they take).
     pub strip_cookies: &'a [&'a str],
+    /// Held until the exchange is over (the response body sent, the WebSocket closed): a per-student connection
+    /// slot, say.
+    pub hold: Option<Box<dyn Send + Sync>>,
 }
 
 pub struct Proxy {
@@ -103,11 +107,25 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         strip_origin_wide(&mut parts.headers, &fwd);
         rewrite_location(&mut parts.headers, port, fwd.prefix);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let body = match fwd.hold {
+            // The slot is given back when the body is done or dropped (the client went away).
+            Some(hold) => Body::from_stream(Body::new(body).into_data_stream().map(move |chunk| {
+                let _held = &hold;
+                chunk
+            })),
+            None => Body::new(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     /// A WebSocket (or any `Upgrade`): its own connection to the IDE; after `101` both upgraded streams are joined.
-    async fn forward_upgrade(&self, port: u16, mut req: Request, fwd: Forwarded<'_>) -> Result<Response, ProxyError> {
+    async fn forward_upgrade(
+        &self,
+        port: u16,
+        mut req: Request,
+        mut fwd: Forwarded<'_>,
+    ) -> Result<Response, ProxyError> {
+        let hold = fwd.hold.take();
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrade_to = req.headers().get(header::UPGRADE).cloned();
         let (mut parts, _) = req.into_parts();
@@ -158,6 +176,7 @@ impl Proxy {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
+            let _held = hold;
             join_streams(TokioIo::new(client), TokioIo::new(upstream)).await;
             counter.fetch_sub(1, Ordering::Relaxed);
             crate::metrics::proxy_websockets(counter.load(Ordering::Relaxed));
@@ -378,6 +397,7 @@ mod tests {
             client_addr: Some("10.0.0.7:5555".parse().unwrap()),
             proto: "https",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
+            hold: None,
         };
         prepare_request_headers(&mut h, &fwd);
         for gone in ["connection", "x-private", "keep-alive", "te", "authorization"] {
@@ -399,6 +419,7 @@ mod tests {
             client_addr: None,
             proto: "http",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
+            hold: None,
         };
         let mut h = HeaderMap::new();
         h.insert("service-worker-allowed", "/".parse().unwrap());
@@ -444,6 +465,7 @@ mod tests {
             client_addr: None,
             proto: "http",
             strip_cookies: &[],
+            hold: None,
         };
         prepare_request_headers(&mut h, &fwd);
         assert_eq!(h["x-forwarded-proto"], "http");

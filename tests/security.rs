@@ -419,3 +419,32 @@ async fn one_student_cannot_hold_more_than_the_configured_connections_through_th
     // Their slots are free again.
     assert_eq!(fast().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_launch_link_for_another_student_asks_before_replacing_the_session_this_browser_holds() {
+    let svc = Service::start(&[]).await;
+    let alice = format!("workspaced_session={}", svc.session("alice").await);
+    let r = svc.admin.post(svc.url("/api/workspaces/bob/launch")).send().await.unwrap();
+    let link = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    // Opened in alice's browser: a page that asks, no new cookie, and alice's session still works.
+    let r = svc.plain.get(&link).header("cookie", &alice).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none(), "the session was replaced without asking");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"other-session\"") && page.contains("alice") && page.contains("bob"), "{page}");
+    assert_eq!(svc.own_status("alice", ("cookie", alice.clone())).await, 200);
+    // A script gets 409 with a stable code.
+    let r = svc.plain.get(&link).header("cookie", &alice).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "other_session");
+    // Confirming switches: the link was not used up by asking.
+    let confirm = page.split("id=\"switch\" href=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    let r = svc.plain.get(svc.url(&confirm)).header("cookie", &alice).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{confirm}");
+    let bob = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(svc.own_status("bob", ("cookie", bob)).await, 200);
+    // Without another session in the browser, a link is used at once, as before.
+    let r = svc.admin.post(svc.url("/api/workspaces/carol/launch")).send().await.unwrap();
+    let link = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    assert_eq!(svc.plain.get(&link).send().await.unwrap().status(), 303);
+}

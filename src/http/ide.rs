@@ -71,7 +71,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     let html = wants_html(req.headers());
     if rest.strip_prefix(RESERVED) == Some("launch") {
         let query = req.uri().query().unwrap_or("").to_owned();
-        return launch_landing(&state, &t, &query, html).await;
+        return launch_landing(&state, &t, &query, req.headers(), html).await;
     }
     let student = match owner(&state, &t, &rest, req.headers(), html).await {
         Ok(student) => student,
@@ -252,7 +252,7 @@ pub fn counts_as_activity(method: &Method, h: &HeaderMap) -> bool {
 }
 
 /// `.../_workspaced/launch?token=...`: checks the link, sets the session cookie, redirects to the IDE.
-async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -> Response {
+async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &HeaderMap, html: bool) -> Response {
     let token = query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(crate::proxy::path::percent_decode);
     // Only a valid id is logged: the raw segment may hold anything, line breaks included.
     let asked = StudentId::parse(&t.student).ok();
@@ -278,6 +278,17 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
     };
     if asked.as_ref() != Some(&claims.student) {
         return refused("token for another workspace");
+    }
+    // This browser holds another student's valid session (a classmate's laptop, an instructor helping): say so and
+    // ask, instead of replacing it silently. The link is not used up until the person confirms.
+    if !query.split('&').any(|kv| kv == "confirm=1") {
+        match auth::session_of(state, headers).await {
+            Ok(Some(current)) if current != claims.student => {
+                return other_session(state, t, &current, &claims.student, &token, html);
+            }
+            Ok(_) => {}
+            Err(e) => return refuse(html, e),
+        }
     }
     match lc.redeem_launch_nonce(&claims.nonce, claims.expires_at).await {
         Ok(true) => {}
@@ -311,6 +322,32 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, html: bool) -
 }
 
 pub use crate::api::OwnStatus;
+
+/// The answer to a launch link opened in a browser that holds another student's session: a page that names both
+/// and offers to switch (the same link with `confirm=1`) or to go back; for a script, 409 `other_session`.
+fn other_session(
+    state: &AppState,
+    t: &Target,
+    current: &StudentId,
+    asked: &StudentId,
+    token: &str,
+    html: bool,
+) -> Response {
+    crate::metrics::proxy_request("launch_other_session");
+    // The token is `<id>.<digits>.<hex>.<hex>`: nothing in it needs escaping in a query.
+    let confirm = format!("{}{RESERVED}launch?token={token}&confirm=1", t.prefix);
+    let keep = workspace_url(state.lifecycle.settings(), current);
+    if !html {
+        let message = format!(
+            "this browser is signed in to {current}'s workspace; add confirm=1 to the link to switch to {asked}'s (the link still works)"
+        );
+        return ApiError::new(StatusCode::CONFLICT, "other_session", message).into_response();
+    }
+    let page = super::pages::other_session_page(current, asked, &confirm, &keep);
+    let mut resp = (StatusCode::OK, Html(page)).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
 
 /// A heartbeat every 30 s while there is input, more often when the idle timeout is short (a quarter of it),
 /// so input always lands well inside the timeout; status polls four times as often, at most every 5 s.

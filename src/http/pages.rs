@@ -2,6 +2,8 @@
 
 use axum::http::StatusCode;
 
+use crate::domain::StudentId;
+
 const LAUNCHER: &str = include_str!("assets/launcher.html");
 const MESSAGE: &str = include_str!("assets/message.html");
 /// The script the proxy adds to the IDE's page: warning overlay, countdown, stopped page, input heartbeats.
@@ -32,6 +34,22 @@ pub fn escape(s: &str) -> String {
 pub fn launcher_page(student: &crate::domain::StudentId, base: &str) -> String {
     // A student id is [a-z0-9_-] only; escaping keeps that true even if the rules change.
     LAUNCHER.replace("{{STUDENT}}", &escape(student.as_str())).replace("{{BASE}}", &escape(base))
+}
+
+/// A launch link opened in a browser signed in to another student's workspace: switch, or keep the current one.
+pub fn other_session_page(current: &StudentId, asked: &StudentId, confirm_url: &str, keep_url: &str) -> String {
+    let (current, asked) = (escape(current.as_str()), escape(asked.as_str()));
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Switch workspace?</title></head><body style="font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem">
+<h1>Switch workspace?</h1>
+<p id="other-session">This browser is signed in to the workspace of <strong>{current}</strong>. The link you opened is for
+<strong>{asked}</strong>. Switching signs this browser out of {current}'s workspace.</p>
+<p><a id="switch" href="{confirm}">Open {asked}'s workspace</a> &nbsp; <a id="keep" href="{keep}">Stay in {current}'s</a></p>
+</body></html>"#,
+        confirm = escape(confirm_url),
+        keep = escape(keep_url),
+    )
 }
 
 /// A short page for an error a person sees (401, 403, 504...).

@@ -79,9 +79,10 @@ pub async fn spawn_app_full(
     let base = settings.base_path.clone();
     let runtime: Arc<dyn workspaced::runtime::Runtime> = Arc::new(
         match socket {
-            // Short engine timeouts, so a cut engine is noticed in seconds.
+            // A cut engine refuses at once (the proxy closes), so the timeout only bounds a slow engine: long enough
+            // for a container start on a loaded machine.
             Some(path) => {
-                DockerRuntime::connect_lazy_at(path, settings.instance.clone(), std::time::Duration::from_secs(3))
+                DockerRuntime::connect_lazy_at(path, settings.instance.clone(), std::time::Duration::from_secs(20))
             }
             None => DockerRuntime::connect_lazy(settings.instance.clone(), workspaced::app::ENGINE_CALL_TIMEOUT),
         }

@@ -92,14 +92,26 @@ impl Service {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=workspaced.instance={}", self.instance)])
-            .output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
-            if !ids.is_empty() {
+        // A start the server asked for just before it exited can still be created by the engine after that: look
+        // again until two looks in a row find nothing (bounded).
+        let mut quiet = 0;
+        for _ in 0..40 {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=workspaced.instance={}", self.instance)])
+                .output();
+            let ids: Vec<String> = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+            if ids.is_empty() {
+                quiet += 1;
+                if quiet == 2 {
+                    break;
+                }
+            } else {
+                quiet = 0;
                 let _ = Command::new("docker").arg("rm").arg("-f").args(ids).output();
             }
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 }

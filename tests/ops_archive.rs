@@ -19,7 +19,7 @@ const UID: u32 = 1000;
 const GID: u32 = 1000;
 
 fn options() -> ImportOptions {
-    ImportOptions { uid: UID, gid: GID, max_bytes: 64 * 1024 * 1024, keep_previous: false }
+    ImportOptions { uid: UID, gid: GID, max_bytes: 64 * 1024 * 1024, max_entries: 100_000, keep_previous: false }
 }
 
 fn id(s: &str) -> StudentId {
@@ -282,7 +282,10 @@ impl Scene {
             .err()
             .unwrap_or_else(|| panic!("{what}: the archive was accepted"));
         assert!(
-            matches!(err, ImportError::Refused { .. } | ImportError::TooLarge { .. }),
+            matches!(
+                err,
+                ImportError::Refused { .. } | ImportError::TooLarge { .. } | ImportError::TooManyEntries { .. }
+            ),
             "{what}: refused for the wrong reason: {err}"
         );
         assert_eq!(snapshot(&self.base.join("bob")), before_bob, "{what}: bob's folder changed");
@@ -391,6 +394,20 @@ fn archives_larger_than_the_limit_are_refused_while_extracting() {
     let many: Vec<Raw> = (0..5).map(|i| file(&format!("part{i}"), &chunk)).collect();
     let err = scene.assert_refused("many files adding up", build(&many), &limit);
     assert!(matches!(err, ImportError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn archives_with_more_entries_than_the_limit_are_refused_and_repeated_directories_are_cheap() {
+    let scene = Scene::new();
+    let limit = ImportOptions { max_entries: 10, ..options() };
+    let many: Vec<Raw> = (0..11).map(|i| file(&format!("f{i}"), b"x")).collect();
+    let err = scene.assert_refused("eleven entries", build(&many), &limit);
+    assert!(matches!(err, ImportError::TooManyEntries { limit: 10 }), "{err}");
+    // The same directory listed many times keeps one record (it used to be a list searched per entry).
+    let repeated: Vec<Raw> = (0..5_000).map(|_| raw("d/", EntryType::Directory)).collect();
+    let report = import_archive(&scene.base, &id("bob"), build(&repeated).as_slice(), &options()).unwrap();
+    assert_eq!(report.entries, 5_000);
+    assert!(report.dir.join("d").is_dir());
 }
 
 // ---- HTTP and CLI -------------------------------------------------------------------------------------------

@@ -167,6 +167,9 @@ pub struct ImportArgs {
     /// Refuse the archive once its content exceeds this size (e.g. 10GiB, 500m).
     #[arg(long, default_value = "10GiB", value_parser = parse_size)]
     pub max_bytes: u64,
+    /// Refuse the archive once it has more entries than this.
+    #[arg(long, default_value_t = crate::ops::import::DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u64,
     /// Keep the previous contents as `<base>/.previous-<id>-<timestamp>` instead of deleting them.
     #[arg(long)]
     pub keep_previous: bool,

@@ -202,6 +202,7 @@ pub async fn import(settings: &Settings, a: ImportArgs) -> anyhow::Result<()> {
         uid: settings.workspace.uid,
         gid: settings.workspace.gid,
         max_bytes: a.max_bytes,
+        max_entries: a.max_entries,
         keep_previous: a.keep_previous,
     };
     let (base, student2) = (settings.base_path.clone(), student.clone());

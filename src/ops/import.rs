@@ -8,6 +8,7 @@
 //! new one renamed into place; the previous folder is deleted after that succeeded. A refusal or an error leaves the
 //! student's folder as it was and removes the temp folder.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +26,10 @@ use crate::storage::{Storage, StorageError, STUDENT_DIR_MODE};
 /// Default limit on the unpacked content of one archive.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
+/// Default limit on the entries of one archive: far above a real student folder (a `node_modules` has tens of
+/// thousands), far below what would exhaust inodes or memory.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
 /// Symlinks followed while resolving one link, before it counts as a loop.
 const MAX_LINK_HOPS: usize = 40;
 
@@ -38,6 +43,8 @@ pub enum ImportError {
     Refused { entry: String, reason: String },
     #[error("archive refused: it unpacks to more than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("archive refused: it has more than {limit} entries")]
+    TooManyEntries { limit: u64 },
     #[error("the archive cannot be read: {0}")]
     Archive(io::Error),
     #[error(transparent)]
@@ -77,6 +84,8 @@ pub struct ImportOptions {
     pub gid: u32,
     /// Refuse the archive once its content exceeds this many bytes.
     pub max_bytes: u64,
+    /// Refuse the archive once it has more entries than this.
+    pub max_entries: u64,
     /// Keep `.previous-<id>-<timestamp>` after a successful swap instead of deleting it.
     pub keep_previous: bool,
 }
@@ -146,11 +155,14 @@ pub fn prepare_import<R: Read>(
         keep_previous: options.keep_previous,
     };
     let mut x =
-        Extractor { root: temp.clone(), options: options.clone(), bytes: 0, dirs: Vec::new(), links: Vec::new() };
+        Extractor { root: temp.clone(), options: options.clone(), bytes: 0, dirs: HashMap::new(), links: Vec::new() };
     let mut tar = tar::Archive::new(GzDecoder::new(archive));
     let entries = tar.entries().map_err(ImportError::Archive)?;
     for entry in entries {
         let entry = entry.map_err(ImportError::Archive)?;
+        if prepared.entries >= options.max_entries {
+            return Err(ImportError::TooManyEntries { limit: options.max_entries });
+        }
         x.entry(entry)?;
         prepared.entries += 1;
     }
@@ -216,7 +228,8 @@ struct Extractor {
     options: ImportOptions,
     bytes: u64,
     /// Directories to give their final mode and mtime, after their contents are written.
-    dirs: Vec<(PathBuf, u32, Option<u64>)>,
+    /// Each directory's mode and mtime, applied at the end; a later entry for the same directory replaces them.
+    dirs: HashMap<PathBuf, (u32, Option<u64>)>,
     /// Every symlink created (relative paths), re-resolved at the end.
     links: Vec<PathBuf>,
 }
@@ -253,8 +266,7 @@ impl Extractor {
                     Ok(_) => return Err(refused(&raw, "a directory would replace a file")),
                     Err(_) => self.create_dir(&dst)?,
                 }
-                self.dirs.retain(|(p, _, _)| p != &dst);
-                self.dirs.push((dst, mode, mtime));
+                self.dirs.insert(dst, (mode, mtime));
                 Ok(())
             }
             EntryType::Symlink => {
@@ -343,7 +355,7 @@ impl Extractor {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !last {
                         self.create_dir(&current)?;
-                        self.dirs.push((current.clone(), IMPLIED_DIR_MODE, None));
+                        self.dirs.entry(current.clone()).or_insert((IMPLIED_DIR_MODE, None));
                     }
                 }
                 Err(source) => return Err(ImportError::Io { path: current, source }),
@@ -407,8 +419,9 @@ impl Extractor {
                 return Err(refused(rel, format!("symlink to {} {why}", target.display())));
             }
         }
-        self.dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-        for (path, mode, mtime) in &self.dirs {
+        let mut dirs: Vec<(&PathBuf, &(u32, Option<u64>))> = self.dirs.iter().collect();
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (path, (mode, mtime)) in dirs {
             let io = |source| ImportError::Io { path: path.clone(), source };
             fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io)?;
             if let Some(t) = mtime {

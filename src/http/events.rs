@@ -97,7 +97,7 @@ pub async fn events(
     State(state): State<Arc<AppState>>,
     query: EventsQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let store = state.lifecycle.reads();
+    let store = state.lifecycle.reads().clone();
     // Subscribe before the first read: an event committed after that read still signals a change.
     let changes = store.subscribe_events();
     let query = match query.tail {

@@ -297,7 +297,7 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &Hea
     }
     let settings = lc.settings();
     let ttl = settings.auth.session_ttl;
-    let generation = match state.sessions.current(&lc.reads(), &claims.student, now).await {
+    let generation = match state.sessions.current(lc.reads(), &claims.student, now).await {
         Ok(g) => g,
         Err(e) => return refuse(html, ApiError::internal(e)),
     };
@@ -507,7 +507,7 @@ pub async fn create_student_token(
 ) -> Result<Json<StudentToken>, ApiError> {
     let lc = &state.lifecycle;
     let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
-    let generation = state.sessions.current(&lc.reads(), &id, now).await.map_err(ApiError::internal)?;
+    let generation = state.sessions.current(lc.reads(), &id, now).await.map_err(ApiError::internal)?;
     let (value, expires_at) = state.signer.credential(Purpose::StudentToken, &id, generation, now, ttl);
     let token = format!("{}{value}", auth::STUDENT_TOKEN_PREFIX);
     Ok(Json(StudentToken { student_id: id, token, expires_at }))

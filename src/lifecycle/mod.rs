@@ -67,6 +67,8 @@ pub enum StartMode {
 pub struct Lifecycle {
     settings: Arc<Settings>,
     store: Store,
+    /// The read-only view handed out, made once: the proxy and key checks ask for it on every request.
+    reads: Reads,
     runtime: Arc<dyn Runtime>,
     storage: Storage,
     clock: Arc<dyn Clock>,
@@ -98,6 +100,7 @@ impl Lifecycle {
         let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
         Self {
             settings,
+            reads: store.reads(),
             store,
             runtime,
             storage,
@@ -129,8 +132,8 @@ impl Lifecycle {
     }
 
     /// The store, read-only: the only view of it anything outside the lifecycle gets.
-    pub fn reads(&self) -> Reads {
-        self.store.reads()
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// The store itself, for the lifecycle's own helpers in this crate that write events (usage, migrate). Writes

@@ -6,24 +6,9 @@ use std::process::Output;
 use workspaced::api::{ListView, WorkspaceView};
 use workspaced::domain::Status;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{cli, spawn_app, TestApp};
 
 /// Runs `workspaced <args> --server <server>` with the app's lms key.
-async fn cli(server: &str, key: &str, args: &[&str]) -> Output {
-    let (server, key) = (server.to_owned(), key.to_owned());
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_workspaced"))
-            .args(&args)
-            .arg("--server")
-            .arg(server)
-            .env("WORKSPACED_API_KEY", key)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 async fn cli_on(app: &TestApp, args: &[&str]) -> Output {
     cli(&format!("http://{}", app.addr), &app.lms_key, args).await

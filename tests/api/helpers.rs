@@ -403,3 +403,20 @@ pub async fn open_launch(app: &TestApp, id: &str) -> String {
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     set.split(';').next().unwrap().to_owned()
 }
+
+/// Runs the CLI against a server with `key`, off the async workers (it blocks until the command exits).
+pub async fn cli(server: &str, key: &str, args: &[&str]) -> std::process::Output {
+    let (server, key) = (server.to_owned(), key.to_owned());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_workspaced"))
+            .args(&args)
+            .arg("--server")
+            .arg(server)
+            .env("WORKSPACED_API_KEY", key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}

@@ -154,28 +154,8 @@ async fn health_and_readiness_answer() {
 #[tokio::test]
 async fn the_cli_talks_to_a_running_server() {
     let app = spawn_app().await;
-    let bin = env!("CARGO_BIN_EXE_workspaced");
     let server = format!("http://{}", app.addr);
-    let key = app.lms_key.clone();
-    let run = |args: &[&str]| {
-        let bin = bin.to_owned();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let server = server.clone();
-        let key = key.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(bin)
-                    .args(&args)
-                    .arg("--server")
-                    .arg(server)
-                    .env("WORKSPACED_API_KEY", key)
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| cli(&server, &app.lms_key, args);
     let out = run(&["start", "cli-1"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cli-1: running"));
@@ -190,7 +170,7 @@ async fn the_cli_talks_to_a_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid student id"));
     // Without a key the server refuses, and the CLI says why.
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
+        std::process::Command::new(env!("CARGO_BIN_EXE_workspaced"))
             .args(["status", "cli-1", "--server", &server])
             .env_remove("WORKSPACED_API_KEY")
             .output()

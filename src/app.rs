@@ -1,7 +1,6 @@
 //! Wiring: builds the store, runtime, lifecycle and HTTP server from settings. `Application::build` binds the
 //! listener (port 0 in tests) so callers know the address before serving.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,19 +114,11 @@ impl Application {
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: a proxied response goes out in several writes (headers, then body chunks as the IDE sends
-        // them), and waiting for ACKs between them costs the browser tens of milliseconds.
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+        let app = http::router(self.state);
+        let server = http::serve::serve(self.listener, app, settings.header_read_timeout, async move {
+            shutdown.await;
+            stop.cancel();
         });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .into_future();
         // In-flight requests get a bounded time to finish; a start still waiting then is abandoned, and the next
         // start-up reconcile pass settles it (its container removed, its record `failed`).
         let drain = async {

@@ -155,3 +155,16 @@ pub(super) fn origins(v: &str) -> Result<Vec<String>, String> {
 pub(super) fn host_suffix(v: &str) -> Result<Option<String>, String> {
     optional_text(&v.trim().trim_start_matches('.').to_ascii_lowercase())
 }
+
+pub(super) fn ide_auth(v: &str) -> Result<crate::domain::IdeAuth, String> {
+    crate::domain::IdeAuth::parse(v)
+}
+
+/// A host name as browsers send it in `Host`: lower case; a port may follow.
+pub(super) fn host(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim().to_ascii_lowercase();
+    if v.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))) {
+        return Err("must be a host name, with an optional `:port` (no scheme, no path)".to_owned());
+    }
+    optional_text(&v)
+}

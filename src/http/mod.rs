@@ -12,6 +12,7 @@ pub mod ide;
 pub mod limits;
 pub mod migrate;
 pub mod pages;
+pub mod serve;
 pub mod sessions;
 mod workspaces;
 

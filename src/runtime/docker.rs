@@ -26,9 +26,9 @@ use tokio::time::Instant;
 
 use super::{
     container_name, ContainerInfo, ContainerSpec, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    LABEL_MANAGED_BY_VALUE, LABEL_STUDENT,
+    LABEL_MANAGED_BY_VALUE, LABEL_SECRET_ENV, LABEL_STUDENT,
 };
-use crate::domain::{InstanceId, StudentId};
+use crate::domain::{IdeSecret, InstanceId, StudentId};
 
 /// Label holding the container port, so `list_owned` can find the published port without knowing the spec.
 pub const LABEL_PORT: &str = "workspaced.port";
@@ -331,6 +331,11 @@ impl DockerRuntime {
         labels.insert(LABEL_INSTANCE.to_owned(), self.instance.to_string());
         labels.insert(LABEL_STUDENT.to_owned(), spec.student.to_string());
         labels.insert(LABEL_PORT.to_owned(), spec.container_port.to_string());
+        let mut env = spec.env.clone();
+        if let Some(secret) = &spec.secret {
+            labels.insert(LABEL_SECRET_ENV.to_owned(), secret.name.clone());
+            env.push(format!("{}={}", secret.name, secret.value.expose()));
+        }
         let port_bindings: PortMap = HashMap::from([(
             port_key.clone(),
             Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
@@ -339,7 +344,7 @@ impl DockerRuntime {
         ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(spec.env.clone()),
+            env: Some(env),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
             labels: Some(labels),
             exposed_ports: Some(vec![port_key]),
@@ -630,7 +635,7 @@ impl DockerRuntime {
             }
             _ => None,
         };
-        Some(ContainerInfo { id, name, student, running, state, host_port })
+        Some(ContainerInfo { id, name, student, running, state, host_port, secret: None })
     }
 }
 
@@ -651,6 +656,12 @@ fn info_from_inspect(c: &ContainerInspectResponse, student: StudentId) -> Contai
         .and_then(|l| l.get(LABEL_PORT))
         .and_then(|p| p.parse::<u16>().ok());
     let ports = c.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+    let config = c.config.as_ref();
+    let secret_env = config.and_then(|cfg| cfg.labels.as_ref()).and_then(|l| l.get(LABEL_SECRET_ENV));
+    let secret = secret_env.and_then(|name| {
+        let prefix = format!("{name}=");
+        config?.env.as_ref()?.iter().find_map(|kv| IdeSecret::parse(kv.strip_prefix(&prefix)?))
+    });
     ContainerInfo {
         id: c.id.clone().unwrap_or_default(),
         name: inspect_name(c),
@@ -658,6 +669,7 @@ fn info_from_inspect(c: &ContainerInspectResponse, student: StudentId) -> Contai
         running,
         state: state.and_then(|s| s.status.as_ref()).map(ToString::to_string).unwrap_or_default(),
         host_port: if running { published_port(ports, port) } else { None },
+        secret,
     }
 }
 

@@ -492,10 +492,13 @@ async fn an_ides_port_reached_without_the_proxy_gets_no_ide_and_its_secret_never
     // The control: the same request with the secret, as the proxy sends it, is the IDE. So the refusal above is the
     // secret's doing.
     let r = svc.plain.get(&direct).header("cookie", format!("code-server-session={secret}")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 302);
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(to.contains("folder=/home/coder/project"), "with the secret, the IDE opens the project: {to}");
 
     // Through the proxy with the student's session: the IDE, and nothing of the secret in what the browser gets.
-    let r = svc.plain.get(svc.url("/w/alice/")).header("cookie", format!("workspaced_session={session}")).send();
+    let page = svc.url("/w/alice/?folder=/home/coder/project");
+    let r = svc.plain.get(page).header("cookie", format!("workspaced_session={session}")).send();
     let r = r.await.unwrap();
     assert_eq!(r.status(), 200);
     let headers = format!("{:?}", r.headers());

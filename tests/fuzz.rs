@@ -281,9 +281,11 @@ fn as_request_target(path: &str) -> String {
 async fn router_with_alices_session(tmp: &Path) -> (axum::Router, String) {
     use workspaced::clock::SystemClock;
     use workspaced::config::Settings;
-    let mut settings = Settings::default();
-    settings.base_path = tmp.to_path_buf();
-    settings.database_url = format!("sqlite://{}", tmp.join("fuzz.db").display());
+    let mut settings = Settings {
+        base_path: tmp.to_path_buf(),
+        database_url: format!("sqlite://{}", tmp.join("fuzz.db").display()),
+        ..Settings::default()
+    };
     settings.auth.secret_key = Some(String::from_utf8_lossy(KEY).into_owned());
     settings.proxy.host_suffix = Some(SUFFIX.to_owned());
     let store = workspaced::store::Store::connect(&settings.database_url).await.unwrap();

@@ -82,7 +82,7 @@ pub static SETTINGS: &[Setting] = &[
         the `WORKSPACED-EGRESS` chain, jumped to from Docker's `DOCKER-USER` (needs root or `CAP_NET_ADMIN`; a \
         failure is logged as an error, not fatal). `check`: only log what is missing. `off`: leave the firewall \
         alone, e.g. for a remote engine or a firewall managed elsewhere. `workspaced doctor` checks the rules \
-        ([deploy/aws-efs.md](deploy/aws-efs.md#egress))."),
+        ([deploy/aws-efs.md](deploy/aws-efs.md#egress-instance-metadata-and-nfs))."),
     setting!("image", "WORKSPACED_IMAGE",
         workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
         "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),

@@ -101,6 +101,8 @@ fn installing_twice_adds_nothing_a_missing_rule_is_named_and_put_back_and_remova
 
     let missing = fw.missing(bridge).unwrap();
     assert_eq!(missing.len(), 4, "nothing installed yet: the jump and the three drops are missing");
+    let out = Command::new("iptables").args(["-w", "10", "-S", &fw.chain]).output().unwrap();
+    assert!(!out.status.success(), "looking (check mode, the doctor) creates nothing");
     let added = fw.install(bridge).unwrap();
     assert_eq!(added.len(), 4);
     let parent = iptables_s(&fw.parent);

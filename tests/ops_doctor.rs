@@ -261,7 +261,8 @@ async fn a_database_with_an_older_schema_is_reported_behind_and_left_byte_identi
     assert!(why.contains("behind") && why.contains("0003_auth") && why.contains("0004_sessions"), "{why}");
     assert!(!why.contains("0002"), "applied migrations are not pending: {why}");
     let pending = &report.get("database").unwrap().details.as_ref().unwrap()["pending"];
-    assert_eq!(pending.as_array().map(Vec::len), Some(2), "{pending}");
+    let all = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    assert_eq!(pending.as_array().map(Vec::len), Some(all - 2), "every migration after the first two: {pending}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::{IdeAuth, InstanceId, MAX_DURATION};
+use crate::runtime::egress::EgressMode;
 
 /// Limits that hold for every setting of a type, whatever its row says.
 pub(super) trait Bounded {
@@ -33,7 +34,7 @@ impl Bounded for Option<Duration> {
 macro_rules! unbounded {
     ($($t:ty),*) => { $(impl Bounded for $t {})* };
 }
-unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>);
+unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>, EgressMode);
 unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>, IdeAuth);
 
 /// For a row whose only limits are its type's.

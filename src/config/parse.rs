@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::domain::InstanceId;
+use crate::runtime::egress::EgressMode;
 
 /// The text an environment variable would hold for a TOML value: numbers and booleans as written, an array of strings
 /// as a JSON array (which the list parsers accept from the environment as well).
@@ -45,6 +46,10 @@ pub(super) fn optional_path(v: &str) -> Result<Option<PathBuf>, String> {
 
 pub(super) fn instance(v: &str) -> Result<InstanceId, String> {
     InstanceId::parse(v).map_err(|e| e.to_string())
+}
+
+pub(super) fn egress_mode(v: &str) -> Result<EgressMode, String> {
+    v.parse()
 }
 
 pub(super) fn number<T: FromStr>(v: &str) -> Result<T, String>

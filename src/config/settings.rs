@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::{IdeAuth, InstanceId};
+use crate::runtime::egress::EgressMode;
 
 /// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Instance label, so two installations on one engine never touch each other's containers.
     pub instance: InstanceId,
+    /// Whether the workspaces' network gets its egress rules (no link-local, no NFS) installed, checked, or neither.
+    pub egress_rules: EgressMode,
     pub workspace: WorkspaceSettings,
     pub cull: CullSettings,
     pub notify: NotifySettings,
@@ -193,6 +196,7 @@ impl Default for Settings {
             listen: "127.0.0.1:7878".to_owned(),
             public_url: None,
             instance: InstanceId::parse("default").expect("valid"),
+            egress_rules: EgressMode::Install,
             workspace: WorkspaceSettings::default(),
             cull: CullSettings::default(),
             notify: NotifySettings::default(),

@@ -75,6 +75,14 @@ pub static SETTINGS: &[Setting] = &[
         instance: p::instance, c::any, "`default`",
         "Instance label on every container; two installations on one engine must differ. Same alphabet as student \
         ids, at most 32 characters."),
+    setting!("egress_rules", "WORKSPACED_EGRESS_RULES",
+        egress_rules: p::egress_mode, c::any, "`install`",
+        "Firewall rules that stop workspaces from reaching link-local addresses (`169.254.0.0/16`: the cloud's \
+        instance metadata and its credentials) and NFS (port 2049: EFS). `install`: the first start puts them in \
+        the `WORKSPACED-EGRESS` chain, jumped to from Docker's `DOCKER-USER` (needs root or `CAP_NET_ADMIN`; a \
+        failure is logged as an error, not fatal). `check`: only log what is missing. `off`: leave the firewall \
+        alone, e.g. for a remote engine or a firewall managed elsewhere. `workspaced doctor` checks the rules \
+        ([deploy/aws-efs.md](deploy/aws-efs.md#egress-instance-metadata-and-nfs))."),
     setting!("image", "WORKSPACED_IMAGE",
         workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
         "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),

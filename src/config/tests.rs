@@ -30,6 +30,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_LISTEN", "0.0.0.0:80"),
         ("WORKSPACED_PUBLIC_URL", "https://ide.example.edu"),
         ("WORKSPACED_INSTANCE", "course-7"),
+        ("WORKSPACED_EGRESS_RULES", "check"),
         ("WORKSPACED_IMAGE", "my/jupyter:latest"),
         ("WORKSPACED_COMMAND", "jupyter lab --ip 0.0.0.0"),
         ("WORKSPACED_CONTAINER_PORT", "8888"),

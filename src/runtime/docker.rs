@@ -24,6 +24,7 @@ use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::egress::{self, EgressMode};
 use super::{
     container_name, ContainerInfo, ContainerSpec, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY,
     LABEL_MANAGED_BY_VALUE, LABEL_SECRET_ENV, LABEL_STUDENT,
@@ -126,6 +127,9 @@ pub struct DockerRuntime {
     client: OnceCell<Docker>,
     /// Set once the workspaces' network (shared by every instance on the engine) exists (see [`NETWORK`]).
     network: OnceCell<()>,
+    /// What to do about the egress rules of the network's bridge ([`egress`]), and set once it was done.
+    egress: EgressMode,
+    egress_done: OnceCell<()>,
 }
 
 /// The bridge network of all workspaces, created with inter-container traffic off
@@ -164,7 +168,57 @@ impl DockerRuntime {
     }
 
     fn with_endpoint(endpoint: Endpoint, instance: InstanceId, call_timeout: Duration) -> Self {
-        Self { instance, call_timeout, endpoint, client: OnceCell::new(), network: OnceCell::new() }
+        let (network, egress_done) = (OnceCell::new(), OnceCell::new());
+        Self {
+            instance,
+            call_timeout,
+            endpoint,
+            client: OnceCell::new(),
+            network,
+            egress: EgressMode::default(),
+            egress_done,
+        }
+    }
+
+    /// Sets what happens to the egress rules when the network is first used (default: install).
+    pub fn with_egress(mut self, mode: EgressMode) -> Self {
+        self.egress = mode;
+        self
+    }
+
+    /// Makes sure the workspaces' network exists and, once per process, applies the egress mode to its bridge
+    /// (installing the rules, or checking them). A firewall failure is logged, not returned: starts go on.
+    pub async fn prepare_network(&self) -> Result<(), RuntimeError> {
+        self.ensure_network().await?;
+        self.egress_done
+            .get_or_try_init(|| async {
+                if self.egress != EgressMode::Off {
+                    let bridge = self.network_bridge().await?.unwrap_or_else(|| egress::BRIDGE.to_owned());
+                    egress::apply(self.egress, &bridge).await;
+                }
+                Ok::<(), RuntimeError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The bridge interface of the workspaces' network (see [`egress::bridge_interface`]); `None` while it does
+    /// not exist.
+    pub async fn network_bridge(&self) -> Result<Option<String>, RuntimeError> {
+        let found = self
+            .call("inspect network", self.call_timeout, |d| async move {
+                d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
+            })
+            .await?;
+        match found {
+            Ok(net) => {
+                let id = net.id.unwrap_or_default();
+                let named = net.options.as_ref().and_then(|o| o.get(egress::BRIDGE_NAME_OPTION)).map(String::as_str);
+                Ok(Some(egress::bridge_interface(&id, named)))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// Is `image` present locally? We never pull, so a start needs it here (404 is `false`, not an error).
@@ -408,10 +462,11 @@ impl DockerRuntime {
                 let request = bollard::models::NetworkCreateRequest {
                     name: name.clone(),
                     driver: Some("bridge".to_owned()),
-                    options: Some(HashMap::from([(
-                        "com.docker.network.bridge.enable_icc".to_owned(),
-                        "false".to_owned(),
-                    )])),
+                    // A bridge name of our own, so the egress rules can name it before the network exists.
+                    options: Some(HashMap::from([
+                        ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
+                        (egress::BRIDGE_NAME_OPTION.to_owned(), egress::BRIDGE.to_owned()),
+                    ])),
                     labels: Some(HashMap::from([(LABEL_MANAGED_BY.to_owned(), LABEL_MANAGED_BY_VALUE.to_owned())])),
                     ..Default::default()
                 };
@@ -476,7 +531,7 @@ impl Runtime for DockerRuntime {
         }
 
         let host_dir = absolute_dir(&spec.host_dir)?;
-        self.ensure_network().await?;
+        self.prepare_network().await?;
         let body = self.create_body(spec, &host_dir);
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         tracing::info!(student, container = %spec.name, image = %spec.image, "creating container");

@@ -18,6 +18,7 @@
 //! - All calls are safe before any start, and safe to repeat.
 
 pub mod docker;
+pub mod egress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

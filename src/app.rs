@@ -37,8 +37,18 @@ impl Application {
     /// Builds everything with the real Docker runtime and the wall clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let runtime = DockerRuntime::connect_lazy(settings.instance.clone(), ENGINE_CALL_TIMEOUT)
-            .context("cannot set up the Docker client")?;
-        Self::build_with(settings, Arc::new(runtime), Arc::new(SystemClock)).await
+            .context("cannot set up the Docker client")?
+            .with_egress(settings.egress_rules);
+        let runtime = Arc::new(runtime);
+        // The network and its egress rules before the first start, without holding up the boot: an engine that is
+        // not up yet gets them at the first start instead.
+        let early = runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = early.prepare_network().await {
+                tracing::warn!(error = %e, "the workspaces' network is not ready yet; it is prepared at the first start");
+            }
+        });
+        Self::build_with(settings, runtime, Arc::new(SystemClock)).await
     }
 
     /// Builds with a given runtime and clock (tests inject them).

@@ -9,5 +9,14 @@ bash scripts/ensure-docker.sh
 bash scripts/ensure-browser.sh
 bash scripts/build-image.sh all
 
+# A private PostgreSQL server: the Docker-backed API suite and the store's contract tests run on it.
+pg_url=$(bash scripts/ensure-postgres.sh)
+trap 'bash scripts/ensure-postgres.sh stop "$pg_url"' EXIT
+export WORKSPACED_TEST_POSTGRES="$pg_url"
+
 # Tests mostly wait on the engine, so more threads than cores keeps the suite short.
-cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}"
+status=0
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-6}" || status=$?
+# The store's contract tests once more, on the embedded SQLite.
+env -u WORKSPACED_TEST_POSTGRES cargo test --locked --lib store:: || status=$?
+exit "$status"

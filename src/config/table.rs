@@ -60,7 +60,9 @@ pub static SETTINGS: &[Setting] = &[
         and be writable; it is never created by `serve` (on EFS a missing folder means a missing mount)."),
     setting!("database_url", "DATABASE_URL",
         database_url: p::text, c::any, "`sqlite://workspaced.db`",
-        "The store. SQLite is embedded; the file is created on first run and migrated."),
+        "The store. `sqlite://<file>`: embedded, the file is created (0600) on first run. \
+        `postgres://<user>:<password>@<host>:<port>/<database>`: a PostgreSQL server (the database must exist). \
+        Either is migrated at start."),
     setting!("listen", "WORKSPACED_LISTEN",
         listen: p::text, c::any, "`127.0.0.1:7878`",
         "Address of the HTTP API and of the proxy to the IDEs. Loopback by default; browsers reach it through a \

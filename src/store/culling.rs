@@ -49,8 +49,8 @@ impl Store {
     /// Moves `last_activity` forward (never back) for a running workspace. Returns whether a row changed.
     pub async fn touch_activity(&self, student: &StudentId, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE workspaces SET last_activity_ms = ? WHERE student_id = ? AND status = 'running'
-             AND (last_activity_ms IS NULL OR last_activity_ms < ?)",
+            "UPDATE workspaces SET last_activity_ms = $1 WHERE student_id = $2 AND status = 'running'
+             AND (last_activity_ms IS NULL OR last_activity_ms < $3)",
         )
         .bind(ms(at))
         .bind(student.as_str())
@@ -69,10 +69,10 @@ impl Store {
             let ide = p.ide_connected_at.map(ms);
             sqlx::query(
                 "UPDATE workspaces SET
-                   last_activity_ms = CASE WHEN last_activity_ms IS NULL OR last_activity_ms < ? THEN ? ELSE last_activity_ms END,
-                   ide_connected_at_ms = CASE WHEN ? IS NOT NULL AND (ide_connected_at_ms IS NULL OR ide_connected_at_ms < ?)
-                                         THEN ? ELSE ide_connected_at_ms END
-                 WHERE student_id = ? AND status = 'running'",
+                   last_activity_ms = CASE WHEN last_activity_ms IS NULL OR last_activity_ms < $1 THEN $2 ELSE last_activity_ms END,
+                   ide_connected_at_ms = CASE WHEN $3 IS NOT NULL AND (ide_connected_at_ms IS NULL OR ide_connected_at_ms < $4)
+                                         THEN $5 ELSE ide_connected_at_ms END
+                 WHERE student_id = $6 AND status = 'running'",
             )
             .bind(last)
             .bind(last)
@@ -97,7 +97,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE workspaces SET warned_at_ms = ? WHERE student_id = ? AND status = 'running'")
+        let done = sqlx::query("UPDATE workspaces SET warned_at_ms = $1 WHERE student_id = $2 AND status = 'running'")
             .bind(ms(now))
             .bind(student.as_str())
             .execute(&mut *tx)
@@ -122,7 +122,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let to_ms = |d: Option<Duration>| d.map(duration_to_ms);
         let done = sqlx::query(
-            "UPDATE workspaces SET idle_timeout_ms = ?, max_age_ms = ?, cull_enabled = ?, updated_at_ms = ? WHERE student_id = ?",
+            "UPDATE workspaces SET idle_timeout_ms = $1, max_age_ms = $2, cull_enabled = $3, updated_at_ms = $4 WHERE student_id = $5",
         )
         .bind(to_ms(o.idle_timeout))
         .bind(to_ms(o.max_age))

@@ -4,34 +4,34 @@
 //! Hand-written rather than `#[derive(sqlx::Type)]` so that `domain` stays free of sqlx and each enum keeps one
 //! string table (`as_str`/`FromStr`) instead of a second one in sqlx attributes.
 
+use sqlx::any::{AnyTypeInfo, AnyValueRef};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Sqlite, Type};
+use sqlx::{Any, Database, Decode, Encode, Type};
 
 use crate::domain::{EventKind, EventReason, Role, Status, StopReason};
 
 macro_rules! text_column {
     ($($t:ty),+ $(,)?) => {$(
-        impl Type<Sqlite> for $t {
-            fn type_info() -> SqliteTypeInfo {
-                <str as Type<Sqlite>>::type_info()
+        impl Type<Any> for $t {
+            fn type_info() -> AnyTypeInfo {
+                <str as Type<Any>>::type_info()
             }
 
-            fn compatible(ty: &SqliteTypeInfo) -> bool {
-                <str as Type<Sqlite>>::compatible(ty)
-            }
-        }
-
-        impl<'q> Encode<'q, Sqlite> for $t {
-            fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
-                <&str as Encode<'q, Sqlite>>::encode(self.as_str(), buf)
+            fn compatible(ty: &AnyTypeInfo) -> bool {
+                <str as Type<Any>>::compatible(ty)
             }
         }
 
-        impl<'r> Decode<'r, Sqlite> for $t {
-            fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-                let text = <&str as Decode<'r, Sqlite>>::decode(value)?;
+        impl<'q> Encode<'q, Any> for $t {
+            fn encode_by_ref(&self, buf: &mut <Any as Database>::ArgumentBuffer<'q>) -> Result<IsNull, BoxDynError> {
+                <String as Encode<'q, Any>>::encode(self.as_str().to_owned(), buf)
+            }
+        }
+
+        impl<'r> Decode<'r, Any> for $t {
+            fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&str as Decode<'r, Any>>::decode(value)?;
                 text.parse::<$t>().map_err(|e| format!("{} column: {e}", stringify!($t)).into())
             }
         }
@@ -50,7 +50,7 @@ mod tests {
     #[tokio::test]
     async fn enums_are_stored_as_their_strings_and_an_unknown_string_does_not_decode() {
         let (store, _d) = store().await;
-        let row = sqlx::query("SELECT ? AS k, ? AS r, ? AS role")
+        let row = sqlx::query("SELECT $1 AS k, $2 AS r, $3 AS role")
             .bind(EventKind::Orphan)
             .bind(EventReason::DiskSoftQuota)
             .bind(Role::Admin)

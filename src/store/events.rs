@@ -65,7 +65,7 @@ impl Store {
     ) -> Result<Vec<Event>, StoreError> {
         let rows = match student {
             Some(s) => {
-                sqlx::query("SELECT * FROM events WHERE student_id = ? AND id > ? ORDER BY id LIMIT ?")
+                sqlx::query("SELECT * FROM events WHERE student_id = $1 AND id > $2 ORDER BY id LIMIT $3")
                     .bind(s.as_str())
                     .bind(after_id)
                     .bind(limit)
@@ -73,7 +73,7 @@ impl Store {
                     .await?
             }
             None => {
-                sqlx::query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                sqlx::query("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2")
                     .bind(after_id)
                     .bind(limit)
                     .fetch_all(&self.pool)
@@ -96,13 +96,13 @@ impl Store {
 }
 
 pub(super) async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     student: &StudentId,
     event: &NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO events (student_id, kind, reason, message, at_ms) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(student.as_str())
     .bind(event.kind)

@@ -26,7 +26,7 @@ impl Store {
         label: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (id, role, key_hash, label, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO api_keys (id, role, key_hash, label, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(role)
             .bind(key_hash)
@@ -39,7 +39,7 @@ impl Store {
 
     /// The id and role of the unrevoked key with this hash.
     pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<(String, Role)>, StoreError> {
-        let row = sqlx::query("SELECT id, role FROM api_keys WHERE key_hash = ? AND revoked_at_ms IS NULL")
+        let row = sqlx::query("SELECT id, role FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
             .bind(key_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -70,7 +70,7 @@ impl Store {
 
     /// Revokes a key; returns whether an unrevoked key by that id existed.
     pub async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL")
+        let done = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL")
             .bind(ms(now))
             .bind(id)
             .execute(&self.pool)
@@ -85,9 +85,12 @@ impl Store {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        sqlx::query("DELETE FROM used_launch_tokens WHERE expires_at_ms < ?").bind(ms(now)).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM used_launch_tokens WHERE expires_at_ms < $1")
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
         let done =
-            sqlx::query("INSERT INTO used_launch_tokens (nonce, expires_at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            sqlx::query("INSERT INTO used_launch_tokens (nonce, expires_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(nonce)
                 .bind(ms(expires_at))
                 .execute(&self.pool)

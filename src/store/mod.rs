@@ -1,5 +1,7 @@
-//! The store: workspaces and events in SQL (SQLite embedded by default), with versioned migrations under
-//! `migrations/`. It records state; it never talks to Docker or the file system beyond its own database file.
+//! The store: workspaces and events in SQL, SQLite embedded by default or PostgreSQL (`DATABASE_URL` picks), with
+//! versioned migrations under `migrations/<backend>/` kept in step. One set of queries serves both: they go through
+//! sqlx's `Any` driver, with `$N` parameters (which SQLite reads as numbered ones) and SQL both databases share.
+//! It records state; it never talks to Docker or the file system beyond its own database file.
 //! Each state change and its event are written in one transaction, so the audit log never disagrees with a record.
 //!
 //! `mod.rs` opens the database and holds the error type and time conversions; each table group has its own file.
@@ -8,8 +10,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::AnyPool;
+use sqlx::Row;
 
 mod culling;
 mod encoding;
@@ -33,7 +37,7 @@ pub use workspaces::WorkspaceRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported DATABASE_URL {0:?}: use sqlite://<file>")]
+    #[error("unsupported DATABASE_URL {0:?}: use sqlite://<file> or postgres://<user>@<host>/<database>")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -47,9 +51,42 @@ pub enum StoreError {
     Corrupt { student: String, message: String },
 }
 
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `DATABASE_URL` names.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+}
+
+/// Per connection on SQLite: wait for a writer instead of failing at once, keep foreign keys, and the durability
+/// WAL mode gives with `NORMAL` (the journal mode itself is set once, when the store is opened for writing).
+const SQLITE_SESSION: &str = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
+
+/// Applies [`SQLITE_SESSION`] to a new connection. A named function: a closure's future would have to be `Send` for
+/// every borrow of the connection, which the compiler cannot prove.
+async fn sqlite_session(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(SQLITE_SESSION).await?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     /// The id of the newest event, for listeners (SSE, webhook) that wait for new events.
     latest_event: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Where each running IDE listens, for the proxy: filled on demand, emptied before any change that could
@@ -98,47 +135,74 @@ fn create_owner_only(path: &std::path::Path) -> Result<(), StoreError> {
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let backend = Backend::of_url(url)?;
+        if backend == Backend::Sqlite {
+            let opts = SqliteConnectOptions::from_str(url)?;
+            create_owner_only(opts.get_filename())?;
         }
-        let opts = SqliteConnectOptions::from_str(url)?;
-        create_owner_only(opts.get_filename())?;
-        let opts = opts
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        schema::MIGRATOR.run(&pool).await?;
+        let pool = Self::pool(url, backend, 8).await?;
+        if backend == Backend::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        schema::migrator(backend).run(&pool).await?;
         let latest: i64 =
             sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&pool).await?.try_get("m")?;
         Ok(Self {
             pool,
+            backend,
             latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0),
             routes: Default::default(),
         })
+    }
+
+    /// A pool of `max` connections; on SQLite each connection gets [`SQLITE_SESSION`].
+    async fn pool(url: &str, backend: Backend, max: u32) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10));
+        let options = options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlite_session(conn).await?;
+                }
+                Ok(())
+            })
+        });
+        Ok(options.connect(url).await?)
     }
 
     /// Opens an existing database for reading only: no file is created, no migration runs and no journal mode
     /// is set, so an inspection (`doctor`) never changes a production database, even from a newer binary.
     /// The event subscription starts at 0: a read-only store is for looking, not for following events.
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let backend = Backend::of_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => {
+                let file = SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
+                if !file.as_os_str().is_empty() && file.to_str() != Some(":memory:") && !file.exists() {
+                    return Err(StoreError::Missing(file));
+                }
+                // `mode=ro`: SQLite itself refuses writes, and creates nothing.
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=ro")
+            }
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = Self::pool(&url, backend, 1).await?;
+        if backend == Backend::Postgres {
+            // Every transaction of this pool's one connection is read-only.
+            sqlx::raw_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").execute(&pool).await?;
         }
-        let opts = SqliteConnectOptions::from_str(url)?.read_only(true).create_if_missing(false);
-        let file = opts.get_filename();
-        if !file.as_os_str().is_empty() && file.to_str() != Some(":memory:") && !file.exists() {
-            return Err(StoreError::Missing(file.to_path_buf()));
-        }
-        let opts = opts.busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         Ok(Self {
             pool,
+            backend,
             latest_event: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
             routes: Default::default(),
         })
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Is the database answering?
@@ -152,10 +216,25 @@ impl Store {
 pub(crate) mod testing {
     use super::*;
 
+    /// A new empty store: SQLite in a temporary folder, or a new database on the PostgreSQL server of
+    /// `WORKSPACED_TEST_POSTGRES` when it is set (`scripts/test.sh` runs the store's tests on both).
     pub async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = match std::env::var("WORKSPACED_TEST_POSTGRES") {
+            Ok(server) => fresh_postgres_database(&server).await,
+            Err(_) => format!("sqlite://{}", dir.path().join("t.db").display()),
+        };
         (Store::connect(&url).await.unwrap(), dir)
+    }
+
+    /// Creates an empty database on the server and returns its URL.
+    pub async fn fresh_postgres_database(server: &str) -> String {
+        use sqlx::Connection;
+        let name = format!("t_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(server).await.expect("the test PostgreSQL server answers");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+        format!("{base}/{name}")
     }
 
     pub fn t(s: i64) -> DateTime<Utc> {
@@ -168,8 +247,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn only_sqlite_urls_are_accepted_for_now() {
-        assert!(matches!(Store::connect("postgres://x").await, Err(StoreError::UnsupportedUrl(_))));
+    async fn only_sqlite_and_postgres_urls_are_accepted() {
+        assert!(matches!(Store::connect("mysql://x").await, Err(StoreError::UnsupportedUrl(_))));
+        assert_eq!(Backend::of_url("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("sqlite://w.db").unwrap(), Backend::Sqlite);
     }
 
     #[test]

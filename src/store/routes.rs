@@ -31,13 +31,13 @@ impl Store {
             routes.generation
         };
         let row =
-            sqlx::query("SELECT host_port, ide_secret FROM workspaces WHERE student_id = ? AND status = 'running'")
+            sqlx::query("SELECT host_port, ide_secret FROM workspaces WHERE student_id = $1 AND status = 'running'")
                 .bind(student.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
         let Some(row) = row else { return Ok(None) };
         let port = row.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok());
-        let secret = row.try_get::<Option<String>, _>("ide_secret")?.and_then(|s| IdeSecret::parse(&s));
+        let secret = row.try_get::<Option<String>, _>("ide_secret")?.and_then(|s: String| IdeSecret::parse(&s));
         let Some(port) = port else { return Ok(None) };
         let route = Route { port, secret };
         let mut routes = self.routes.lock().expect("routes lock");

@@ -5,8 +5,16 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-/// The migrations this binary applies at `connect`.
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The migrations this binary applies at `connect`, one directory per backend with the same versions.
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub(super) fn migrator(backend: super::Backend) -> &'static Migrator {
+    match backend {
+        super::Backend::Sqlite => &SQLITE,
+        super::Backend::Postgres => &POSTGRES,
+    }
+}
 
 /// Where a database's schema stands against this binary's migrations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,23 +39,31 @@ impl SchemaState {
 impl Store {
     /// Compares the migrations recorded in the database with this binary's. Only reads.
     pub async fn schema_state(&self) -> Result<SchemaState, StoreError> {
-        let table = sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
-            .fetch_optional(&self.pool)
-            .await?;
+        let exists = match self.backend {
+            super::Backend::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            super::Backend::Postgres => {
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() \
+                 AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let table = sqlx::query(exists).fetch_optional(&self.pool).await?;
         let recorded = match table {
             Some(_) => {
-                sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                sqlx::query(
+                    // `success` as a number: sqlx's `Any` driver cannot read SQLite's `BOOLEAN`.
+                    "SELECT version, checksum, CAST(success AS INTEGER) AS success FROM _sqlx_migrations ORDER BY version",
+                )
                     .fetch_all(&self.pool)
                     .await?
             }
             None => Vec::new(),
         };
         let mut state = SchemaState::default();
-        let known: Vec<_> = MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).collect();
+        let known: Vec<_> = migrator(self.backend).iter().filter(|m| !m.migration_type.is_down_migration()).collect();
         for row in &recorded {
             let version: i64 = row.try_get("version")?;
             let checksum: Vec<u8> = row.try_get("checksum")?;
-            let success: bool = row.try_get("success")?;
+            let success = row.try_get::<i64, _>("success")? != 0;
             match known.iter().find(|m| m.version == version) {
                 None => state.unknown.push(version),
                 Some(m) if !success || *m.checksum != *checksum => state.broken.push(version),
@@ -60,5 +76,17 @@ impl Store {
             }
         }
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let list = |m: &Migrator| m.iter().map(|m| (m.version, m.description.to_string())).collect::<Vec<_>>();
+        assert_eq!(list(&SQLITE), list(&POSTGRES), "migrations/sqlite and migrations/postgres differ");
+        assert!(!list(&SQLITE).is_empty());
     }
 }

@@ -21,7 +21,7 @@ pub enum RevokeScope {
 impl Store {
     /// The generations a valid session of `student` must carry now (0 and 0 before any revocation).
     pub async fn session_generation(&self, student: &StudentId) -> Result<Generation, StoreError> {
-        let rows = sqlx::query("SELECT scope, generation FROM session_generations WHERE scope IN (?, ?)")
+        let rows = sqlx::query("SELECT scope, generation FROM session_generations WHERE scope IN ($1, $2)")
             .bind(ALL)
             .bind(student.as_str())
             .fetch_all(&self.pool)
@@ -46,7 +46,7 @@ impl Store {
             RevokeScope::All => ALL,
         };
         let row = sqlx::query(
-            "INSERT INTO session_generations (scope, generation, revoked_at_ms) VALUES (?, 1, ?) \
+            "INSERT INTO session_generations (scope, generation, revoked_at_ms) VALUES ($1, 1, $2) \
              ON CONFLICT (scope) DO UPDATE SET generation = session_generations.generation + 1, \
              revoked_at_ms = excluded.revoked_at_ms RETURNING generation",
         )

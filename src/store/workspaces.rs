@@ -31,9 +31,15 @@ pub struct WorkspaceRecord {
     pub overrides: PolicyOverrides,
 }
 
+/// The columns a [`WorkspaceRecord`] is read from. `cull_enabled` is read as a number: sqlx's `Any` driver cannot
+/// read a column SQLite declares `BOOLEAN`, and both databases cast a boolean to 0 or 1.
+const COLUMNS: &str = "student_id, status, container_id, host_port, last_activity_ms, started_at_ms, stopped_at_ms, \
+    stop_reason, error, created_at_ms, updated_at_ms, ide_connected_at_ms, warned_at_ms, idle_timeout_ms, max_age_ms, \
+    CAST(cull_enabled AS INTEGER) AS cull_enabled";
+
 impl Store {
     pub async fn get(&self, student: &StudentId) -> Result<Option<WorkspaceRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM workspaces WHERE student_id = ?")
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE student_id = $1"))
             .bind(student.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -44,12 +50,16 @@ impl Store {
     pub async fn list(&self, status: Option<Status>) -> Result<Vec<WorkspaceRecord>, StoreError> {
         let rows = match status {
             Some(s) => {
-                sqlx::query("SELECT * FROM workspaces WHERE status = ? ORDER BY student_id")
+                sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE status = $1 ORDER BY student_id"))
                     .bind(s.as_str())
                     .fetch_all(&self.pool)
                     .await?
             }
-            None => sqlx::query("SELECT * FROM workspaces ORDER BY student_id").fetch_all(&self.pool).await?,
+            None => {
+                sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces ORDER BY student_id"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
         rows.iter().map(record).collect()
     }
@@ -59,7 +69,7 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'starting', ?, ?)
+            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES ($1, 'starting', $2, $3)
              ON CONFLICT (student_id) DO UPDATE SET status = 'starting', error = NULL, stop_reason = NULL,
              updated_at_ms = excluded.updated_at_ms",
         )
@@ -94,8 +104,8 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, ide_secret = ?, started_at_ms = ?,
-             last_activity_ms = ?, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = ? WHERE student_id = ?",
+            "UPDATE workspaces SET status = 'running', container_id = $1, host_port = $2, ide_secret = $3, started_at_ms = $4,
+             last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6 WHERE student_id = $7",
         )
         .bind(container_id)
         .bind(i64::from(host_port))
@@ -118,8 +128,8 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, ide_secret = NULL, error = ?,
-             updated_at_ms = ? WHERE student_id = ?",
+            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, ide_secret = NULL, error = $1,
+             updated_at_ms = $2 WHERE student_id = $3",
         )
         .bind(error)
         .bind(ms(now))
@@ -143,7 +153,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.forget_route(student);
         sqlx::query(
-            "UPDATE workspaces SET status = 'stopping', stop_reason = ?, updated_at_ms = ? WHERE student_id = ?",
+            "UPDATE workspaces SET status = 'stopping', stop_reason = $1, updated_at_ms = $2 WHERE student_id = $3",
         )
         .bind(reason.as_str())
         .bind(ms(now))
@@ -158,7 +168,7 @@ impl Store {
     pub async fn mark_queued(&self, student: &StudentId, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.forget_route(student);
         sqlx::query(
-            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES (?, 'queued', ?, ?)
+            "INSERT INTO workspaces (student_id, status, created_at_ms, updated_at_ms) VALUES ($1, 'queued', $2, $3)
              ON CONFLICT (student_id) DO UPDATE SET status = 'queued', error = NULL, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(student.as_str())
@@ -179,7 +189,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.forget_route(student);
-        sqlx::query("UPDATE workspaces SET status = ?, updated_at_ms = ? WHERE student_id = ?")
+        sqlx::query("UPDATE workspaces SET status = $1, updated_at_ms = $2 WHERE student_id = $3")
             .bind(status.as_str())
             .bind(ms(now))
             .bind(student.as_str())
@@ -199,8 +209,8 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, ide_secret = NULL, stop_reason = ?,
-             stopped_at_ms = ?, updated_at_ms = ? WHERE student_id = ?",
+            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, ide_secret = NULL, stop_reason = $1,
+             stopped_at_ms = $2, updated_at_ms = $3 WHERE student_id = $4",
         )
         .bind(reason.as_str())
         .bind(ms(now))
@@ -217,7 +227,7 @@ impl Store {
     }
 }
 
-fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
+fn record(r: &sqlx::any::AnyRow) -> Result<WorkspaceRecord, StoreError> {
     let raw_id: String = r.try_get("student_id")?;
     let corrupt = |message: String| StoreError::Corrupt { student: raw_id.clone(), message };
     let student_id = StudentId::parse(&raw_id).map_err(|e| corrupt(e.to_string()))?;
@@ -242,7 +252,7 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> Result<WorkspaceRecord, StoreError> {
         overrides: PolicyOverrides {
             idle_timeout: r.try_get::<Option<i64>, _>("idle_timeout_ms")?.map(duration_from_ms),
             max_age: r.try_get::<Option<i64>, _>("max_age_ms")?.map(duration_from_ms),
-            cull_enabled: r.try_get("cull_enabled")?,
+            cull_enabled: r.try_get::<Option<i64>, _>("cull_enabled")?.map(|v| v != 0),
         },
         student_id,
     })

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Starts a private PostgreSQL cluster for the tests on this machine: Debian's postgresql (installed from apt when
+# missing), `initdb` as the postgres user into a new temporary folder, listening on a free port on 127.0.0.1 only,
+# with fsync off (test data). Prints the server's URL on stdout; `ensure-postgres.sh stop <url>` stops it and removes
+# its folder. Nothing else on the machine is touched.
+set -euo pipefail
+
+log() { printf 'ensure-postgres: %s\n' "$*" >&2; }
+
+if [ "${1:-}" = "stop" ]; then
+  marker="/tmp/workspaced-pg-$(printf '%s' "${2:?url}" | sed 's/.*:\([0-9]*\)\/.*/\1/').dir"
+  dir=$(cat "$marker" 2>/dev/null) || exit 0
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -m immediate stop" >/dev/null 2>&1 || true
+  rm -rf "$dir" "$marker"
+  exit 0
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing postgresql from apt"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+fi
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+dir=$(mktemp -d /tmp/workspaced-pg.XXXXXX)
+chown postgres:postgres "$dir"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+su postgres -s /bin/sh -c "$bin/initdb -D '$dir/data' -A trust -U postgres --no-sync" >"$dir/initdb.log" 2>&1 \
+  || { cat "$dir/initdb.log" >&2; exit 1; }
+opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=600 -c fsync=off -c synchronous_commit=off"
+su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -o '$opts' -l '$dir/server.log' -w -t 60 start" >/dev/null \
+  || { cat "$dir/server.log" >&2; exit 1; }
+echo "$dir" >"/tmp/workspaced-pg-$port.dir"
+log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
+echo "postgres://postgres@127.0.0.1:$port/postgres"

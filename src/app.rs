@@ -59,7 +59,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::connect(&settings.database_url)
             .await
-            .with_context(|| format!("cannot open the store at {}", settings.database_url))?;
+            .with_context(|| format!("cannot open the store at {}", crate::store::redacted_url(&settings.database_url)))?;
         Self::build_on(settings, store, runtime, clock).await
     }
 
@@ -77,7 +77,14 @@ impl Application {
         let addr = listener.local_addr()?;
         let mut settings = settings;
         settings.listen = addr.to_string();
-        let lifecycle = Arc::new(Lifecycle::new(Arc::new(settings), store, runtime, clock));
+        // On PostgreSQL, replicas may share the database: each student's operations are serialized through it.
+        let lifecycle = Arc::new(match store.backend() {
+            crate::store::Backend::Postgres => {
+                let locks = Arc::new(crate::lifecycle::SharedLocks::new(store.clone(), settings.instance.clone()));
+                Lifecycle::with_locks(Arc::new(settings), store, runtime, clock, locks)
+            }
+            crate::store::Backend::Sqlite => Lifecycle::new(Arc::new(settings), store, runtime, clock),
+        });
         let running = lifecycle.load_activity().await.context("cannot load running workspaces")?;
         tracing::info!(running, "loaded running workspaces");
         crate::metrics::handle();

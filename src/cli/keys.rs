@@ -10,7 +10,7 @@ use crate::store::{RevokeScope, Store};
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect(&settings.database_url)
         .await
-        .with_context(|| format!("cannot open the database {}", settings.database_url))
+        .with_context(|| format!("cannot open the database {}", crate::store::redacted_url(&settings.database_url)))
 }
 
 pub async fn key(settings: &Settings, command: KeyCommand) -> anyhow::Result<()> {

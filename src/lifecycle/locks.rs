@@ -16,7 +16,7 @@ pub trait StudentLocker: Send + Sync {
     async fn lock(&self, student: &StudentId) -> LockGuard;
     /// The lock if nobody holds it now (the reconciler skips students that are busy: their operation is the one
     /// making things right).
-    fn try_lock(&self, student: &StudentId) -> Option<LockGuard>;
+    async fn try_lock(&self, student: &StudentId) -> Option<LockGuard>;
     /// How many operations hold or wait for this student's lock (best effort: for tests and metrics).
     fn contenders(&self, student: &StudentId) -> usize;
 }
@@ -64,7 +64,18 @@ impl StudentLocker for StudentLocks {
         LockGuard::new(Held { map: self.map.clone(), student: student.clone(), guard: Some(guard) })
     }
 
-    fn try_lock(&self, student: &StudentId) -> Option<LockGuard> {
+    async fn try_lock(&self, student: &StudentId) -> Option<LockGuard> {
+        self.try_lock_now(student)
+    }
+
+    fn contenders(&self, student: &StudentId) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(student).map_or(0, |m| Arc::strong_count(m) - 1)
+    }
+}
+
+impl StudentLocks {
+    /// The lock if nobody in this process holds it now.
+    pub fn try_lock_now(&self, student: &StudentId) -> Option<LockGuard> {
         match entry(&self.map, student).try_lock_owned() {
             Ok(guard) => {
                 Some(LockGuard::new(Held { map: self.map.clone(), student: student.clone(), guard: Some(guard) }))
@@ -76,15 +87,67 @@ impl StudentLocker for StudentLocks {
         }
     }
 
-    fn contenders(&self, student: &StudentId) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(student).map_or(0, |m| Arc::strong_count(m) - 1)
-    }
-}
-
-impl StudentLocks {
     /// Number of students with an operation running or waiting (for tests and metrics).
     pub fn in_use(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The lock of replicas sharing one PostgreSQL database: the in-process lock first (so one process asks the database
+/// once per student at a time), then the student's advisory lock in the database, held until the guard is dropped.
+pub struct SharedLocks {
+    local: StudentLocks,
+    store: crate::store::Store,
+    instance: crate::domain::InstanceId,
+}
+
+impl SharedLocks {
+    pub fn new(store: crate::store::Store, instance: crate::domain::InstanceId) -> Self {
+        Self { local: StudentLocks::default(), store, instance }
+    }
+
+    /// The advisory lock key of a student: 64 bits of a hash of the instance and the id, so two installations on
+    /// one database never share a lock.
+    fn key(&self, student: &StudentId) -> i64 {
+        let hash = blake3::hash(format!("workspaced-lock\0{}\0{}", self.instance, student).as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        i64::from_le_bytes(first)
+    }
+}
+
+#[async_trait::async_trait]
+impl StudentLocker for SharedLocks {
+    async fn lock(&self, student: &StudentId) -> LockGuard {
+        let local = self.local.lock(student).await;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.store.advisory_lock(self.key(student)).await {
+                Ok(shared) => return LockGuard::new((local, shared)),
+                Err(e) => {
+                    // Nothing may run on the student without the lock: wait for the database.
+                    tracing::warn!(student = %student, error = %e, "cannot take the student's lock in the database; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_lock(&self, student: &StudentId) -> Option<LockGuard> {
+        let local = self.local.try_lock_now(student)?;
+        match self.store.try_advisory_lock(self.key(student)).await {
+            Ok(Some(shared)) => Some(LockGuard::new((local, shared))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(student = %student, error = %e, "cannot ask the database for the student's lock");
+                None
+            }
+        }
+    }
+
+    fn contenders(&self, student: &StudentId) -> usize {
+        self.local.contenders(student)
     }
 }
 

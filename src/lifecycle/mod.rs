@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use admission::Admission;
 pub use cull::SweepReport;
-pub use locks::{LockGuard, StudentLocker, StudentLocks};
+pub use locks::{LockGuard, SharedLocks, StudentLocker, StudentLocks};
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use view::Live;
 

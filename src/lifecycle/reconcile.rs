@@ -47,7 +47,7 @@ impl Lifecycle {
         }
         let mut report = ReconcileReport::default();
         for student in students {
-            let Some(_guard) = lc.locks.try_lock(&student) else {
+            let Some(_guard) = lc.locks.try_lock(&student).await else {
                 report.skipped.push(student);
                 continue;
             };

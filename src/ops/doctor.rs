@@ -624,8 +624,9 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
 /// Opens the database read-only and compares its schema with this binary's migrations, without applying any:
 /// a newer `doctor` run against production must not migrate it behind the operator's back.
 async fn database_check(settings: &Settings) -> Check {
-    let url = &settings.database_url;
-    let opened = match tokio::time::timeout(Duration::from_secs(15), Store::open_read_only(url)).await {
+    // What the report shows: never a password.
+    let url = &crate::store::redacted_url(&settings.database_url);
+    let opened = match tokio::time::timeout(Duration::from_secs(15), Store::open_read_only(&settings.database_url)).await {
         Ok(opened) => opened,
         Err(_) => {
             return Check::fail("database", format!("{url}: no answer within 15 s"), "is another process locking it?")

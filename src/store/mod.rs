@@ -20,6 +20,7 @@ mod encoding;
 mod events;
 mod jobs;
 mod keys;
+mod locks;
 mod reads;
 mod routes;
 mod schema;
@@ -29,6 +30,7 @@ mod workspaces;
 pub use culling::{PendingActivity, PolicyOverrides};
 pub use events::{Event, NewEvent};
 pub use keys::ApiKeyRecord;
+pub use locks::AdvisoryLock;
 pub use reads::Reads;
 pub use routes::Route;
 pub use schema::SchemaState;
@@ -68,6 +70,17 @@ impl Backend {
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
+    }
+}
+
+/// A database URL fit for a message or a log: without its password.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -245,6 +258,12 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_in_a_message_has_no_password() {
+        assert_eq!(redacted_url("postgres://ws:s3cret@db:5432/ws"), "postgres://ws:***@db:5432/ws");
+        assert_eq!(redacted_url("sqlite:///var/lib/w.db"), "sqlite:///var/lib/w.db");
+    }
 
     #[tokio::test]
     async fn only_sqlite_and_postgres_urls_are_accepted() {

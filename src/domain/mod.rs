@@ -10,5 +10,5 @@ pub use cull::{
     MAX_DURATION,
 };
 pub use role::Role;
-pub use student_id::{InstanceId, InvalidId, StudentId};
+pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};
 pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

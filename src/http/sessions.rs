@@ -23,10 +23,11 @@ pub struct RevokeBody {
 }
 
 /// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     #[serde(default)]
+    #[schema(value_type = Option<StudentId>)]
     pub student_id: Option<String>,
     #[serde(default)]
     pub all: bool,
@@ -45,6 +46,13 @@ impl super::extract::JsonBody for RevokeBody {
 
 pub use crate::api::RevokeView;
 
+/// Ends a student's sessions and student tokens, or everybody's (`{"all": true}`), now.
+#[utoipa::path(post, path = "/api/admin/sessions/revoke", tag = "admin",
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "Revoked", body = RevokeView),
+        (status = 400, description = "`invalid_scope`, `invalid_student_id`, `invalid_json`, `invalid_body`", body = crate::api::ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RevokeBody>,

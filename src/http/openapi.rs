@@ -55,7 +55,7 @@ use crate::store::PolicyOverrides;
         own_start,
         own_heartbeat,
     ),
-    components(schemas(ErrorBody, SseEvent)),
+    components(schemas(ErrorBody, SseEvent, StopAs, StudentId, Status)),
     modifiers(&FromRouteTable),
     tags(
         (name = "workspaces", description = "Start, stop and read workspaces (LMS key)"),
@@ -264,6 +264,17 @@ impl PartialSchema for PolicyOverrides {
     }
 }
 impl ToSchema for PolicyOverrides {}
+
+/// The `reason` a stop may be asked for (`?reason=`); `workspaces::stop` parses it.
+pub struct StopAs;
+
+impl PartialSchema for StopAs {
+    fn schema() -> RefOr<Schema> {
+        let (user, admin) = (StopReason::User.as_str(), StopReason::Admin.as_str());
+        string_enum(&[user, admin], "`user` (the default: the student asked) or `admin` (staff stopped it)")
+    }
+}
+impl ToSchema for StopAs {}
 
 /// One server-sent event of `GET /api/events`, as an SSE client reads it.
 #[allow(dead_code)] // a schema only: the stream is written by `events.rs`

@@ -105,7 +105,7 @@ pub struct StopQuery {
 
 #[utoipa::path(post, path = "/api/workspaces/{id}/stop", tag = "workspaces",
     params(("id" = StudentId, Path, description = "The student"),
-        ("reason" = Option<String>, Query, description = "`user` (the default) or `admin`")),
+        ("reason" = Option<super::openapi::StopAs>, Query, description = "Recorded as the stop reason")),
     responses(
         (status = 200, description = "Stopped (files kept); stopping a stopped workspace changes nothing", body = WorkspaceView),
         (status = 400, description = "`invalid_student_id`, `invalid_query`", body = ErrorBody),

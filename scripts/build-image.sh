@@ -11,9 +11,10 @@ CODE_SERVER_VERSION=${CODE_SERVER_VERSION:-4.139.1}
 NODE_MAJOR=${NODE_MAJOR:-24}
 IMAGE=${WORKSPACED_IMAGE:-workspaced/code-server:${CODE_SERVER_VERSION}}
 TINY_IMAGE=${WORKSPACED_TINY_IMAGE:-workspaced/tiny:1}
-# Bump when the recipe changes, so an old image with the same tag is rebuilt.
-RECIPE_VERSION=3
-TINY_RECIPE_VERSION=3
+# Bump when the recipe changes, so an old image with the same tag is rebuilt. (4: `--auth password`: the IDE wants
+# the secret workspaced gives each workspace in HASHED_PASSWORD.)
+RECIPE_VERSION=4
+TINY_RECIPE_VERSION=4
 BUILD_DIR=${WORKSPACED_BUILD_DIR:-/var/cache/workspaced/image-build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -48,7 +49,10 @@ build_tiny() {
   # For the proxy tests: a response that takes QUERY_STRING seconds, and the MD5 of a request body.
   printf '#!/bin/sh\nsleep "${QUERY_STRING:-5}"\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow\\n"\n' >"$root/www/cgi-bin/slow"
   printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nhead -c "$CONTENT_LENGTH" | md5sum\n' >"$root/www/cgi-bin/md5"
-  chmod 755 "$root/www/cgi-bin/slow" "$root/www/cgi-bin/md5"
+  # For the proxy's security tests: the request headers and query the IDE received, and a cookie the IDE sets.
+  printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nbusybox env | busybox grep -E "^(HTTP_|QUERY_STRING=)" | busybox sort\n' >"$root/www/cgi-bin/headers"
+  printf '#!/bin/sh\nprintf "Set-Cookie: ide_pref=dark\\r\\nContent-Type: text/plain\\r\\n\\r\\nset\\n"\n' >"$root/www/cgi-bin/setcookie"
+  chmod 755 "$root/www/cgi-bin/slow" "$root/www/cgi-bin/md5" "$root/www/cgi-bin/headers" "$root/www/cgi-bin/setcookie"
   printf 'root:x:0:0:root:/root:/bin/sh\ncoder:x:1000:1000:coder:/home/coder:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\ncoder:x:1000:\n' >"$root/etc/group"
   chmod 1777 "$root/tmp"; chown -R 1000:1000 "$root/home/coder"
@@ -112,7 +116,7 @@ SH
     --change 'WORKDIR /home/coder' \
     --change 'ENV HOME=/home/coder SHELL=/bin/bash LANG=C.UTF-8' \
     --change 'ENTRYPOINT ["/usr/bin/dumb-init", "--"]' \
-    --change 'CMD ["/usr/bin/code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "none", "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "/home/coder/project"]' \
+    --change 'CMD ["/usr/bin/code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "password", "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "/home/coder/project"]' \
     --change 'EXPOSE 8080' \
     --change "LABEL workspaced.image-version=$version" \
     - "$IMAGE" >/dev/null

@@ -1,7 +1,6 @@
 //! Wiring: builds the store, runtime, lifecycle and HTTP server from settings. `Application::build` binds the
 //! listener (port 0 in tests) so callers know the address before serving.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +37,18 @@ impl Application {
     /// Builds everything with the real Docker runtime and the wall clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let runtime = DockerRuntime::connect_lazy(settings.instance.clone(), ENGINE_CALL_TIMEOUT)
-            .context("cannot set up the Docker client")?;
-        Self::build_with(settings, Arc::new(runtime), Arc::new(SystemClock)).await
+            .context("cannot set up the Docker client")?
+            .with_egress(settings.egress_rules);
+        let runtime = Arc::new(runtime);
+        // The network and its egress rules before the first start, without holding up the boot: an engine that is
+        // not up yet gets them at the first start instead.
+        let early = runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = early.prepare_network().await {
+                tracing::warn!(error = %e, "the workspaces' network is not ready yet; it is prepared at the first start");
+            }
+        });
+        Self::build_with(settings, runtime, Arc::new(SystemClock)).await
     }
 
     /// Builds with a given runtime and clock (tests inject them).
@@ -115,19 +124,11 @@ impl Application {
 
         tracing::info!(addr = %self.addr, base = %settings.base_path.display(), "workspaced listening");
         let stop = token.clone();
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: a proxied response goes out in several writes (headers, then body chunks as the IDE sends
-        // them), and waiting for ACKs between them costs the browser tens of milliseconds.
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+        let app = http::router(self.state);
+        let server = http::serve::serve(self.listener, app, settings.header_read_timeout, async move {
+            shutdown.await;
+            stop.cancel();
         });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .into_future();
         // In-flight requests get a bounded time to finish; a start still waiting then is abandoned, and the next
         // start-up reconcile pass settles it (its container removed, its record `failed`).
         let drain = async {

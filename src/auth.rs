@@ -139,8 +139,11 @@ impl Generation {
         format!("{}-{}", self.all, self.own)
     }
 
+    /// The inverse of `encode`, for every pair of numbers: the separator is the first `-` after the first
+    /// character, since `all` may itself start with a minus sign (`-1-0`).
     fn decode(s: &str) -> Option<Self> {
-        let (all, own) = s.split_once('-')?;
+        let at = s.char_indices().skip(1).find(|(_, c)| *c == '-')?.0;
+        let (all, own) = (s.get(..at)?, s.get(at + 1..)?);
         Some(Self { all: all.parse().ok()?, own: own.parse().ok()? })
     }
 }
@@ -490,6 +493,18 @@ mod tests {
         let huge = "a".repeat(MAX_CREDENTIAL + 1);
         assert_eq!(s.check_credential(Purpose::Session, &huge, now()), None);
         assert_eq!(s.check_launch(&huge, now()), Err(TokenError::Malformed));
+    }
+
+    /// Found by `tests/fuzz.rs` (`0a.-1-0.1000.<sig>` did not verify): `-1-0` was split at its first `-`.
+    #[test]
+    fn every_generation_round_trips_negative_ones_included() {
+        for (all, own) in [(0, 0), (-1, 0), (0, -1), (-5, -3), (i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (12, 7)] {
+            let g = Generation { all, own };
+            assert_eq!(Generation::decode(&g.encode()), Some(g), "{}", g.encode());
+        }
+        for bad in ["", "-", "1", "1-", "-1", "--1", "1--", "a-1", "1-b", "1-2-3"] {
+            assert_eq!(Generation::decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

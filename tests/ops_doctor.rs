@@ -1,13 +1,18 @@
 //! `run_doctor` against real folders: a good local base passes its storage checks; a read-only, a missing base and
 //! a student folder with the wrong owner are reported with the right reason; NFS options from a mount-table fixture
 //! are compared with the recommended line. The database is only read: an older schema is reported, not migrated.
-//! The Docker checks may pass or fail here; only named checks are asserted.
+//! The Docker checks may pass or fail here; only named checks are asserted. The egress check is run against the
+//! real firewall: the rules workspaced installs, and chains of the test's own for what is missing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use workspaced::config::Settings;
+use workspaced::domain::InstanceId;
 use workspaced::ops::doctor::{run_doctor, CheckStatus, DoctorOptions, Report};
+use workspaced::runtime::docker::DockerRuntime;
+use workspaced::runtime::egress::{EgressMode, Firewall};
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -256,7 +261,8 @@ async fn a_database_with_an_older_schema_is_reported_behind_and_left_byte_identi
     assert!(why.contains("behind") && why.contains("0003_auth") && why.contains("0004_sessions"), "{why}");
     assert!(!why.contains("0002"), "applied migrations are not pending: {why}");
     let pending = &report.get("database").unwrap().details.as_ref().unwrap()["pending"];
-    assert_eq!(pending.as_array().map(Vec::len), Some(2), "{pending}");
+    let all = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    assert_eq!(pending.as_array().map(Vec::len), Some(all - 2), "every migration after the first two: {pending}");
 }
 
 #[tokio::test]
@@ -290,4 +296,55 @@ async fn a_database_migrated_by_a_newer_binary_fails_the_check_and_is_not_touche
     assert_eq!(sha256(&db), before);
     assert_eq!(status(&report, "database"), CheckStatus::Fail, "{}", reason(&report, "database"));
     assert!(reason(&report, "database").contains("ahead"), "{}", reason(&report, "database"));
+}
+
+/// Parent and rule chains of the test's own, removed on drop: the real `WORKSPACED-EGRESS` is shared by every
+/// workspaced on this engine, so the "missing" case is shown on chains nothing else uses.
+struct TestChains(Firewall);
+
+impl Drop for TestChains {
+    fn drop(&mut self) {
+        let _ = self.0.remove();
+        let _ = std::process::Command::new("iptables").args(["-w", "10", "-X", &self.0.parent]).status();
+    }
+}
+
+#[tokio::test]
+async fn the_egress_check_passes_with_the_rules_in_place_and_names_the_missing_ones_with_their_commands() {
+    let f = Fixture::new();
+    let instance = InstanceId::parse(&format!("t{:08x}", rand::random::<u32>())).unwrap();
+    let runtime = DockerRuntime::connect(instance, Duration::from_secs(20)).await.expect("the engine is reachable");
+    runtime.prepare_network().await.expect("the network and its rules are ready");
+    let bridge = runtime.network_bridge().await.unwrap().unwrap();
+    let mounts = f.mounts("/dev/sdb1", "ext4", "rw");
+
+    let report = run_doctor(&f.settings(), &f.options(mounts.clone())).await;
+    assert_eq!(status(&report, "egress"), CheckStatus::Pass, "{}", reason(&report, "egress"));
+    assert!(reason(&report, "egress").contains(&bridge), "{}", reason(&report, "egress"));
+
+    let id = format!("{:08x}", rand::random::<u32>());
+    let chains = TestChains(Firewall { parent: format!("WSDT-{id}-P"), chain: format!("WSDT-{id}-E") });
+    let made = std::process::Command::new("iptables").args(["-w", "10", "-N", &chains.0.parent]).status().unwrap();
+    assert!(made.success());
+    let opts = DoctorOptions { firewall: chains.0.clone(), ..f.options(mounts.clone()) };
+    let report = run_doctor(&f.settings(), &opts).await;
+    let check = report.get("egress").unwrap();
+    assert_eq!(check.status, CheckStatus::Fail, "{}", check.reason);
+    assert!(check.reason.contains("169.254.0.0/16") && check.reason.contains("2049"), "{}", check.reason);
+    let fix = format!("iptables -w -I {} 1", chains.0.parent);
+    assert!(check.advice.contains(&fix) && check.advice.contains(&format!("-i {bridge}")), "{}", check.advice);
+    assert!(!report.ok(), "a missing rule fails the doctor");
+
+    // The advice is what an operator runs: after it, the check passes.
+    let advice = check.advice.split_once("add them: ").unwrap().1.to_owned();
+    let ran = std::process::Command::new("sh").args(["-c", &advice]).status().unwrap();
+    assert!(ran.success(), "{advice}");
+    let report = run_doctor(&f.settings(), &opts).await;
+    assert_eq!(status(&report, "egress"), CheckStatus::Pass, "{}", reason(&report, "egress"));
+
+    let mut off = f.settings();
+    off.egress_rules = EgressMode::Off;
+    let report = run_doctor(&off, &opts).await;
+    assert_eq!(status(&report, "egress"), CheckStatus::Pass);
+    assert!(reason(&report, "egress").starts_with("not checked"), "{}", reason(&report, "egress"));
 }

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use workspaced::domain::{InstanceId, StudentId};
+use workspaced::domain::{IdeSecret, InstanceId, StudentId};
 use workspaced::runtime::docker::DockerRuntime;
 use workspaced::runtime::{
-    container_name, ContainerSpec, Hardening, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    LABEL_MANAGED_BY_VALUE, LABEL_STUDENT,
+    container_name, ContainerSpec, Hardening, Runtime, RuntimeError, SecretEnv, LABEL_INSTANCE, LABEL_MANAGED_BY,
+    LABEL_MANAGED_BY_VALUE, LABEL_SECRET_ENV, LABEL_STUDENT,
 };
 
 const IMAGE: &str = "workspaced/tiny:1";
@@ -79,6 +79,7 @@ impl World {
             pids_limit: 128,
             labels,
             hardening: Hardening { cap_drop_all: true, nofile: 4096, tmp_size: Some(64 << 20), read_only_root: false },
+            secret: Some(SecretEnv { name: "IDE_SECRET".to_owned(), value: IdeSecret::from_random(rand::random()) }),
         }
     }
 }
@@ -144,10 +145,16 @@ async fn ensure_running_creates_a_labelled_limited_loopback_container_and_is_ide
     assert_eq!(first.name, spec.name);
     assert_eq!(first.student, student);
     let port = first.host_port.expect("a published port");
+    let secret = spec.secret.clone().unwrap().value;
+    assert_eq!(first.secret.as_ref(), Some(&secret), "the secret is read back from the container");
 
-    let second = rt.ensure_running(&spec).await.unwrap();
+    // Another start's spec has another secret; the container that runs keeps its own, and says which.
+    let again = world.spec(&student);
+    assert_ne!(again.secret, spec.secret);
+    let second = rt.ensure_running(&again).await.unwrap();
     assert_eq!(second.id, first.id, "a running container is returned untouched");
     assert_eq!(second.host_port, Some(port));
+    assert_eq!(second.secret.as_ref(), Some(&secret));
     assert_eq!(rt.inspect(&student).await.unwrap(), Some(first.clone()));
 
     let c = docker_inspect(&first.id).expect("the container exists");
@@ -174,11 +181,14 @@ async fn ensure_running_creates_a_labelled_limited_loopback_container_and_is_ide
     assert_eq!(labels[LABEL_INSTANCE], world.instance.as_str());
     assert_eq!(labels[LABEL_STUDENT], student.as_str());
     assert_eq!(labels["workspaced.port"], "8080");
+    assert_eq!(labels[LABEL_SECRET_ENV], "IDE_SECRET");
+    let env: Vec<&str> = c["Config"]["Env"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(env.contains(&format!("IDE_SECRET={}", secret.expose()).as_str()), "{env:?}");
 
     assert_eq!(healthz_status(port).await, 200);
 
     let listed = rt.list_owned().await.unwrap();
-    assert_eq!(listed, vec![first]);
+    assert_eq!(listed, vec![workspaced::runtime::ContainerInfo { secret: None, ..first }], "a listing has no secrets");
 }
 
 #[tokio::test]
@@ -277,7 +287,8 @@ async fn containers_of_other_instances_and_unlabelled_ones_are_never_listed_or_s
     let mine = rt.ensure_running(&world.spec(&ours)).await.unwrap();
 
     let listed = rt.list_owned().await.unwrap();
-    assert_eq!(listed, vec![mine], "only our instance's container is listed");
+    // A listing carries no secrets (only an inspect reads them).
+    assert_eq!(listed, vec![workspaced::runtime::ContainerInfo { secret: None, ..mine }], "only our instance's container is listed");
 
     match rt.ensure_running(&world.spec(&squatted)).await {
         Err(RuntimeError::Conflict(name)) => assert_eq!(name, squat_name),

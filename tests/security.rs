@@ -460,3 +460,138 @@ async fn a_launch_link_for_another_student_asks_before_replacing_the_session_thi
     let link = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
     assert_eq!(svc.plain.get(&link).send().await.unwrap().status(), 303);
 }
+
+/// The container's environment variable `name` and its published IDE port, from the engine.
+fn container_env_and_port(container: &str, name: &str) -> (Option<String>, u16) {
+    let out = Command::new("docker").args(["inspect", container]).output().unwrap();
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &c[0];
+    let prefix = format!("{name}=");
+    let env = c["Config"]["Env"].as_array().unwrap().iter().filter_map(|v| v.as_str()?.strip_prefix(&prefix)).next();
+    let port = c["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"].as_str().unwrap().parse().unwrap();
+    (env.map(str::to_owned), port)
+}
+
+#[tokio::test]
+async fn an_ides_port_reached_without_the_proxy_gets_no_ide_and_its_secret_never_leaves_the_service() {
+    let svc = Service::start(&[("WORKSPACED_IMAGE", "workspaced/code-server:4.139.1")]).await;
+    let session = svc.session("alice").await;
+    let container = running(&svc, "alice").await;
+    let (secret, port) = container_env_and_port(&container, "HASHED_PASSWORD");
+    let secret = secret.expect("the container was given a secret");
+    assert_eq!(secret.len(), 64, "32 random bytes in hex");
+
+    // Anyone on the host (or the network of a multi-host engine) who reaches the port: no IDE, with or without a
+    // guessed cookie. code-server sends them to its login page.
+    let direct = format!("http://127.0.0.1:{port}/");
+    for cookie in ["", "code-server-session=guess", &format!("code-server-session={}", "0".repeat(64))] {
+        let r = svc.plain.get(&direct).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(r.status(), 302, "cookie {cookie:?}: the IDE must refuse");
+        assert!(r.headers()["location"].to_str().unwrap().contains("login"));
+    }
+    // The control: the same request with the secret, as the proxy sends it, is the IDE. So the refusal above is the
+    // secret's doing.
+    let r = svc.plain.get(&direct).header("cookie", format!("code-server-session={secret}")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(to.contains("folder=/home/coder/project"), "with the secret, the IDE opens the project: {to}");
+
+    // Through the proxy with the student's session: the IDE, and nothing of the secret in what the browser gets.
+    let page = svc.url("/w/alice/?folder=/home/coder/project");
+    let r = svc.plain.get(page).header("cookie", format!("workspaced_session={session}")).send();
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let headers = format!("{:?}", r.headers());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("workbench"), "the IDE's page");
+    assert!(!headers.contains(&secret) && !body.contains(&secret), "the secret reached the browser");
+    let view = svc.admin.get(svc.url("/api/workspaces/alice")).send().await.unwrap().text().await.unwrap();
+    assert!(!view.contains(&secret), "the API shows the secret: {view}");
+    assert!(!svc.log().contains(&secret), "the log holds the secret");
+
+    // A new start is a new secret.
+    let r = svc.admin.post(svc.url("/api/workspaces/alice/stop")).send().await.unwrap();
+    assert!(r.status().is_success());
+    let r = svc.admin.post(svc.url("/api/workspaces/alice/start")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let again = running(&svc, "alice").await;
+    let (next, _) = container_env_and_port(&again, "HASHED_PASSWORD");
+    assert_ne!(next.as_deref(), Some(secret.as_str()), "each start gets its own secret");
+}
+
+#[tokio::test]
+async fn the_ide_gets_its_secret_from_the_proxy_alone_and_only_the_cookies_it_set_itself() {
+    // The tiny image's CGI scripts show what the IDE received; a Jupyter-like IDE takes its token in a header.
+    let svc = Service::start(&[("WORKSPACED_IDE_AUTH", "header:X-Ide-Token:token ")]).await;
+    let session = svc.session("bob").await;
+    let container = running(&svc, "bob").await;
+    let (secret, _) = container_env_and_port(&container, "WORKSPACED_IDE_SECRET");
+    let secret = secret.expect("the container was given a secret");
+    // The browser holds the university's single sign-on cookie (parent domain), a cookie a classmate's page planted,
+    // and a forged token header.
+    let cookies = format!("workspaced_session={session}; sso=university; ide_pref=planted; code-server-session=x");
+    let seen = async || {
+        let r = svc.plain.get(svc.url("/w/bob/cgi-bin/headers")).header("cookie", &cookies);
+        let r = r.header("x-ide-token", "token forged").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let before = seen().await;
+    assert!(before.contains(&format!("HTTP_X_IDE_TOKEN=token {secret}\n")), "{before}");
+    assert!(!before.contains("forged"), "{before}");
+    assert!(!before.contains("HTTP_COOKIE"), "no cookie the IDE did not set reaches it: {before}");
+
+    // Once the IDE sets a cookie, the browser's cookie of that name reaches it; the others still do not.
+    let r = svc.plain.get(svc.url("/w/bob/cgi-bin/setcookie")).header("cookie", &cookies).send().await.unwrap();
+    assert_eq!(r.headers()["set-cookie"], "ide_pref=dark");
+    let after = seen().await;
+    assert!(after.contains("HTTP_COOKIE=ide_pref=planted\n"), "{after}");
+    assert!(!after.contains("sso") && !after.contains("workspaced_session"), "{after}");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = Service::start(&[("WORKSPACED_HEADER_READ_TIMEOUT", "1s")]).await;
+    let addr = format!("127.0.0.1:{}", svc.port);
+
+    // Headers begun and never finished (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // A bound on waiting only: a server without the timeout keeps the connection and this read never ends.
+    let read = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server kept a connection whose headers never came");
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "it was answered as if complete");
+
+    // A kept-alive connection that sends nothing after its first answer is closed the same way.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), idle.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "an idle kept-alive connection was kept");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 OK"), "the complete request was answered");
+
+    // Everyone else is served.
+    assert_eq!(reqwest::get(svc.url("/healthz")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn with_an_admin_host_the_dashboard_and_api_live_only_there_and_no_ide_is_served_there() {
+    let svc = Service::start(&[("WORKSPACED_ADMIN_HOST", "admin.localhost")]).await;
+    let on = |host: &str, path: &str| svc.admin.get(svc.url(path)).header("host", host.to_owned()).send();
+    let status = async |host: &str, path: &str| on(host, path).await.unwrap().status().as_u16();
+    let ide_host = format!("127.0.0.1:{}", svc.port);
+    for path in ["/admin", "/api/workspaces", "/metrics", "/api/admin/stats"] {
+        assert_eq!(status(&ide_host, path).await, 404, "{path} on the IDE host");
+        assert_eq!(status("admin.localhost", path).await, 200, "{path} on the admin host");
+    }
+    // The SDK's heartbeat (from LMS pages, with a student token) works on any host; health for load balancers too.
+    let beat = svc.plain.post(svc.url("/api/workspaces/heartbeat")).header("host", &ide_host).send().await.unwrap();
+    assert_eq!(beat.status(), 401, "the heartbeat is there, and wants a credential");
+    assert_eq!(status(&ide_host, "/healthz").await, 200);
+    // A workspace's pages and a launch link: never on the admin host.
+    assert_eq!(status("admin.localhost", "/w/alice/").await, 404);
+    assert_eq!(status("admin.localhost", "/w/alice/_workspaced/launch?token=x").await, 404);
+    assert_ne!(status(&ide_host, "/w/alice/").await, 404);
+}

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::{InstanceId, MAX_DURATION};
+use crate::domain::{IdeAuth, InstanceId, MAX_DURATION};
+use crate::runtime::egress::EgressMode;
 
 /// Limits that hold for every setting of a type, whatever its row says.
 pub(super) trait Bounded {
@@ -33,8 +34,8 @@ impl Bounded for Option<Duration> {
 macro_rules! unbounded {
     ($($t:ty),*) => { $(impl Bounded for $t {})* };
 }
-unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>);
-unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>);
+unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>, EgressMode);
+unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>, IdeAuth);
 
 /// For a row whose only limits are its type's.
 pub(super) fn any<T>(_: &T) -> Result<(), String> {
@@ -80,6 +81,30 @@ pub(super) fn absolute(path: &str) -> Result<(), String> {
 pub(super) fn signing_key(key: &Option<String>) -> Result<(), String> {
     if key.as_ref().is_some_and(|k| k.len() < 32) {
         return Err("must be at least 32 characters (e.g. `openssl rand -hex 32`)".to_owned());
+    }
+    Ok(())
+}
+
+/// An environment variable name: what a shell and Docker accept.
+pub(super) fn env_name(name: &Option<String>) -> Result<(), String> {
+    match name {
+        Some(n)
+            if n.is_empty()
+                || n.starts_with(|c: char| c.is_ascii_digit())
+                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            Err("must be an environment variable name (letters, digits and `_`, not starting with a digit)".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A request's headers fit in a second on any real network; more than a minute only helps a slow client hold a
+/// connection.
+pub(super) fn header_timeout(d: &Duration) -> Result<(), String> {
+    positive(d)?;
+    if *d > Duration::from_secs(300) {
+        return Err("must be at most 5m".to_owned());
     }
     Ok(())
 }

@@ -98,6 +98,18 @@ impl Settings {
                 "is required when webhook_url is set (the LMS verifies the signature)",
             );
         }
+        if let (Some(admin), Some(suffix)) = (&self.admin_host, &self.proxy.host_suffix) {
+            let name = admin
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(admin.as_str(), |(h, _)| h);
+            if name.ends_with(&format!(".{suffix}")) {
+                return invalid(
+                    "WORKSPACED_ADMIN_HOST",
+                    "must not be under proxy_host_suffix: that host would be a student's IDE in host mode",
+                );
+            }
+        }
         Ok(())
     }
 

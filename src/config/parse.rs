@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::domain::InstanceId;
+use crate::runtime::egress::EgressMode;
 
 /// The text an environment variable would hold for a TOML value: numbers and booleans as written, an array of strings
 /// as a JSON array (which the list parsers accept from the environment as well).
@@ -45,6 +46,10 @@ pub(super) fn optional_path(v: &str) -> Result<Option<PathBuf>, String> {
 
 pub(super) fn instance(v: &str) -> Result<InstanceId, String> {
     InstanceId::parse(v).map_err(|e| e.to_string())
+}
+
+pub(super) fn egress_mode(v: &str) -> Result<EgressMode, String> {
+    v.parse()
 }
 
 pub(super) fn number<T: FromStr>(v: &str) -> Result<T, String>
@@ -154,4 +159,17 @@ pub(super) fn origins(v: &str) -> Result<Vec<String>, String> {
 /// Hosts compare in lower case, and the suffix is joined to a student id with a `.` of its own.
 pub(super) fn host_suffix(v: &str) -> Result<Option<String>, String> {
     optional_text(&v.trim().trim_start_matches('.').to_ascii_lowercase())
+}
+
+pub(super) fn ide_auth(v: &str) -> Result<crate::domain::IdeAuth, String> {
+    crate::domain::IdeAuth::parse(v)
+}
+
+/// A host name as browsers send it in `Host`: lower case; a port may follow.
+pub(super) fn host(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim().to_ascii_lowercase();
+    if v.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))) {
+        return Err("must be a host name, with an optional `:port` (no scheme, no path)".to_owned());
+    }
+    optional_text(&v)
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::InstanceId;
+use crate::domain::{IdeAuth, InstanceId};
+use crate::runtime::egress::EgressMode;
 
 /// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Instance label, so two installations on one engine never touch each other's containers.
     pub instance: InstanceId,
+    /// Whether the workspaces' network gets its egress rules (no link-local, no NFS) installed, checked, or neither.
+    pub egress_rules: EgressMode,
     pub workspace: WorkspaceSettings,
     pub cull: CullSettings,
     pub notify: NotifySettings,
@@ -37,6 +40,11 @@ pub struct Settings {
     pub max_running: Option<usize>,
     pub auth: AuthSettings,
     pub proxy: ProxySettings,
+    /// Longest a client may take to send a request's headers; slower connections are closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// Host that alone serves the admin dashboard and the API (e.g. `admin.ide.example.edu`); no IDE is served on
+    /// it. `None`: every host serves everything.
+    pub admin_host: Option<String>,
 }
 
 /// API keys, launch links and browser sessions.
@@ -135,6 +143,22 @@ pub struct WorkspaceSettings {
     pub tmp_size: Option<u64>,
     /// Mount the container's root file system read-only (the project folder and `/tmp` stay writable).
     pub read_only_root: bool,
+    /// How the IDE is given its per-workspace secret and how the proxy presents it.
+    pub ide_auth: IdeAuth,
+    /// Environment variable that carries the secret into the container; `None`: the mode's own
+    /// ([`IdeAuth::default_env`]).
+    pub ide_secret_env: Option<String>,
+}
+
+impl WorkspaceSettings {
+    /// The variable that carries the secret into the container, if the mode has a secret.
+    pub fn secret_env(&self) -> Option<&str> {
+        match (&self.ide_auth, &self.ide_secret_env) {
+            (IdeAuth::None, _) => None,
+            (_, Some(name)) => Some(name),
+            (mode, None) => mode.default_env(),
+        }
+    }
 }
 
 /// Idle culling policy (used by the culler; defaults from the seeds).
@@ -172,6 +196,7 @@ impl Default for Settings {
             listen: "127.0.0.1:7878".to_owned(),
             public_url: None,
             instance: InstanceId::parse("default").expect("valid"),
+            egress_rules: EgressMode::Install,
             workspace: WorkspaceSettings::default(),
             cull: CullSettings::default(),
             notify: NotifySettings::default(),
@@ -183,6 +208,8 @@ impl Default for Settings {
             disk_soft_quota: None,
             auth: AuthSettings::default(),
             proxy: ProxySettings::default(),
+            header_read_timeout: Duration::from_secs(10),
+            admin_host: None,
         }
     }
 }
@@ -206,6 +233,8 @@ impl Default for WorkspaceSettings {
             nofile: 4096,
             tmp_size: Some(256 << 20),
             read_only_root: false,
+            ide_auth: IdeAuth::CodeServer,
+            ide_secret_env: None,
         }
     }
 }

@@ -75,6 +75,14 @@ pub static SETTINGS: &[Setting] = &[
         instance: p::instance, c::any, "`default`",
         "Instance label on every container; two installations on one engine must differ. Same alphabet as student \
         ids, at most 32 characters."),
+    setting!("egress_rules", "WORKSPACED_EGRESS_RULES",
+        egress_rules: p::egress_mode, c::any, "`install`",
+        "Firewall rules that stop workspaces from reaching link-local addresses (`169.254.0.0/16`: the cloud's \
+        instance metadata and its credentials) and NFS (port 2049: EFS). `install`: the first start puts them in \
+        the `WORKSPACED-EGRESS` chain, jumped to from Docker's `DOCKER-USER` (needs root or `CAP_NET_ADMIN`; a \
+        failure is logged as an error, not fatal). `check`: only log what is missing. `off`: leave the firewall \
+        alone, e.g. for a remote engine or a firewall managed elsewhere. `workspaced doctor` checks the rules \
+        ([deploy/aws-efs.md](deploy/aws-efs.md#egress-instance-metadata-and-nfs))."),
     setting!("image", "WORKSPACED_IMAGE",
         workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
         "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),
@@ -123,6 +131,17 @@ pub static SETTINGS: &[Setting] = &[
         workspace.read_only_root: p::bool, c::any, "`false`",
         "Mount the container's root file system read-only; the project folder and `/tmp` stay writable. Off by \
         default: code-server keeps its settings and extensions under the user's home."),
+    setting!("ide_auth", "WORKSPACED_IDE_AUTH",
+        workspace.ide_auth: p::ide_auth, c::any, "`code-server`",
+        "How each workspace's IDE gets its random per-start secret, so that only the proxy reaches it. \
+        `code-server`: `--auth password` with the secret in `HASHED_PASSWORD`, presented as code-server's session \
+        cookie. `header:<Name>[:<prefix>]`: the header `<Name>: <prefix><secret>` on every request (Jupyter: \
+        `header:Authorization:token `). `query:<param>`: `?<param>=<secret>` added to every request. `none`: no \
+        secret; anyone who reaches the container's port reaches the IDE."),
+    setting!("ide_secret_env", "WORKSPACED_IDE_SECRET_ENV",
+        workspace.ide_secret_env: p::optional_text, c::env_name, "unset: `HASHED_PASSWORD` for code-server, else \
+        `WORKSPACED_IDE_SECRET`",
+        "Environment variable that carries the secret into the container (Jupyter: `JUPYTER_TOKEN`)."),
     setting!("start_timeout", "WORKSPACED_START_TIMEOUT",
         workspace.start_timeout: p::parse_duration, c::positive, "`60s`",
         "Longest a start may take once admitted (time in the queue does not count); after it the container is \
@@ -235,6 +254,16 @@ pub static SETTINGS: &[Setting] = &[
         proxy.max_connections_per_student: p::number, c::at_least_one, "`64`",
         "Proxied requests and open WebSockets one student may have at once (a browser opens a handful; thousands \
         would be one student exhausting the service); more get 429 `too_many_connections`. At least 1."),
+    setting!("header_read_timeout", "WORKSPACED_HEADER_READ_TIMEOUT",
+        header_read_timeout: p::parse_duration, c::header_timeout, "`10s`",
+        "Longest a client may take to send a request's headers (on a new or kept-alive connection); a slower one \
+        is disconnected, so slow clients cannot hold every connection (slowloris). More than zero, at most 5m."),
+    setting!("admin_host", "WORKSPACED_ADMIN_HOST",
+        admin_host: p::host, c::any, "unset",
+        "Serve the admin dashboard and the API only for this `Host` (e.g. `admin.ide.example.edu`, a port may \
+        follow), and no IDE on it: then nothing a student serves runs on the dashboard's origin. Other hosts answer \
+        404 `not_found` for `/admin` and the API (but the student's heartbeat, which the SDK sends). Recommended in \
+        production; see docs/security.md. Empty means unset."),
     setting!("proxy_host_suffix", "WORKSPACED_PROXY_HOST_SUFFIX",
         proxy.host_suffix: p::host_suffix, c::any, "unset (path mode only)",
         "Host mode: with `ws.example.org`, a request for `alice.ws.example.org` goes to alice's IDE at `/`, and \

@@ -30,6 +30,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_LISTEN", "0.0.0.0:80"),
         ("WORKSPACED_PUBLIC_URL", "https://ide.example.edu"),
         ("WORKSPACED_INSTANCE", "course-7"),
+        ("WORKSPACED_EGRESS_RULES", "check"),
         ("WORKSPACED_IMAGE", "my/jupyter:latest"),
         ("WORKSPACED_COMMAND", "jupyter lab --ip 0.0.0.0"),
         ("WORKSPACED_CONTAINER_PORT", "8888"),
@@ -45,6 +46,10 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_NOFILE", "8192"),
         ("WORKSPACED_TMP_SIZE", "64m"),
         ("WORKSPACED_READ_ONLY_ROOT", "true"),
+        ("WORKSPACED_IDE_AUTH", "header:Authorization:token "),
+        ("WORKSPACED_IDE_SECRET_ENV", "JUPYTER_TOKEN"),
+        ("WORKSPACED_HEADER_READ_TIMEOUT", "5s"),
+        ("WORKSPACED_ADMIN_HOST", "Admin.IDE.example.edu:8443"),
         ("WORKSPACED_START_TIMEOUT", "2m"),
         ("WORKSPACED_STOP_GRACE", "3s"),
         ("WORKSPACED_IDLE_TIMEOUT", "20m"),
@@ -198,6 +203,17 @@ fn bad_values_name_the_setting() {
     assert!(err.starts_with("memory = "), "{err}");
     let err = from_env("WORKSPACED_INSTANCE", "../x").unwrap_err();
     assert!(err.to_string().contains("WORKSPACED_INSTANCE"));
+}
+
+#[test]
+fn the_admin_host_cannot_be_a_students_host() {
+    let mut s = Settings::default();
+    s.proxy.host_suffix = Some("ws.example.edu".into());
+    s.admin_host = Some("admin.ws.example.edu:443".into());
+    let err = s.check().unwrap_err().to_string();
+    assert!(err.contains("WORKSPACED_ADMIN_HOST") && err.contains("proxy_host_suffix"), "{err}");
+    s.admin_host = Some("admin.example.edu".into());
+    assert!(s.check().is_ok());
 }
 
 #[test]

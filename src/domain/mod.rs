@@ -1,6 +1,7 @@
 //! Pure types and rules: student ids, workspace states and stop reasons. No IO lives here.
 
 pub mod cull;
+mod ide_auth;
 mod role;
 mod student_id;
 mod workspace;
@@ -9,6 +10,7 @@ pub use cull::{
     cull_input, deadlines, decide, effective_policy, CullInput, CullPolicy, Deadlines, Decision, Overrides,
     MAX_DURATION,
 };
+pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_SERVER_COOKIE};
 pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};
 pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

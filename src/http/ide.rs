@@ -33,7 +33,14 @@ pub const RESERVED: &str = "/_workspaced/";
 
 /// Runs before routing: requests for a workspace go to the IDE side, the rest to the API router.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let target = match &state.lifecycle.settings().proxy.host_suffix {
+    let settings = state.lifecycle.settings();
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_ascii_lowercase);
+    let on_admin_host = settings.admin_host.is_some() && host == settings.admin_host;
+    if settings.admin_host.is_some() && !on_admin_host && admin_only(req.uri().path()) {
+        // The dashboard and the API live on their own origin; elsewhere they do not exist.
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
+    }
+    let target = match &settings.proxy.host_suffix {
         Some(suffix) => req
             .headers()
             .get(header::HOST)
@@ -43,9 +50,22 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     }
     .or_else(|| path_target(req.uri().path()));
     match target {
+        // Nothing a student serves runs on the dashboard's origin.
+        Some(_) if on_admin_host => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no workspace is served on this host").into_response()
+        }
         Some(t) => ide_request(state, t, req).await,
         None => next.run(req).await,
     }
+}
+
+/// What only the admin host serves when one is set: the dashboard, the API (but the heartbeat the SDK sends from
+/// LMS pages, with a student token) and the metrics.
+fn admin_only(path: &str) -> bool {
+    path == "/admin"
+        || path.starts_with("/admin/")
+        || path == "/metrics"
+        || (path.starts_with("/api/") && path != "/api/workspaces/heartbeat")
 }
 
 fn wants_html(h: &HeaderMap) -> bool {
@@ -89,8 +109,8 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         crate::metrics::proxy_request("cross_origin");
         return refuse(html, ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused"));
     }
-    let port = match state.lifecycle.reads().route(&student).await {
-        Ok(Some(port)) => port,
+    let route = match state.lifecycle.reads().route(&student).await {
+        Ok(Some(route)) => route,
         Ok(None) => return not_running(&state, &student, &t.prefix, html).await,
         Err(e) => return refuse(html, ApiError::internal(e)),
     };
@@ -119,8 +139,10 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         proto,
         strip_cookies: &[SESSION_COOKIE, SECURE_SESSION_COOKIE],
         hold: Some(Box::new(slot)),
+        owner: student.as_str(),
+        credential: route.secret.as_ref().and_then(|s| state.lifecycle.settings().workspace.ide_auth.credential(s)),
     };
-    match state.proxy.forward(port, req, fwd).await {
+    match state.proxy.forward(route.port, req, fwd).await {
         Ok(resp) => {
             crate::metrics::proxy_request("forwarded");
             if workbench {

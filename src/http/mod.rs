@@ -13,6 +13,7 @@ pub mod limits;
 pub mod migrate;
 pub mod openapi;
 pub mod pages;
+pub mod serve;
 pub mod sessions;
 mod workspaces;
 

@@ -227,8 +227,8 @@ impl Lifecycle {
     }
 
     /// The proxy could not reach the IDE at its route: forget the route and ask the store again (the container
-    /// may be gone since the route was learnt). Returns the port now on record, if any.
-    pub async fn route_unreachable(&self, student: &StudentId) -> Result<Option<u16>, LifecycleError> {
+    /// may be gone since the route was learnt). Returns the route now on record, if any.
+    pub async fn route_unreachable(&self, student: &StudentId) -> Result<Option<crate::store::Route>, LifecycleError> {
         self.store.forget_route(student);
         Ok(self.store.route(student).await?)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{readiness, Lifecycle, LifecycleError, StartMode};
-use crate::domain::{EventKind, Status, StopReason, StudentId};
+use crate::domain::{EventKind, IdeSecret, Status, StopReason, StudentId};
 use crate::runtime::{self, ContainerSpec, RuntimeError};
 use crate::store::{NewEvent, WorkspaceRecord};
 
@@ -134,8 +134,15 @@ impl Lifecycle {
             let e = LifecycleError::Runtime(RuntimeError::Engine("container has no published port".into()));
             return Err(self.fail_start(student, started, e.to_string(), e).await);
         };
+        // The container that runs may be one that was already running (left by a crash): its secret is the one the
+        // IDE checks, whatever the spec said.
+        let secret = info.secret.clone();
+        if spec.secret.is_some() && secret.is_none() {
+            tracing::warn!(student = %student, "the running container carries no IDE secret; proxying without one");
+        }
         let path = &self.settings.workspace.readiness_path;
-        if let Err(detail) = readiness::wait_ready(&self.probe, port, path, deadline).await {
+        let probe = readiness::Probe { port, path, auth: &self.settings.workspace.ide_auth, secret: secret.as_ref() };
+        if let Err(detail) = readiness::wait_ready(&self.probe, &probe, deadline).await {
             let e = self.timeout_error(student, detail);
             return Err(self.fail_start(student, started, e.to_string(), e).await);
         }
@@ -144,7 +151,7 @@ impl Lifecycle {
         let message = format!("Workspace running (ready in {} ms).", took.as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
-        self.store.mark_running(student, &info.id, port, now, &event).await?;
+        self.store.mark_running(student, &info.id, port, secret.as_ref(), now, &event).await?;
         self.activity.register(student, now, None);
         self.admission.record_start(took);
         crate::metrics::start_finished("ok", took);
@@ -207,6 +214,11 @@ impl Lifecycle {
                 tmp_size: w.tmp_size,
                 read_only_root: w.read_only_root,
             },
+            // A new random secret for every start; only the store and the container hold it.
+            secret: w.secret_env().map(|name| runtime::SecretEnv {
+                name: name.to_owned(),
+                value: IdeSecret::from_random(rand::random()),
+            }),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::mounts::{self, FsKind};
 use crate::config::Settings;
 use crate::domain::StudentId;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::egress::{self, EgressError, EgressMode, Firewall};
 use crate::runtime::Runtime;
 use crate::store::{SchemaState, Store, StoreError};
 
@@ -79,6 +80,8 @@ pub struct DoctorOptions {
     pub git_files: usize,
     /// Bound on each call to the container engine.
     pub engine_timeout: Duration,
+    /// Where the egress rules are looked for (tests name chains of their own).
+    pub firewall: Firewall,
 }
 
 impl Default for DoctorOptions {
@@ -88,6 +91,7 @@ impl Default for DoctorOptions {
             files: SMALL_FILES_REFERENCE,
             git_files: 1000,
             engine_timeout: Duration::from_secs(5),
+            firewall: Firewall::default(),
         }
     }
 }
@@ -545,7 +549,76 @@ async fn engine_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
         Ok(Err(e)) => Check::fail("image", format!("cannot inspect {image}: {e}"), advice),
         Err(_) => Check::fail("image", format!("no answer within {bound:?}"), advice),
     });
+    checks.push(egress_check(settings, &runtime, &o.firewall, bound).await);
     checks
+}
+
+/// Are the rules that keep workspaces from instance metadata and NFS in place for the network's bridge?
+async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &Firewall, bound: Duration) -> Check {
+    if settings.egress_rules == EgressMode::Off {
+        return Check::pass(
+            "egress",
+            "not checked: egress_rules = off (the operator's firewall must drop 169.254.0.0/16 and port 2049 from \
+             the workspaces' network; docs/deploy/aws-efs.md)",
+        );
+    }
+    let (bridge, exists) = match tokio::time::timeout(bound, runtime.network_bridge()).await {
+        Ok(Ok(Some(bridge))) => (bridge, true),
+        Ok(Ok(None)) => (egress::BRIDGE.to_owned(), false),
+        Ok(Err(e)) => return Check::fail("egress", format!("cannot inspect the workspaces' network: {e}"), ""),
+        Err(_) => return Check::fail("egress", format!("no answer within {bound:?} about the network"), ""),
+    };
+    let (fw, b) = (firewall.clone(), bridge.clone());
+    let found = tokio::task::spawn_blocking(move || fw.missing(&b))
+        .await
+        .unwrap_or_else(|e| Err(EgressError::Lock(io::Error::other(e.to_string()))));
+    let chain = &firewall.chain;
+    let missing = match found {
+        Ok(missing) if missing.is_empty() => {
+            return Check::pass(
+                "egress",
+                format!(
+                    "{chain} drops link-local (169.254.0.0/16) and NFS (2049) traffic from {bridge}, jumped to \
+                         from {}",
+                    firewall.parent
+                ),
+            )
+            .with_details(json!({ "bridge": bridge, "chain": chain }))
+        }
+        Ok(missing) => missing,
+        Err(EgressError::NotPermitted(e)) => {
+            return Check::warn("egress", format!("cannot read the firewall: {e}"), "run `workspaced doctor` as root")
+        }
+        Err(e) => {
+            return Check::fail(
+                "egress",
+                format!("cannot check the egress rules: {e}"),
+                "install iptables (Docker needs it too) and run Docker with its iptables rules on",
+            )
+        }
+    };
+    let what: Vec<&str> = missing.iter().map(|r| r.purpose).collect();
+    let mut commands = Vec::new();
+    if missing.iter().any(|r| r.chain == *chain) {
+        commands.push(format!("iptables -w -N {chain} 2>/dev/null"));
+    }
+    commands.extend(missing.iter().map(|r| r.command(r.chain == firewall.parent)));
+    let advice = format!(
+        "start a workspace with `workspaced serve` running as root (egress_rules = install puts them in), or add \
+         them: {}",
+        commands.join("; ")
+    );
+    let details = json!({ "bridge": bridge, "chain": chain, "missing": commands });
+    if exists {
+        let reason = format!("workspaces on {bridge} can reach what these would stop: {}", what.join("; "));
+        Check::fail("egress", reason, advice).with_details(details)
+    } else {
+        let reason = format!(
+            "the workspaces' network does not exist yet; rules for its bridge {bridge} are missing: {}",
+            what.join("; ")
+        );
+        Check::warn("egress", reason, advice).with_details(details)
+    }
 }
 
 /// Opens the database read-only and compares its schema with this binary's migrations, without applying any:

@@ -403,8 +403,10 @@ impl Extractor {
         }
         std::os::unix::fs::fchown(&file, Some(self.options.uid), Some(self.options.gid)).map_err(io)?;
         file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io)?;
-        if let Some(t) = mtime {
-            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t)).map_err(io)?;
+        // An mtime beyond what `SystemTime` holds (the field takes up to 2^95 in base-256) is not applied: `+` would
+        // panic on it.
+        if let Some(when) = mtime.and_then(|t| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(t))) {
+            file.set_modified(when).map_err(io)?;
         }
         Ok(())
     }

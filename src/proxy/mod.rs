@@ -4,9 +4,10 @@
 
 pub mod path;
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::ProxySettings;
+use crate::domain::{is_code_server_cookie, Credential};
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,10 @@ pub struct Forwarded<'a> {
     pub proto: &'a str,
     /// Cookies to leave out of what the IDE sees (the service's session cookies, under every name they take).
     pub strip_cookies: &'a [&'a str],
+    /// Whose IDE this is (the student id): the cookies forwarded are those this IDE set.
+    pub owner: &'a str,
+    /// The IDE's secret as the request carries it (see `domain::IdeAuth`); only the proxy adds it.
+    pub credential: Option<Credential>,
     /// Held until the exchange is over (the response body sent, the WebSocket closed): a per-student connection
     /// slot, say.
     pub hold: Option<Box<dyn Send + Sync>>,
@@ -55,7 +61,14 @@ pub struct Proxy {
     client: Client<HttpConnector, Body>,
     settings: ProxySettings,
     websockets: Arc<AtomicI64>,
+    /// The names of the cookies each IDE set (by owner): the only cookies of the browser's that reach it, so that
+    /// cookies of the parent domain (the university's single sign-on, a classmate's tossed cookie) never do.
+    /// Learnt from the IDE's `Set-Cookie`s by this process.
+    cookie_names: Arc<Mutex<HashMap<String, BTreeSet<String>>>>,
 }
+
+/// Cookie names remembered per IDE; an IDE that sets more has the oldest-sorted ones forgotten first.
+const MAX_COOKIE_NAMES: usize = 64;
 
 /// Headers meaningful only for one connection (RFC 9110 section 7.6.1); never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -78,7 +91,29 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Self { client, settings, websockets: Arc::new(AtomicI64::new(0)) }
+        Self { client, settings, websockets: Arc::new(AtomicI64::new(0)), cookie_names: Default::default() }
+    }
+
+    /// The cookie names `owner`'s IDE has set.
+    fn cookies_of(&self, owner: &str) -> BTreeSet<String> {
+        self.cookie_names.lock().expect("cookie names lock").get(owner).cloned().unwrap_or_default()
+    }
+
+    /// Remembers the names of the cookies the IDE sets in this (already filtered) response.
+    fn learn_cookies(&self, owner: &str, h: &HeaderMap) {
+        let names: Vec<String> =
+            h.get_all(header::SET_COOKIE).iter().filter_map(|v| cookie_name(v.to_str().ok()?)).collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut all = self.cookie_names.lock().expect("cookie names lock");
+        let known = all.entry(owner.to_owned()).or_default();
+        for name in names {
+            if known.len() >= MAX_COOKIE_NAMES && !known.contains(&name) {
+                known.pop_first();
+            }
+            known.insert(name);
+        }
     }
 
     /// Forwards `req` to the IDE on `127.0.0.1:port`.
@@ -92,8 +127,8 @@ impl Proxy {
             return Err(ProxyError::TooLarge(max));
         }
         let (mut parts, body) = req.into_parts();
-        parts.uri = upstream_uri(port, &fwd.path_and_query)?;
-        prepare_request_headers(&mut parts.headers, &fwd);
+        parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
+        prepare_request_headers(&mut parts.headers, &fwd, &self.cookies_of(fwd.owner));
         let body = Body::new(http_body_util::Limited::new(body, max as usize));
         let upstream = Request::from_parts(parts, body);
         let resp = match tokio::time::timeout(self.settings.timeout, self.client.request(upstream)).await {
@@ -106,6 +141,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         strip_origin_wide(&mut parts.headers, &fwd);
+        self.learn_cookies(fwd.owner, &parts.headers);
         rewrite_location(&mut parts.headers, port, fwd.prefix);
         let body = match fwd.hold {
             // The slot is given back when the body is done or dropped (the client went away).
@@ -129,8 +165,8 @@ impl Proxy {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrade_to = req.headers().get(header::UPGRADE).cloned();
         let (mut parts, _) = req.into_parts();
-        parts.uri = upstream_uri(port, &fwd.path_and_query)?;
-        prepare_request_headers(&mut parts.headers, &fwd);
+        parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
+        prepare_request_headers(&mut parts.headers, &fwd, &self.cookies_of(fwd.owner));
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         if let Some(u) = upgrade_to {
             parts.headers.insert(header::UPGRADE, u);
@@ -162,6 +198,9 @@ impl Proxy {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            strip_origin_wide(&mut parts.headers, &fwd);
+            self.learn_cookies(fwd.owner, &parts.headers);
+            rewrite_location(&mut parts.headers, port, fwd.prefix);
             return Ok(Response::from_parts(parts, Body::new(body)));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -183,6 +222,7 @@ impl Proxy {
         });
         let mut headers = resp.headers().clone();
         strip_origin_wide(&mut headers, &fwd);
+        self.learn_cookies(fwd.owner, &headers);
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
         for (k, v) in &headers {
             out = out.header(k, v);
@@ -263,11 +303,34 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
-fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
+/// The path and query sent upstream: the request's, with the IDE's secret in the query when that is how it goes
+/// (any parameter of the client's by that name is dropped first).
+fn upstream_path(fwd: &Forwarded<'_>) -> String {
+    let Some(Credential::Query { param, value }) = &fwd.credential else { return fwd.path_and_query.clone() };
+    let (path, query) = fwd.path_and_query.split_once('?').unwrap_or((&fwd.path_and_query, ""));
+    let mut pairs: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| path::percent_decode(kv.split_once('=').map_or(*kv, |(k, _)| k)) != *param)
+        .collect();
+    let ours = format!("{param}={value}");
+    pairs.push(&ours);
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// The name of a `Set-Cookie` value.
+fn cookie_name(set_cookie: &str) -> Option<String> {
+    let (name, _) = set_cookie.split(';').next()?.split_once('=')?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
+/// What the IDE receives: no hop-by-hop headers, none of the service's credentials, only the cookies it set
+/// itself (`ide_cookies`), the IDE's secret (added here and nowhere else), and forwarding headers set by the proxy.
+fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>, ide_cookies: &BTreeSet<String>) {
     strip_hop_by_hop(h);
     // The service's own credentials stay here.
     h.remove(header::AUTHORIZATION);
-    let cookies: Vec<String> = h
+    let mut cookies: Vec<String> = h
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -275,10 +338,22 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
         .map(str::trim)
         .filter(|kv| {
             let name = kv.split_once('=').map_or(*kv, |(n, _)| n).trim();
-            !kv.is_empty() && !fwd.strip_cookies.contains(&name)
+            !kv.is_empty()
+                && !fwd.strip_cookies.contains(&name)
+                && !is_code_server_cookie(name)
+                && ide_cookies.contains(name)
         })
         .map(str::to_owned)
         .collect();
+    match &fwd.credential {
+        Some(Credential::Cookie { name, value }) => cookies.push(format!("{name}={value}")),
+        Some(Credential::Header { name, value }) => {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                h.insert(name, value);
+            }
+        }
+        Some(Credential::Query { .. }) | None => {}
+    }
     h.remove(header::COOKIE);
     if !cookies.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
@@ -338,7 +413,11 @@ fn strip_origin_wide(h: &mut HeaderMap, fwd: &Forwarded<'_>) {
 fn cookie_stays_inside(cookie: &str, fwd: &Forwarded<'_>) -> bool {
     let mut parts = cookie.split(';').map(str::trim);
     let name = parts.next().and_then(|kv| kv.split_once('=')).map_or("", |(n, _)| n.trim());
-    if name.is_empty() || fwd.strip_cookies.iter().any(|ours| ours.eq_ignore_ascii_case(name)) {
+    // The IDE's session cookie holds its secret, which only the proxy presents: the browser never gets it.
+    if name.is_empty()
+        || fwd.strip_cookies.iter().any(|ours| ours.eq_ignore_ascii_case(name))
+        || is_code_server_cookie(name)
+    {
         return false;
     }
     let mut path = None;
@@ -398,8 +477,11 @@ mod tests {
             proto: "https",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
             hold: None,
+            owner: "alice",
+            credential: None,
         };
-        prepare_request_headers(&mut h, &fwd);
+        let ide_cookies = BTreeSet::from(["a".to_owned(), "b".to_owned(), "workspaced_session".to_owned()]);
+        prepare_request_headers(&mut h, &fwd, &ide_cookies);
         for gone in ["connection", "x-private", "keep-alive", "te", "authorization"] {
             assert!(!h.contains_key(gone), "{gone} was forwarded");
         }
@@ -420,6 +502,8 @@ mod tests {
             proto: "http",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
             hold: None,
+            owner: "alice",
+            credential: None,
         };
         let mut h = HeaderMap::new();
         h.insert("service-worker-allowed", "/".parse().unwrap());
@@ -466,10 +550,61 @@ mod tests {
             proto: "http",
             strip_cookies: &[],
             hold: None,
+            owner: "alice",
+            credential: None,
         };
-        prepare_request_headers(&mut h, &fwd);
+        prepare_request_headers(&mut h, &fwd, &BTreeSet::new());
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "ide.example.edu");
+    }
+
+    #[test]
+    fn only_cookies_the_ide_set_reach_it_and_its_secret_comes_from_the_proxy_alone() {
+        let fwd = |credential| Forwarded {
+            prefix: "",
+            path_and_query: "/api?token=planted&x=1&%74oken=again".into(),
+            client_addr: None,
+            proto: "http",
+            strip_cookies: &[],
+            hold: None,
+            owner: "alice",
+            credential,
+        };
+        let browser = |h: &mut HeaderMap| {
+            h.insert(header::COOKIE, "sso=university; _xsrf=1; code-server-session=planted".parse().unwrap());
+            h.insert("x-token", "planted".parse().unwrap());
+        };
+        let ide_cookies = BTreeSet::from(["_xsrf".to_owned()]);
+        let secret = crate::domain::IdeSecret::from_random([1; 32]);
+
+        let mut h = HeaderMap::new();
+        browser(&mut h);
+        let cookie = crate::domain::IdeAuth::CodeServer.credential(&secret);
+        prepare_request_headers(&mut h, &fwd(cookie), &ide_cookies);
+        assert_eq!(h[header::COOKIE].to_str().unwrap(), format!("_xsrf=1; code-server-session={}", secret.expose()));
+
+        let mut h = HeaderMap::new();
+        browser(&mut h);
+        let header = crate::domain::IdeAuth::parse("header:X-Token:token ").unwrap().credential(&secret);
+        prepare_request_headers(&mut h, &fwd(header), &ide_cookies);
+        assert_eq!(h["x-token"].to_str().unwrap(), format!("token {}", secret.expose()));
+        assert_eq!(h[header::COOKIE], "_xsrf=1");
+
+        let query = crate::domain::IdeAuth::parse("query:token").unwrap().credential(&secret);
+        assert_eq!(upstream_path(&fwd(query)), format!("/api?x=1&token={}", secret.expose()));
+        assert_eq!(upstream_path(&fwd(None)), "/api?token=planted&x=1&%74oken=again");
+
+        // Learnt from what the IDE sets, after the filter: never workspaced's or code-server's session cookie.
+        let proxy = Proxy::new(ProxySettings::default());
+        let mut answer = HeaderMap::new();
+        for c in ["_xsrf=2; Path=/", "code-server-session=x; Path=/", "workspaced_session=x"] {
+            answer.append(header::SET_COOKIE, c.parse().unwrap());
+        }
+        let fwd = Forwarded { strip_cookies: &["workspaced_session"], ..fwd(None) };
+        strip_origin_wide(&mut answer, &fwd);
+        proxy.learn_cookies("alice", &answer);
+        assert_eq!(proxy.cookies_of("alice"), BTreeSet::from(["_xsrf".to_owned()]));
+        assert!(proxy.cookies_of("bob").is_empty(), "one IDE's cookies are not another's");
     }
 
     #[test]

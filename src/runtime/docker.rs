@@ -24,11 +24,12 @@ use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::egress::{self, EgressMode};
 use super::{
     container_name, ContainerInfo, ContainerSpec, Runtime, RuntimeError, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    LABEL_MANAGED_BY_VALUE, LABEL_STUDENT,
+    LABEL_MANAGED_BY_VALUE, LABEL_SECRET_ENV, LABEL_STUDENT,
 };
-use crate::domain::{InstanceId, StudentId};
+use crate::domain::{IdeSecret, InstanceId, StudentId};
 
 /// Label holding the container port, so `list_owned` can find the published port without knowing the spec.
 pub const LABEL_PORT: &str = "workspaced.port";
@@ -126,6 +127,9 @@ pub struct DockerRuntime {
     client: OnceCell<Docker>,
     /// Set once the workspaces' network (shared by every instance on the engine) exists (see [`NETWORK`]).
     network: OnceCell<()>,
+    /// What to do about the egress rules of the network's bridge ([`egress`]), and set once it was done.
+    egress: EgressMode,
+    egress_done: OnceCell<()>,
 }
 
 /// The bridge network of all workspaces, created with inter-container traffic off
@@ -164,7 +168,57 @@ impl DockerRuntime {
     }
 
     fn with_endpoint(endpoint: Endpoint, instance: InstanceId, call_timeout: Duration) -> Self {
-        Self { instance, call_timeout, endpoint, client: OnceCell::new(), network: OnceCell::new() }
+        let (network, egress_done) = (OnceCell::new(), OnceCell::new());
+        Self {
+            instance,
+            call_timeout,
+            endpoint,
+            client: OnceCell::new(),
+            network,
+            egress: EgressMode::default(),
+            egress_done,
+        }
+    }
+
+    /// Sets what happens to the egress rules when the network is first used (default: install).
+    pub fn with_egress(mut self, mode: EgressMode) -> Self {
+        self.egress = mode;
+        self
+    }
+
+    /// Makes sure the workspaces' network exists and, once per process, applies the egress mode to its bridge
+    /// (installing the rules, or checking them). A firewall failure is logged, not returned: starts go on.
+    pub async fn prepare_network(&self) -> Result<(), RuntimeError> {
+        self.ensure_network().await?;
+        self.egress_done
+            .get_or_try_init(|| async {
+                if self.egress != EgressMode::Off {
+                    let bridge = self.network_bridge().await?.unwrap_or_else(|| egress::BRIDGE.to_owned());
+                    egress::apply(self.egress, &bridge).await;
+                }
+                Ok::<(), RuntimeError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The bridge interface of the workspaces' network (see [`egress::bridge_interface`]); `None` while it does
+    /// not exist.
+    pub async fn network_bridge(&self) -> Result<Option<String>, RuntimeError> {
+        let found = self
+            .call("inspect network", self.call_timeout, |d| async move {
+                d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
+            })
+            .await?;
+        match found {
+            Ok(net) => {
+                let id = net.id.unwrap_or_default();
+                let named = net.options.as_ref().and_then(|o| o.get(egress::BRIDGE_NAME_OPTION)).map(String::as_str);
+                Ok(Some(egress::bridge_interface(&id, named)))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// Is `image` present locally? We never pull, so a start needs it here (404 is `false`, not an error).
@@ -331,6 +385,11 @@ impl DockerRuntime {
         labels.insert(LABEL_INSTANCE.to_owned(), self.instance.to_string());
         labels.insert(LABEL_STUDENT.to_owned(), spec.student.to_string());
         labels.insert(LABEL_PORT.to_owned(), spec.container_port.to_string());
+        let mut env = spec.env.clone();
+        if let Some(secret) = &spec.secret {
+            labels.insert(LABEL_SECRET_ENV.to_owned(), secret.name.clone());
+            env.push(format!("{}={}", secret.name, secret.value.expose()));
+        }
         let port_bindings: PortMap = HashMap::from([(
             port_key.clone(),
             Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
@@ -339,7 +398,7 @@ impl DockerRuntime {
         ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(spec.env.clone()),
+            env: Some(env),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
             labels: Some(labels),
             exposed_ports: Some(vec![port_key]),
@@ -403,10 +462,11 @@ impl DockerRuntime {
                 let request = bollard::models::NetworkCreateRequest {
                     name: name.clone(),
                     driver: Some("bridge".to_owned()),
-                    options: Some(HashMap::from([(
-                        "com.docker.network.bridge.enable_icc".to_owned(),
-                        "false".to_owned(),
-                    )])),
+                    // A bridge name of our own, so the egress rules can name it before the network exists.
+                    options: Some(HashMap::from([
+                        ("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned()),
+                        (egress::BRIDGE_NAME_OPTION.to_owned(), egress::BRIDGE.to_owned()),
+                    ])),
                     labels: Some(HashMap::from([(LABEL_MANAGED_BY.to_owned(), LABEL_MANAGED_BY_VALUE.to_owned())])),
                     ..Default::default()
                 };
@@ -471,7 +531,7 @@ impl Runtime for DockerRuntime {
         }
 
         let host_dir = absolute_dir(&spec.host_dir)?;
-        self.ensure_network().await?;
+        self.prepare_network().await?;
         let body = self.create_body(spec, &host_dir);
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         tracing::info!(student, container = %spec.name, image = %spec.image, "creating container");
@@ -630,7 +690,7 @@ impl DockerRuntime {
             }
             _ => None,
         };
-        Some(ContainerInfo { id, name, student, running, state, host_port })
+        Some(ContainerInfo { id, name, student, running, state, host_port, secret: None })
     }
 }
 
@@ -651,6 +711,12 @@ fn info_from_inspect(c: &ContainerInspectResponse, student: StudentId) -> Contai
         .and_then(|l| l.get(LABEL_PORT))
         .and_then(|p| p.parse::<u16>().ok());
     let ports = c.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+    let config = c.config.as_ref();
+    let secret_env = config.and_then(|cfg| cfg.labels.as_ref()).and_then(|l| l.get(LABEL_SECRET_ENV));
+    let secret = secret_env.and_then(|name| {
+        let prefix = format!("{name}=");
+        config?.env.as_ref()?.iter().find_map(|kv| IdeSecret::parse(kv.strip_prefix(&prefix)?))
+    });
     ContainerInfo {
         id: c.id.clone().unwrap_or_default(),
         name: inspect_name(c),
@@ -658,6 +724,7 @@ fn info_from_inspect(c: &ContainerInspectResponse, student: StudentId) -> Contai
         running,
         state: state.and_then(|s| s.status.as_ref()).map(ToString::to_string).unwrap_or_default(),
         host_port: if running { published_port(ports, port) } else { None },
+        secret,
     }
 }
 

@@ -9,7 +9,8 @@
 //! - `ensure_running` is idempotent: if our container for the student is running it is returned untouched; if it
 //!   exists but is not running, it is removed and created anew from the spec (so a changed image or limit applies);
 //!   otherwise it is created and started. It returns once the engine reports it running with its port published.
-//!   It does not wait for the IDE inside to be ready (the lifecycle does that).
+//!   It does not wait for the IDE inside to be ready (the lifecycle does that). The info it returns carries the
+//!   secret of the container that runs (a container already running keeps its own, not the spec's).
 //! - `stop` sends SIGTERM, waits up to `grace`, kills, then removes the container. Stopping a student that has no
 //!   container succeeds. It never touches the student's files (bind mounts are not volumes; nothing is deleted).
 //! - `inspect` returns `Ok(None)` for a student without a container of ours (a 404 is not an error).
@@ -17,6 +18,7 @@
 //! - All calls are safe before any start, and safe to repeat.
 
 pub mod docker;
+pub mod egress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,13 +26,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{InstanceId, StudentId};
+use crate::domain::{IdeSecret, InstanceId, StudentId};
 
 /// Label keys on every container we create.
 pub const LABEL_MANAGED_BY: &str = "workspaced.managed-by";
 pub const LABEL_MANAGED_BY_VALUE: &str = "workspaced";
 pub const LABEL_STUDENT: &str = "workspaced.student";
 pub const LABEL_INSTANCE: &str = "workspaced.instance";
+/// Names the environment variable that holds the IDE's secret, so the secret of a running container can be read back.
+pub const LABEL_SECRET_ENV: &str = "workspaced.secret-env";
 
 /// The container name of a student's workspace: `ws-<id>` for the `default` instance, `ws-<id>.<instance>` otherwise
 /// (`.` cannot occur in ids, so two instances can never produce the same name).
@@ -67,6 +71,15 @@ pub struct ContainerSpec {
     /// Our labels (managed-by, student, instance) and any extra ones.
     pub labels: BTreeMap<String, String>,
     pub hardening: Hardening,
+    /// The IDE's secret and the variable that carries it (see `domain::IdeAuth`); `None`: no secret.
+    pub secret: Option<SecretEnv>,
+}
+
+/// The IDE's per-workspace secret, given to the container in the environment variable `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    pub name: String,
+    pub value: IdeSecret,
 }
 
 /// What a workspace container may not do, beyond the resource limits.
@@ -104,6 +117,8 @@ pub struct ContainerInfo {
     pub state: String,
     /// Host port on 127.0.0.1 that reaches `container_port`, when running.
     pub host_port: Option<u16>,
+    /// The IDE's secret, read back from the container (only from an inspect; a listing leaves it `None`).
+    pub secret: Option<IdeSecret>,
 }
 
 #[derive(Debug, thiserror::Error)]

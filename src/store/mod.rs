@@ -26,6 +26,7 @@ pub use culling::{PendingActivity, PolicyOverrides};
 pub use events::{Event, NewEvent};
 pub use keys::ApiKeyRecord;
 pub use reads::Reads;
+pub use routes::Route;
 pub use schema::SchemaState;
 pub use sessions::RevokeScope;
 pub use workspaces::WorkspaceRecord;

@@ -29,7 +29,7 @@ impl Reads {
     }
 
     /// The host port of the student's IDE while it runs (from memory after the first lookup).
-    pub async fn route(&self, student: &StudentId) -> Result<Option<u16>, StoreError> {
+    pub async fn route(&self, student: &StudentId) -> Result<Option<super::Route>, StoreError> {
         self.store.route(student).await
     }
 

@@ -3,42 +3,48 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::domain::StudentId;
+use crate::domain::{IdeSecret, StudentId};
+
+/// Where a running IDE listens and the secret it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub port: u16,
+    pub secret: Option<IdeSecret>,
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Routes {
-    ports: std::collections::HashMap<StudentId, u16>,
+    ports: std::collections::HashMap<StudentId, Route>,
     /// Bumped on every removal; a lookup that read the database before a removal does not cache its answer.
     generation: u64,
 }
 
 impl Store {
-    /// The host port of the student's IDE while it runs (`None` otherwise). Answers from memory after the first
-    /// lookup; every state change that can release the port forgets the answer first.
-    pub async fn route(&self, student: &StudentId) -> Result<Option<u16>, StoreError> {
+    /// The host port of the student's IDE and its secret while it runs (`None` otherwise). Answers from memory
+    /// after the first lookup; every state change that can release the port forgets the answer first.
+    pub async fn route(&self, student: &StudentId) -> Result<Option<Route>, StoreError> {
         let generation = {
             let routes = self.routes.lock().expect("routes lock");
-            if let Some(port) = routes.ports.get(student) {
-                return Ok(Some(*port));
+            if let Some(route) = routes.ports.get(student) {
+                return Ok(Some(route.clone()));
             }
             routes.generation
         };
-        let row = sqlx::query("SELECT host_port FROM workspaces WHERE student_id = ? AND status = 'running'")
-            .bind(student.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        let port = row
-            .map(|r| r.try_get::<Option<i64>, _>("host_port"))
-            .transpose()?
-            .flatten()
-            .and_then(|p| u16::try_from(p).ok());
-        if let Some(port) = port {
-            let mut routes = self.routes.lock().expect("routes lock");
-            if routes.generation == generation {
-                routes.ports.insert(student.clone(), port);
-            }
+        let row =
+            sqlx::query("SELECT host_port, ide_secret FROM workspaces WHERE student_id = ? AND status = 'running'")
+                .bind(student.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let port = row.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok());
+        let secret = row.try_get::<Option<String>, _>("ide_secret")?.and_then(|s| IdeSecret::parse(&s));
+        let Some(port) = port else { return Ok(None) };
+        let route = Route { port, secret };
+        let mut routes = self.routes.lock().expect("routes lock");
+        if routes.generation == generation {
+            routes.ports.insert(student.clone(), route.clone());
         }
-        Ok(port)
+        Ok(Some(route))
     }
 
     /// Forgets the student's route (before a stop, a failure, or any status change).

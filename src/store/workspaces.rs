@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::culling::PolicyOverrides;
 use super::events::insert_event;
 use super::{duration_from_ms, from_ms, ms, NewEvent, Store, StoreError};
-use crate::domain::{EventKind, EventReason, Status, StopReason, StudentId};
+use crate::domain::{EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
 
 /// One workspace as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,23 +81,25 @@ impl Store {
         Ok(())
     }
 
-    /// `running` in `container_id`, reachable on `host_port`; the start counts as activity.
+    /// `running` in `container_id`, reachable on `host_port` with the IDE's `secret`; the start counts as activity.
     pub async fn mark_running(
         &self,
         student: &StudentId,
         container_id: &str,
         host_port: u16,
+        secret: Option<&IdeSecret>,
         now: DateTime<Utc>,
         event: &NewEvent<'_>,
     ) -> Result<(), StoreError> {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, started_at_ms = ?,
+            "UPDATE workspaces SET status = 'running', container_id = ?, host_port = ?, ide_secret = ?, started_at_ms = ?,
              last_activity_ms = ?, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = ? WHERE student_id = ?",
         )
         .bind(container_id)
         .bind(i64::from(host_port))
+        .bind(secret.map(IdeSecret::expose))
         .bind(ms(now))
         .bind(ms(now))
         .bind(ms(now))
@@ -116,7 +118,7 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, error = ?,
+            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, ide_secret = NULL, error = ?,
              updated_at_ms = ? WHERE student_id = ?",
         )
         .bind(error)
@@ -197,7 +199,7 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, stop_reason = ?,
+            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, ide_secret = NULL, stop_reason = ?,
              stopped_at_ms = ?, updated_at_ms = ? WHERE student_id = ?",
         )
         .bind(reason.as_str())
@@ -261,7 +263,7 @@ mod tests {
         store.mark_starting(&s, t(0)).await.unwrap();
         assert_eq!(store.get(&s).await.unwrap().unwrap().status, Status::Starting);
         let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-        store.mark_running(&s, "c1", 40000, t(1), &ev).await.unwrap();
+        store.mark_running(&s, "c1", 40000, None, t(1), &ev).await.unwrap();
         let r = store.get(&s).await.unwrap().unwrap();
         assert_eq!((r.status, r.container_id.as_deref(), r.host_port), (Status::Running, Some("c1"), Some(40000)));
         assert_eq!(r.last_activity, Some(t(1)));

@@ -134,7 +134,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let table = route_table();
     let shadowing: Vec<&str> = table
         .iter()
-        .filter(|s| !s.path.contains(PARAM) && table.iter().any(|p| p.path.contains(PARAM) && same_shape(p.path, s.path)))
+        .filter(|s| {
+            !s.path.contains(PARAM) && table.iter().any(|p| p.path.contains(PARAM) && same_shape(p.path, s.path))
+        })
         .map(|r| r.path)
         .collect();
     let by_id = api_routes(&state, routes().into_iter().filter(|(r, _)| !shadowing.contains(&r.path)))

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -55,7 +57,7 @@ use crate::store::PolicyOverrides;
         own_start,
         own_heartbeat,
     ),
-    components(schemas(ErrorBody, SseEvent, StopAs, StudentId, Status)),
+    components(schemas(ErrorBody, SseEvent, StopAs, StudentId, Status, super::sessions::RevokeRequest)),
     modifiers(&FromRouteTable),
     tags(
         (name = "workspaces", description = "Start, stop and read workspaces (LMS key)"),
@@ -275,6 +277,35 @@ impl PartialSchema for StopAs {
     }
 }
 impl ToSchema for StopAs {}
+
+/// `{"student_id": "<id>"}` or `{"all": true}`, exactly one: anything else is 400 `invalid_scope`.
+impl PartialSchema for super::sessions::RevokeRequest {
+    fn schema() -> RefOr<Schema> {
+        let constant = |v: bool| ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([v]));
+        let one_student = ObjectBuilder::new()
+            .property("student_id", StudentId::schema_ref())
+            .required("student_id")
+            .property("all", constant(false))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let everybody = ObjectBuilder::new()
+            .property("all", constant(true))
+            .required("all")
+            .property("student_id", ObjectBuilder::new().schema_type(Type::Null))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new()
+            .item(one_student)
+            .item(everybody)
+            .description(Some("One student's sessions, or everybody's"))
+            .into()
+    }
+}
+impl ToSchema for super::sessions::RevokeRequest {}
+
+impl StudentId {
+    fn schema_ref() -> RefOr<Schema> {
+        RefOr::Ref(utoipa::openapi::Ref::from_schema_name(<StudentId as ToSchema>::name()))
+    }
+}
 
 /// One server-sent event of `GET /api/events`, as an SSE client reads it.
 #[allow(dead_code)] // a schema only: the stream is written by `events.rs`

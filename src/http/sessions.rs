@@ -22,12 +22,12 @@ pub struct RevokeBody {
     pub all: bool,
 }
 
-/// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`].
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`]. Its schema (exactly one of the two
+/// forms) is written in `openapi.rs`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     #[serde(default)]
-    #[schema(value_type = Option<StudentId>)]
     pub student_id: Option<String>,
     #[serde(default)]
     pub all: bool,

@@ -5,12 +5,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{Status, StopReason, StudentId};
 use crate::store::PolicyOverrides;
 
 /// The status of a workspace as the API shows it (`GET /api/workspaces/{id}`, start, stop, policy).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkspaceView {
     pub student_id: StudentId,
     pub status: Status,
@@ -47,7 +48,7 @@ pub struct WorkspaceView {
 }
 
 /// The culling policy in force for a workspace (service defaults with its overrides).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyView {
     pub cull_enabled: bool,
     pub idle_timeout_seconds: u64,
@@ -58,7 +59,7 @@ pub struct PolicyView {
 }
 
 /// The container limits every workspace gets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Limits {
     pub cpus: f64,
     pub memory_bytes: i64,
@@ -66,20 +67,20 @@ pub struct Limits {
 }
 
 /// `GET /api/workspaces`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ListView {
     pub workspaces: Vec<WorkspaceView>,
 }
 
 /// `POST /api/workspaces/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatView {
     pub student_id: StudentId,
     pub last_activity: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/workspaces/{id}/launch`: a single-use link that opens the student's workspace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LaunchLink {
     pub student_id: StudentId,
     pub url: String,
@@ -87,7 +88,7 @@ pub struct LaunchLink {
 }
 
 /// `POST /api/workspaces/{id}/token`: a student token for the JS SDK.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StudentToken {
     pub student_id: StudentId,
     pub token: String,
@@ -95,7 +96,7 @@ pub struct StudentToken {
 }
 
 /// `POST /api/admin/sessions/revoke`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RevokeView {
     /// The student whose sessions ended, or `null` when everybody's did.
     pub student_id: Option<StudentId>,
@@ -104,9 +105,33 @@ pub struct RevokeView {
     pub generation: i64,
 }
 
+/// `GET /healthz`: `{"status": "ok"}` while the process is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// `GET /readyz`: what is down, never why (the route needs no key; the cause goes to the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `ok`, `unavailable` or `timed out`.
+    pub database: String,
+    /// `ok`, `unavailable` or `timed out`.
+    pub docker: String,
+    /// Each running background loop: `ok`, or `dead: no finished pass since <RFC 3339 time>`.
+    pub loops: std::collections::BTreeMap<String, String>,
+}
+
+/// `GET /api/admin/stats`: CPU and memory of every running workspace the engine gives numbers for.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StatsView {
+    pub stats: std::collections::BTreeMap<String, crate::runtime::ContainerStats>,
+}
+
 /// What the student's own pages read (`/w/{id}/_workspaced/status`): enough to show state, queue, countdown and
 /// why it stopped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OwnStatus {
     pub student_id: StudentId,
     pub status: Status,
@@ -130,12 +155,12 @@ pub struct OwnStatus {
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`. Clients match on `code`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,

@@ -288,7 +288,11 @@ async fn containers_of_other_instances_and_unlabelled_ones_are_never_listed_or_s
 
     let listed = rt.list_owned().await.unwrap();
     // A listing carries no secrets (only an inspect reads them).
-    assert_eq!(listed, vec![workspaced::runtime::ContainerInfo { secret: None, ..mine }], "only our instance's container is listed");
+    assert_eq!(
+        listed,
+        vec![workspaced::runtime::ContainerInfo { secret: None, ..mine }],
+        "only our instance's container is listed"
+    );
 
     match rt.ensure_running(&world.spec(&squatted)).await {
         Err(RuntimeError::Conflict(name)) => assert_eq!(name, squat_name),

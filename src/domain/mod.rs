@@ -12,5 +12,5 @@ pub use cull::{
 };
 pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_SERVER_COOKIE};
 pub use role::Role;
-pub use student_id::{InstanceId, InvalidId, StudentId};
+pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};
 pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

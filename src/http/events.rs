@@ -93,6 +93,19 @@ impl<S: Send + Sync> FromRequestParts<S> for EventsQuery {
     }
 }
 
+/// The event log as server-sent events: the stored events after the position, then new ones live. The stream does
+/// not end by itself.
+#[utoipa::path(get, path = "/api/events", tag = "workspaces",
+    params(
+        ("student_id" = Option<StudentId>, Query, description = "Only this student's events"),
+        ("after" = Option<u64>, Query, description = "Start after this event id (default 0: the whole log)"),
+        ("tail" = Option<u64>, Query, description = "Start this many event ids before the newest instead"),
+        ("Last-Event-ID" = Option<String>, Header, description = "A reconnecting client's last id; wins over `after` and `tail`"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; each event's `data` is the webhook body", content_type = "text/event-stream", body = super::openapi::SseEvent),
+        (status = 400, description = "`invalid_query`, `invalid_student_id`", body = crate::api::ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     query: EventsQuery,

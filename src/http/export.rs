@@ -24,6 +24,14 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Header set when the workspace was running at the start of the export: open files may be mid-write.
 pub const RUNNING_WARNING_HEADER: &str = "x-workspaced-warning";
 
+#[utoipa::path(get, path = "/api/workspaces/{id}/export", tag = "admin",
+    params(("id" = StudentId, Path, description = "The student")),
+    responses(
+        (status = 200, description = "The folder as tar.gz, streamed", content_type = "application/gzip", body = Vec<u8>),
+        (status = 400, description = "`invalid_student_id`", body = crate::api::ErrorBody),
+        (status = 404, description = "`workspace_not_found`: no folder", body = crate::api::ErrorBody),
+        (status = 503, description = "`storage_unavailable`", body = crate::api::ErrorBody),
+    ))]
 /// The handler. 400 for an invalid id, 404 when the student has no folder, 503 when the base path is unusable.
 pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let student = StudentId::parse(&raw).map_err(|e| {

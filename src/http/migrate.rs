@@ -18,10 +18,11 @@ use crate::lifecycle::Lifecycle;
 use crate::ops::migrate::{check_paths, migrate_reporting, MigrateEvent, RunMode, StudentLocker};
 use crate::storage::{Ownership, Storage};
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     /// The new base path; must exist and be writable (on EFS: mounted).
+    #[schema(value_type = String)]
     pub to: PathBuf,
     #[serde(default)]
     pub dry_run: bool,
@@ -50,6 +51,13 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Copies every student folder to a new base path and verifies it, streaming NDJSON progress (docs/api.md, Migrate).
+#[utoipa::path(post, path = "/api/admin/migrate", tag = "admin",
+    request_body = MigrateRequest,
+    responses(
+        (status = 200, description = "One JSON object a line: `plan`, `progress`, `student`, then `done` or `error`", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "`invalid_path`, `invalid_target`, `invalid_json`, `invalid_body`", body = crate::api::ErrorBody),
+    ))]
 pub async fn migrate_handler(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<MigrateRequest>,

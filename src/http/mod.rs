@@ -11,6 +11,7 @@ mod extract;
 pub mod ide;
 pub mod limits;
 pub mod migrate;
+pub mod openapi;
 pub mod pages;
 pub mod serve;
 pub mod sessions;
@@ -24,7 +25,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
-use serde_json::json;
 
 pub use error::ApiError;
 pub use extract::ApiJson;
@@ -101,8 +101,9 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
     vec![
         r(M::GET, "/healthz", Open, get(healthz)),
         r(M::GET, "/readyz", Open, get(readyz)),
-        r(M::GET, "/admin", Open, get(|| async { axum::response::Html(pages::ADMIN_PAGE) })),
+        r(M::GET, "/admin", Open, get(admin_page)),
         r(M::GET, "/sdk/workspaced.js", Open, get(sdk_script)),
+        r(M::GET, "/api/openapi.json", Open, get(openapi::openapi_json)),
         r(M::POST, "/api/workspaces/heartbeat", KeyOrSession, post(workspaces::heartbeat)),
         r(M::GET, "/api/events", Lms, get(events::events)),
         r(M::GET, "/api/workspaces", Lms, get(workspaces::list)),
@@ -127,16 +128,25 @@ pub fn route_table() -> Vec<Route> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     use axum::middleware::from_fn_with_state;
-    let (mut open, mut lms, mut admin) = (Router::new(), Router::new(), Router::new());
-    for (route, handler) in routes() {
-        match route.access {
-            Access::Open | Access::KeyOrSession => open = open.route(route.path, handler),
-            Access::Lms => lms = lms.route(route.path, handler),
-            Access::Admin => admin = admin.route(route.path, handler),
-        }
-    }
-    open.merge(lms.route_layer(from_fn_with_state(state.clone(), auth::require_lms)))
-        .merge(admin.route_layer(from_fn_with_state(state.clone(), auth::require_admin)))
+    // A static path such as `/api/workspaces/heartbeat` also has the shape of `/api/workspaces/{id}`, and the router
+    // prefers it: without more, GET on it would be 405 and a student called `heartbeat` unreadable. The methods the
+    // static route lacks go to a router without it, where the path is an id like any other.
+    let table = route_table();
+    let shadowing: Vec<&str> = table
+        .iter()
+        .filter(|s| {
+            !s.path.contains(PARAM) && table.iter().any(|p| p.path.contains(PARAM) && same_shape(p.path, s.path))
+        })
+        .map(|r| r.path)
+        .collect();
+    let by_id = api_routes(&state, routes().into_iter().filter(|(r, _)| !shadowing.contains(&r.path)))
+        .fallback(not_found)
+        .with_state(state.clone());
+    let all = routes().into_iter().map(|(route, handler)| {
+        let handler = if shadowing.contains(&route.path) { handler.fallback_service(by_id.clone()) } else { handler };
+        (route, handler)
+    });
+    api_routes(&state, all)
         .fallback(not_found)
         // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
         .layer(from_fn_with_state(state.clone(), ide::dispatch))
@@ -148,6 +158,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The routes, each behind the key check its access needs.
+fn api_routes(
+    state: &Arc<AppState>,
+    routes: impl IntoIterator<Item = (Route, MethodRouter<Arc<AppState>>)>,
+) -> Router<Arc<AppState>> {
+    use axum::middleware::from_fn_with_state;
+    let (mut open, mut lms, mut admin) = (Router::new(), Router::new(), Router::new());
+    for (route, handler) in routes {
+        match route.access {
+            Access::Open | Access::KeyOrSession => open = open.route(route.path, handler),
+            Access::Lms => lms = lms.route(route.path, handler),
+            Access::Admin => admin = admin.route(route.path, handler),
+        }
+    }
+    open.merge(lms.route_layer(from_fn_with_state(state.clone(), auth::require_lms)))
+        .merge(admin.route_layer(from_fn_with_state(state.clone(), auth::require_admin)))
+}
+
+/// How a path parameter starts (`{id}`); a constant, as tests/architecture.rs measures functions by counting braces.
+const PARAM: char = '{';
+
+/// Whether the concrete `path` has the shape of `pattern`: as many segments, equal except where `pattern` has a
+/// `{param}`.
+fn same_shape(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| a == b || (a.starts_with(PARAM) && !b.is_empty()))
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     // `{id}` never matches an empty segment; say what is wrong instead of "no such route".
     if uri.path().starts_with("/api/workspaces//") {
@@ -157,18 +195,31 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 /// CPU and memory of every running workspace, from the engine (about a second: the engine samples twice).
-async fn admin_stats(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let stats: serde_json::Map<String, serde_json::Value> = state
+#[utoipa::path(get, path = "/api/admin/stats", tag = "admin",
+    responses((status = 200, description = "One entry per running workspace the engine gives numbers for", body = crate::api::StatsView)))]
+async fn admin_stats(State(state): State<Arc<AppState>>) -> Json<crate::api::StatsView> {
+    // A number JSON cannot hold (NaN) would be written as null: such a workspace is left out, like one without numbers.
+    let stats = state
         .lifecycle
         .engine_stats()
         .await
         .into_iter()
-        .filter_map(|(id, s)| Some((id.to_string(), serde_json::to_value(s).ok()?)))
+        .filter(|(_, s)| s.cpu_percent.is_finite())
+        .map(|(id, s)| (id.to_string(), s))
         .collect();
-    Ok(Json(json!({ "stats": stats })))
+    Json(crate::api::StatsView { stats })
+}
+
+/// The admin dashboard: a static page; its data comes from the API with the key the operator pastes.
+#[utoipa::path(get, path = "/admin", tag = "service",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
+async fn admin_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(pages::ADMIN_PAGE)
 }
 
 /// The JS SDK for LMS pages (docs/sdk.md).
+#[utoipa::path(get, path = "/sdk/workspaced.js", tag = "service",
+    responses((status = 200, description = "The SDK script", content_type = "text/javascript", body = String)))]
 async fn sdk_script() -> impl IntoResponse {
     (
         [
@@ -181,15 +232,25 @@ async fn sdk_script() -> impl IntoResponse {
 }
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "admin",
+    responses((status = 200, description = "The metrics (docs/api.md, Metrics)", content_type = "text/plain", body = String)))]
 async fn metrics() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// 200 while the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "Up", body = crate::api::Health)))]
+async fn healthz() -> Json<crate::api::Health> {
+    Json(crate::api::Health { status: "ok".to_owned() })
 }
 
 /// Ready when the database and the container engine answer and every background loop finished a pass recently.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = crate::api::Readiness),
+        (status = 503, description = "Not ready: the fields say what is down", body = crate::api::Readiness),
+    ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // Anyone may ask (load balancers send no key), so the answer says what is down, never why: the cause (paths,
     // addresses) goes to the log.
@@ -206,11 +267,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     let loops = state.loops.report();
     let loops_ok = loops.values().all(|s| *s == crate::supervise::LoopStatus::Ok);
-    let loops: serde_json::Map<String, serde_json::Value> =
-        loops.into_iter().map(|(name, status)| (name.to_owned(), status.to_string().into())).collect();
+    let loops = loops.into_iter().map(|(name, status)| (name.to_owned(), status.to_string())).collect();
     let ok = db.is_ok() && engine.is_ok() && loops_ok;
     let word = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".to_owned());
-    let body = Json(json!({ "ready": ok, "database": word(&db), "docker": word(&engine), "loops": loops }));
+    let body = Json(crate::api::Readiness { ready: ok, database: word(&db), docker: word(&engine), loops });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, body)
 }

@@ -22,7 +22,8 @@ pub struct RevokeBody {
     pub all: bool,
 }
 
-/// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`].
+/// The revoke body as sent; the id is parsed by [`RevokeBody::try_from`]. Its schema (exactly one of the two
+/// forms) is written in `openapi.rs`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
@@ -45,6 +46,13 @@ impl super::extract::JsonBody for RevokeBody {
 
 pub use crate::api::RevokeView;
 
+/// Ends a student's sessions and student tokens, or everybody's (`{"all": true}`), now.
+#[utoipa::path(post, path = "/api/admin/sessions/revoke", tag = "admin",
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "Revoked", body = RevokeView),
+        (status = 400, description = "`invalid_scope`, `invalid_student_id`, `invalid_json`, `invalid_body`", body = crate::api::ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<RevokeBody>,

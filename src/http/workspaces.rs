@@ -14,6 +14,7 @@ use crate::domain::{InvalidId, Status, StopReason, StudentId};
 use crate::lifecycle::StartMode;
 use crate::store::{PolicyOverrides, WorkspaceRecord};
 
+use crate::api::ErrorBody;
 pub use crate::api::{HeartbeatView, Limits, ListView, PolicyView, WorkspaceView};
 
 /// The API's view of a record: the record with live activity, deadlines, queue place and disk use added.
@@ -69,6 +70,19 @@ pub struct StartQuery {
 
 /// Waits for readiness by default (200 with the running workspace); with `?wait=false` answers at once with 202 and
 /// the `queued` or `starting` workspace (200 when it already runs), so a launcher page can show queue positions.
+#[utoipa::path(post, path = "/api/workspaces/{id}/start", tag = "workspaces",
+    params(("id" = StudentId, Path, description = "The student"),
+        ("wait" = Option<bool>, Query, description = "`false`: answer 202 once the start is queued or under way")),
+    responses(
+        (status = 200, description = "Running (ready)", body = WorkspaceView),
+        (status = 202, description = "`?wait=false`: queued or starting", body = WorkspaceView),
+        (status = 400, description = "`invalid_student_id`, `invalid_query`", body = ErrorBody),
+        (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`", body = ErrorBody),
+        (status = 429, description = "`capacity_reached`, `start_queue_full` (with `Retry-After`)", body = ErrorBody),
+        (status = 502, description = "`runtime_error`: the engine refused the request", body = ErrorBody),
+        (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`", body = ErrorBody),
+        (status = 504, description = "`start_timeout`: the IDE did not become ready in time", body = ErrorBody),
+    ))]
 pub async fn start(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
@@ -89,6 +103,16 @@ pub struct StopQuery {
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/workspaces/{id}/stop", tag = "workspaces",
+    params(("id" = StudentId, Path, description = "The student"),
+        ("reason" = Option<super::openapi::StopAs>, Query, description = "Recorded as the stop reason")),
+    responses(
+        (status = 200, description = "Stopped (files kept); stopping a stopped workspace changes nothing", body = WorkspaceView),
+        (status = 400, description = "`invalid_student_id`, `invalid_query`", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
+        (status = 502, description = "`runtime_error`", body = ErrorBody),
+        (status = 503, description = "`runtime_unavailable`", body = ErrorBody),
+    ))]
 pub async fn stop(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
@@ -107,6 +131,14 @@ pub async fn stop(
     Ok(Json(workspace_view(&state, rec)))
 }
 
+/// One workspace.
+#[utoipa::path(get, path = "/api/workspaces/{id}", tag = "workspaces",
+    params(("id" = StudentId, Path, description = "The student")),
+    responses(
+        (status = 200, description = "The workspace", body = WorkspaceView),
+        (status = 400, description = "`invalid_student_id`", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`: never started", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
@@ -121,6 +153,13 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
+/// Every workspace, optionally with one status.
+#[utoipa::path(get, path = "/api/workspaces", tag = "workspaces",
+    params(("status" = Option<Status>, Query, description = "Only workspaces with this status")),
+    responses(
+        (status = 200, description = "The workspaces", body = ListView),
+        (status = 400, description = "`invalid_status`, `invalid_query` (an unknown parameter)", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -149,8 +188,9 @@ pub struct HeartbeatBody {
 
 /// The heartbeat body as sent: the id stays a string until [`HeartbeatBody::try_from`] parses it, so a bad id is
 /// `invalid_student_id` and malformed JSON `invalid_json`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatRequest {
+    #[schema(value_type = StudentId)]
     pub student_id: String,
 }
 
@@ -165,6 +205,15 @@ impl super::extract::JsonBody for HeartbeatBody {
     type Raw = HeartbeatRequest;
 }
 
+/// Records activity of a running workspace: the idle stop moves a full `idle_timeout` away.
+#[utoipa::path(post, path = "/api/workspaces/heartbeat", tag = "workspaces",
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatView),
+        (status = 400, description = "`invalid_student_id`, `invalid_json`, `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`", body = ErrorBody),
+        (status = 409, description = "`workspace_not_running`", body = ErrorBody),
+    ))]
 pub async fn heartbeat(
     State(state): State<Arc<AppState>>,
     req: axum::extract::Request,
@@ -191,18 +240,28 @@ pub async fn heartbeat(
 }
 
 /// Body of `PUT /api/workspaces/{id}/policy`: seconds, `null` for the service default.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub idle_timeout_seconds: Option<u64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub max_age_seconds: Option<u64>,
     #[serde(default)]
     pub cull_enabled: Option<bool>,
 }
 
 /// Sets per-workspace culling overrides: an instructor gives a student longer, an exam session no culling.
+#[utoipa::path(put, path = "/api/workspaces/{id}/policy", tag = "workspaces",
+    params(("id" = StudentId, Path, description = "The student")),
+    request_body = PolicyBody,
+    responses(
+        (status = 200, description = "The workspace with its new policy", body = WorkspaceView),
+        (status = 400, description = "`invalid_student_id`, `invalid_json`, `invalid_body`, `invalid_policy`", body = ErrorBody),
+        (status = 404, description = "`workspace_not_found`: never started", body = ErrorBody),
+    ))]
 pub async fn set_policy(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,

@@ -95,7 +95,7 @@ pub struct Hardening {
 }
 
 /// Resource use of a running container.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ContainerStats {
     /// CPU use over the engine's sampling second, in percent of one core (100 = one full core).
     pub cpu_percent: f64,

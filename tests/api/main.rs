@@ -9,6 +9,7 @@ mod cli;
 mod culling;
 mod ide_protocol;
 mod lifecycle;
+mod openapi;
 mod persistence;
 mod proxy;
 mod reconcile;

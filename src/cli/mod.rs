@@ -7,6 +7,7 @@ mod image;
 mod keys;
 mod migrate;
 mod storage;
+mod volumes;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -113,8 +114,26 @@ pub enum KeyCommand {
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     /// The new base path (must exist and be writable; on EFS: mounted).
+    #[arg(long, required_unless_present = "from_volumes", conflicts_with = "from_volumes")]
+    pub to: Option<PathBuf>,
+    /// Copy the old system's Docker named volumes into student folders below the base path instead (read through
+    /// the engine; never deletes a volume).
     #[arg(long)]
-    pub to: PathBuf,
+    pub from_volumes: bool,
+    /// With --from-volumes: volume name pattern; `{student}` is the student id, `*` any run of characters.
+    #[arg(long, default_value = crate::ops::volumes::mapping::DEFAULT_PATTERN, requires = "from_volumes")]
+    pub pattern: String,
+    /// With --from-volumes: a CSV file of `volume,student_id` lines, instead of the pattern.
+    #[arg(long, requires = "from_volumes", conflicts_with = "pattern")]
+    pub map: Option<PathBuf>,
+    /// With --from-volumes: add a volume's files to a student folder that already has files (a name that exists
+    /// with other content refuses that volume, nothing changed).
+    #[arg(long, requires = "from_volumes")]
+    pub merge: bool,
+    /// With --from-volumes: image of the helper container that mounts each volume read-only (created, never
+    /// started or pulled; default: the workspace image).
+    #[arg(long, requires = "from_volumes")]
+    pub image: Option<String>,
     /// Only report what would be copied.
     #[arg(long)]
     pub dry_run: bool,

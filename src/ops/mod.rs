@@ -16,3 +16,4 @@ pub mod import;
 pub mod migrate;
 pub mod mounts;
 pub mod usage;
+pub mod volumes;

@@ -5,6 +5,7 @@
 mod client;
 mod image;
 mod keys;
+mod maintenance;
 mod migrate;
 mod storage;
 mod volumes;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Copy every student folder to a new base path (e.g. an EFS mount) and verify each file by checksum.
     /// Runs inside the server when one answers (a start then waits for that student's copy); resumable.
     Migrate(MigrateArgs),
+    /// Hand everything inside a student's folder (or every folder) to the workspace uid:gid, without following
+    /// symlinks or entering other file systems.
+    Repair(RepairArgs),
     /// API keys for the LMS backend and operators (works on the database directly; no server needed).
     Key {
         #[command(subcommand)]
@@ -198,6 +202,15 @@ pub struct ImportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// Only this student (default: every student folder).
+    pub student_id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct UsageArgs {
     /// Only this student (default: every student folder).
     pub student_id: Option<String>,
@@ -267,6 +280,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Import(a) => storage::import(settings, a).await,
         Command::Usage(a) => storage::usage(settings, a).await,
         Command::Migrate(a) => migrate::migrate(settings, a).await,
+        Command::Repair(a) => maintenance::repair(settings, a).await,
         Command::Key { command } => keys::key(settings, command).await,
         Command::Session { command: SessionCommand::Revoke { student, all: _ } } => {
             keys::revoke_sessions(settings, student).await

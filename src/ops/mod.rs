@@ -15,5 +15,6 @@ pub mod doctor;
 pub mod import;
 pub mod migrate;
 pub mod mounts;
+pub mod repair;
 pub mod usage;
 pub mod volumes;

@@ -509,3 +509,43 @@ pub async fn find_old_system(
     }
     Ok(out)
 }
+
+/// The doctor's `old_volumes` check: the seeds' system's volumes (default pattern) that are not migrated yet, and
+/// containers workspaced did not create that still mount one. PASS when there are none; WARN otherwise, naming them.
+pub async fn old_system_check(runtime: &DockerRuntime, base: &Path) -> crate::ops::check::Check {
+    use crate::ops::check::Check;
+    const NAME: &str = "old_volumes";
+    let pattern = match mapping::VolumePattern::parse(mapping::DEFAULT_PATTERN) {
+        Ok(p) => p,
+        Err(e) => return Check::warn(NAME, e.to_string(), ""),
+    };
+    let found = match find_old_system(runtime, base, &pattern).await {
+        Ok(f) => f,
+        Err(e) => return Check::warn(NAME, format!("cannot list the engine's volumes: {e}"), ""),
+    };
+    let details = serde_json::to_value(&found).unwrap_or_default();
+    let pending: Vec<&str> = found.iter().filter(|v| !v.migrated).map(|v| v.volume.as_str()).collect();
+    let mounted: Vec<String> =
+        found.iter().flat_map(|v| v.foreign_users.iter().map(move |u| format!("{} ({})", u.name, v.volume))).collect();
+    if pending.is_empty() && mounted.is_empty() {
+        let reason = if found.is_empty() {
+            format!("no volume named like {}", mapping::DEFAULT_PATTERN)
+        } else {
+            format!("{} old volume(s), all migrated; remove them once checked (docker volume rm)", found.len())
+        };
+        return Check::pass(NAME, reason).with_details(details);
+    }
+    let mut reason = Vec::new();
+    if !pending.is_empty() {
+        reason.push(format!("{} volume(s) not migrated: {}", pending.len(), pending.join(", ")));
+    }
+    if !mounted.is_empty() {
+        reason.push(format!("old system's containers still mount them: {}", mounted.join(", ")));
+    }
+    Check::warn(
+        NAME,
+        reason.join("; "),
+        "stop the old system's containers, then `workspaced migrate --from-volumes` (see docs/operations.md)",
+    )
+    .with_details(details)
+}

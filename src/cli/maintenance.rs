@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::{parse_student, RepairArgs};
+use super::{parse_student, BackupArgs, RepairArgs};
 use crate::config::Settings;
 use crate::ops::repair::{repair_student, RepairReport};
 use crate::storage::Storage;
@@ -61,5 +61,36 @@ fn print_row(r: &RepairReport) {
     );
     for line in r.skipped.iter().chain(&r.errors).take(10) {
         println!("    {line}");
+    }
+}
+
+pub async fn backup(settings: &Settings, a: BackupArgs) -> anyhow::Result<()> {
+    use crate::ops::backup::{backup, BackupError};
+    match backup(settings, &a.output).await {
+        Ok(m) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "backed up {} workspaces, {} API keys, {} events{} to {}",
+                    m.workspaces,
+                    m.api_keys,
+                    m.events,
+                    if m.key_included { " and the signing key" } else { "" },
+                    a.output.display()
+                );
+                if !m.key_included {
+                    println!("note: the signing key is not in the backup (WORKSPACED_SECRET_KEY, or no key file yet); keep it where you keep that secret");
+                }
+            }
+            Ok(())
+        }
+        Err(e @ BackupError::Postgres(_)) => {
+            if let BackupError::Postgres(cmd) = &e {
+                println!("{cmd}");
+            }
+            Err(anyhow::anyhow!("{e} ({})", e.code()))
+        }
+        Err(e) => Err(anyhow::anyhow!("{e} ({})", e.code())),
     }
 }

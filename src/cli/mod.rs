@@ -69,6 +69,9 @@ pub enum Command {
     /// Hand everything inside a student's folder (or every folder) to the workspace uid:gid, without following
     /// symlinks or entering other file systems.
     Repair(RepairArgs),
+    /// Write a consistent copy of the database and the signing key to a tar.gz (`-o x.tar.gz`) or a new folder,
+    /// owner-only; safe while the service runs. For PostgreSQL it prints the pg_dump command instead.
+    Backup(BackupArgs),
     /// API keys for the LMS backend and operators (works on the database directly; no server needed).
     Key {
         #[command(subcommand)]
@@ -211,6 +214,16 @@ pub struct RepairArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write: `NAME.tar.gz` or `NAME.tgz` for an archive, anything else for a new folder. Never overwritten.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct UsageArgs {
     /// Only this student (default: every student folder).
     pub student_id: Option<String>,
@@ -281,6 +294,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Usage(a) => storage::usage(settings, a).await,
         Command::Migrate(a) => migrate::migrate(settings, a).await,
         Command::Repair(a) => maintenance::repair(settings, a).await,
+        Command::Backup(a) => maintenance::backup(settings, a).await,
         Command::Key { command } => keys::key(settings, command).await,
         Command::Session { command: SessionCommand::Revoke { student, all: _ } } => {
             keys::revoke_sessions(settings, student).await

@@ -10,6 +10,7 @@
 //! live in `http::{export, migrate}`, and `migrate` is told how to lock a student through a `StudentLocker`.
 
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod import;

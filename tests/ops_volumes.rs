@@ -292,3 +292,72 @@ fn an_ambiguous_volume_an_invalid_id_and_two_volumes_for_one_student_are_reporte
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_map"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_dry_run_copies_nothing_a_full_folder_needs_merge_and_an_absolute_link_is_refused() {
+    let run = run_id();
+    let env = Env::new();
+    let mut cleanup = Cleanup { containers: Vec::new(), volumes: Vec::new() };
+    let src = tempfile::tempdir().unwrap();
+    let (erin_src, frank_src) = (src.path().join("erin"), src.path().join("frank"));
+    std::fs::create_dir_all(erin_src.join("lab")).unwrap();
+    std::fs::write(erin_src.join("lab/from-volume.txt"), "old system\n").unwrap();
+    std::fs::write(erin_src.join("same.txt"), "same\n").unwrap();
+    std::fs::create_dir_all(frank_src.join(".venv/bin")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", frank_src.join(".venv/bin/python")).unwrap();
+    let vol = |s: &str| format!("ws-{run}-{s}-data");
+    volume_with(&mut cleanup, &vol("erin"), &erin_src);
+    volume_with(&mut cleanup, &vol("frank"), &frank_src);
+    // erin already has a folder with work of her own (she used workspaced before the migration).
+    let erin = env.base.join("erin");
+    std::fs::create_dir_all(&erin).unwrap();
+    std::fs::write(erin.join("mine.txt"), "new system\n").unwrap();
+    std::fs::write(erin.join("same.txt"), "same\n").unwrap();
+    let pattern = format!("ws-{run}-{{student}}-data");
+
+    // The old system, as doctor sees it: both volumes, not migrated.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = workspaced::runtime::docker::DockerRuntime::connect_lazy(
+        workspaced::domain::InstanceId::parse("default").unwrap(),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let p = workspaced::ops::volumes::mapping::VolumePattern::parse(&pattern).unwrap();
+    let old = rt.block_on(workspaced::ops::volumes::find_old_system(&engine, &env.base, &p)).unwrap();
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert!(old.iter().all(|v| !v.migrated), "{old:?}");
+
+    let (ok, json, _) = env.migrate(&["--pattern", &pattern, "--dry-run"]);
+    let rows = outcomes(&json);
+    assert!(!ok, "erin's folder is in the way: {json}");
+    assert_eq!(rows[&vol("erin")].0, "target_not_empty", "{json}");
+    assert_eq!(rows[&vol("frank")].0, "would_migrate", "{json}");
+    assert!(!env.base.join("frank").exists(), "a dry run copies nothing");
+
+    let (ok, json, _) = env.migrate(&["--pattern", &pattern]);
+    let rows = outcomes(&json);
+    assert!(!ok);
+    assert_eq!(rows[&vol("erin")].0, "target_not_empty", "{json}");
+    assert_eq!(rows[&vol("frank")].0, "refused", "{json}");
+    assert!(rows[&vol("frank")].1["detail"].as_str().unwrap().contains("absolute"), "{json}");
+    assert!(!env.base.join("frank").exists(), "a refused volume leaves no folder");
+    assert_eq!(
+        std::fs::read_dir(&env.base)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".import-"))
+            .count(),
+        0,
+        "no temp folder is left"
+    );
+
+    let (_, json, _) = env.migrate(&["--pattern", &pattern, "--merge"]);
+    let rows = outcomes(&json);
+    assert_eq!(rows[&vol("erin")].0, "merged", "{json}");
+    assert_eq!(std::fs::read(erin.join("mine.txt")).unwrap(), b"new system\n", "her own work stays");
+    assert_eq!(std::fs::read(erin.join("lab/from-volume.txt")).unwrap(), b"old system\n");
+    assert_eq!(std::fs::symlink_metadata(erin.join("lab/from-volume.txt")).unwrap().uid(), 1000);
+    assert_eq!(std::fs::metadata(&erin).unwrap().mode() & 0o7777, 0o700);
+    let old = rt.block_on(workspaced::ops::volumes::find_old_system(&engine, &env.base, &p)).unwrap();
+    assert_eq!(old.iter().filter(|v| v.migrated).count(), 1, "{old:?}");
+}

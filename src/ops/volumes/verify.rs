@@ -162,3 +162,52 @@ fn hash_reader(r: &mut dyn Read) -> io::Result<blake3::Hash> {
         hasher.update(&buf[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        b.append_data(&mut dir, "./", io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o644);
+        file.set_size(5);
+        b.append_data(&mut file, "./a.txt", &b"hello"[..]).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        b.append_link(&mut link, "./l", "a.txt").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_tree_that_differs_in_content_target_or_owner_fails_and_the_digest_follows_the_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join("a.txt"), "hello").unwrap();
+        fs::set_permissions(root.join("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("l")).unwrap();
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let tree = Tree { root, uid, gid };
+        let ok = scan(&archive()[..], Some(tree)).unwrap();
+        assert_eq!((ok.files, ok.bytes, ok.entries, ok.verified_files), (1, 5, 2, 1));
+        assert_eq!(scan(&archive()[..], None).unwrap().digest, ok.digest, "the digest needs no tree");
+
+        fs::write(root.join("a.txt"), "hellO").unwrap();
+        assert!(matches!(scan(&archive()[..], Some(tree)), Err(VerifyError::Differs { .. })));
+        fs::write(root.join("a.txt"), "hello").unwrap();
+        fs::remove_file(root.join("l")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", root.join("l")).unwrap();
+        assert!(matches!(scan(&archive()[..], Some(tree)), Err(VerifyError::Differs { .. })));
+        assert!(matches!(
+            scan(&archive()[..], Some(Tree { root, uid: uid + 1, gid })),
+            Err(VerifyError::Differs { .. })
+        ));
+    }
+}

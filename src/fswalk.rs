@@ -144,6 +144,26 @@ pub struct Entry<'a> {
     /// Of the opened file for a file, of the listed entry otherwise.
     pub stat: Stat,
     pub node: Node,
+    /// The parent folder's descriptor and the entry's name there, for [`Entry::lchown`].
+    parent: &'a Dir,
+    name: &'a OsStr,
+}
+
+impl Entry<'_> {
+    /// Changes the owner of the entry itself, by its name relative to the parent's descriptor the walk listed it
+    /// in, never following a symlink (`fchownat` with `AT_SYMLINK_NOFOLLOW`): a symlink gets a new owner, its
+    /// target does not. For an opened file, `fchown` on that file is exact; this is for folders, links and the rest.
+    pub fn lchown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        use nix::unistd::{fchownat, Gid, Uid};
+        fchownat(
+            self.parent,
+            self.name,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+    }
 }
 
 /// Why an entry was left out.
@@ -303,7 +323,7 @@ impl Tree {
                     }
                     Err(Opened::Fail(e)) => return Err(WalkError::at(abs(&rel), e).into()),
                 };
-                let descend = visit(Visit::Entry(Entry { rel: &rel, stat, node }))?;
+                let descend = visit(Visit::Entry(Entry { rel: &rel, stat, node, parent: &dir_fd, name: &name }))?;
                 if kind == Kind::Dir && descend == Descend::Into {
                     subdirs.push(Pending { parent: dir_fd.clone(), name, rel, listed });
                 }

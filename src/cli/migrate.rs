@@ -9,7 +9,11 @@ use crate::api::{MigrateEvent, MigratedStudent};
 use crate::config::Settings;
 
 pub async fn migrate(settings: &Settings, a: MigrateArgs) -> anyhow::Result<()> {
-    let to = std::path::absolute(&a.to).with_context(|| format!("bad path {}", a.to.display()))?;
+    if a.from_volumes {
+        return super::volumes::migrate_from_volumes(settings, a).await;
+    }
+    let Some(to) = a.to.as_ref() else { anyhow::bail!("--to PATH or --from-volumes is required") };
+    let to = std::path::absolute(to).with_context(|| format!("bad path {}", to.display()))?;
     let client = ApiClient::new(server_base(settings, a.server.as_deref()))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<MigrateEvent>();
     let body = serde_json::json!({ "to": to, "dry_run": a.dry_run });

@@ -5,8 +5,10 @@
 mod client;
 mod image;
 mod keys;
+mod maintenance;
 mod migrate;
 mod storage;
+mod volumes;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -64,6 +66,12 @@ pub enum Command {
     /// Copy every student folder to a new base path (e.g. an EFS mount) and verify each file by checksum.
     /// Runs inside the server when one answers (a start then waits for that student's copy); resumable.
     Migrate(MigrateArgs),
+    /// Hand everything inside a student's folder (or every folder) to the workspace uid:gid, without following
+    /// symlinks or entering other file systems.
+    Repair(RepairArgs),
+    /// Write a consistent copy of the database and the signing key to a tar.gz (`-o x.tar.gz`) or a new folder,
+    /// owner-only; safe while the service runs. For PostgreSQL it prints the pg_dump command instead.
+    Backup(BackupArgs),
     /// API keys for the LMS backend and operators (works on the database directly; no server needed).
     Key {
         #[command(subcommand)]
@@ -113,8 +121,26 @@ pub enum KeyCommand {
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     /// The new base path (must exist and be writable; on EFS: mounted).
+    #[arg(long, required_unless_present = "from_volumes", conflicts_with = "from_volumes")]
+    pub to: Option<PathBuf>,
+    /// Copy the old system's Docker named volumes into student folders below the base path instead (read through
+    /// the engine; never deletes a volume).
     #[arg(long)]
-    pub to: PathBuf,
+    pub from_volumes: bool,
+    /// With --from-volumes: volume name pattern; `{student}` is the student id, `*` any run of characters.
+    #[arg(long, default_value = crate::ops::volumes::mapping::DEFAULT_PATTERN, requires = "from_volumes")]
+    pub pattern: String,
+    /// With --from-volumes: a CSV file of `volume,student_id` lines, instead of the pattern.
+    #[arg(long, requires = "from_volumes", conflicts_with = "pattern")]
+    pub map: Option<PathBuf>,
+    /// With --from-volumes: add a volume's files to a student folder that already has files (a name that exists
+    /// with other content refuses that volume, nothing changed).
+    #[arg(long, requires = "from_volumes")]
+    pub merge: bool,
+    /// With --from-volumes: image of the helper container that mounts each volume read-only (created, never
+    /// started or pulled; default: the workspace image).
+    #[arg(long, requires = "from_volumes")]
+    pub image: Option<String>,
     /// Only report what would be copied.
     #[arg(long)]
     pub dry_run: bool,
@@ -176,6 +202,25 @@ pub struct ImportArgs {
     /// Base URL of the running server, asked whether the workspace runs (default: http://<WORKSPACED_LISTEN>).
     #[arg(long, env = "WORKSPACED_URL")]
     pub server: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// Only this student (default: every student folder).
+    pub student_id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write: `NAME.tar.gz` or `NAME.tgz` for an archive, anything else for a new folder. Never overwritten.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,6 +293,8 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Import(a) => storage::import(settings, a).await,
         Command::Usage(a) => storage::usage(settings, a).await,
         Command::Migrate(a) => migrate::migrate(settings, a).await,
+        Command::Repair(a) => maintenance::repair(settings, a).await,
+        Command::Backup(a) => maintenance::backup(settings, a).await,
         Command::Key { command } => keys::key(settings, command).await,
         Command::Session { command: SessionCommand::Revoke { student, all: _ } } => {
             keys::revoke_sessions(settings, student).await

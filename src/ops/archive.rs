@@ -103,7 +103,7 @@ impl Walk {
         entry: Entry<'_>,
         progress: &mut impl FnMut(&Progress),
     ) -> Result<Descend, ExportError> {
-        let Entry { rel, stat, node } = entry;
+        let Entry { rel, stat, node, .. } = entry;
         let mut header = Header::new_gnu();
         header.set_uid(u64::from(stat.uid));
         header.set_gid(u64::from(stat.gid));

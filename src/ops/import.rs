@@ -142,6 +142,16 @@ pub fn prepare_import<R: Read>(
     archive: R,
     options: &ImportOptions,
 ) -> Result<PreparedImport, ImportError> {
+    prepare_import_tar(base, student, GzDecoder::new(archive), options)
+}
+
+/// [`prepare_import`] for an uncompressed tar stream (what the engine's archive endpoint sends).
+pub fn prepare_import_tar<R: Read>(
+    base: &Path,
+    student: &StudentId,
+    tar: R,
+    options: &ImportOptions,
+) -> Result<PreparedImport, ImportError> {
     let base = Storage::new(base, options.uid, options.gid).check_base()?;
     let suffix: u64 = rand::random();
     let temp = base.join(format!(".import-{student}-{suffix:016x}"));
@@ -156,7 +166,7 @@ pub fn prepare_import<R: Read>(
     };
     let mut x =
         Extractor { root: temp.clone(), options: options.clone(), bytes: 0, dirs: HashMap::new(), links: Vec::new() };
-    let mut tar = tar::Archive::new(GzDecoder::new(archive));
+    let mut tar = tar::Archive::new(tar);
     let entries = tar.entries().map_err(ImportError::Archive)?;
     for entry in entries {
         let entry = entry.map_err(ImportError::Archive)?;
@@ -178,6 +188,32 @@ impl PreparedImport {
 
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The temp folder holding the extracted tree (beside the student's folder, on the same file system).
+    pub fn path(&self) -> &Path {
+        self.temp.as_deref().unwrap_or(&self.base)
+    }
+
+    /// Puts the extracted tree in place only if the student has no folder at all: the rename refuses to replace
+    /// anything (`RENAME_NOREPLACE`), so a folder that appeared meanwhile (a start) is never swapped away under
+    /// a running IDE. Then nothing changes and the error says so.
+    pub fn commit_new(mut self) -> Result<ImportReport, ImportError> {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        let Some(temp) = self.temp.clone() else {
+            return Err(ImportError::Io { path: self.base.clone(), source: io::Error::other("already committed") });
+        };
+        let target = self.base.join(self.student.as_str());
+        renameat2(AT_FDCWD, &temp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE)
+            .map_err(|e| ImportError::Io { path: target.clone(), source: io::Error::from(e) })?;
+        self.temp = None;
+        Ok(ImportReport {
+            dir: target,
+            entries: self.entries,
+            bytes: self.bytes,
+            previous_kept: None,
+            cleanup_error: None,
+        })
     }
 
     /// Renames the current folder (if any) to `.previous-<id>-<timestamp>`, the temp folder into place, then deletes

@@ -10,9 +10,12 @@
 //! live in `http::{export, migrate}`, and `migrate` is told how to lock a student through a `StudentLocker`.
 
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod doctor;
 pub mod import;
 pub mod migrate;
 pub mod mounts;
+pub mod repair;
 pub mod usage;
+pub mod volumes;

@@ -5,6 +5,8 @@
 //! (list filters) and again here, and destructive calls address containers by the id we inspected, so a name that
 //! changed hands in between is never touched.
 
+pub mod volumes;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -57,9 +57,9 @@ impl Application {
         runtime: Arc<dyn Runtime>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database_url)
-            .await
-            .with_context(|| format!("cannot open the store at {}", crate::store::redacted_url(&settings.database_url)))?;
+        let store = Store::connect(&settings.database_url).await.with_context(|| {
+            format!("cannot open the store at {}", crate::store::redacted_url(&settings.database_url))
+        })?;
         Self::build_on(settings, store, runtime, clock).await
     }
 

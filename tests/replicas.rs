@@ -3,7 +3,6 @@
 //! operations are serialized through the database. Needs the PostgreSQL server `scripts/test.sh` starts
 //! (`WORKSPACED_TEST_POSTGRES`).
 
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,8 @@ impl Replicas {
         for port in &replicas.ports {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let up = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok_and(|r| r.status() == 200);
+                let up =
+                    reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok_and(|r| r.status() == 200);
                 if up {
                     break;
                 }
@@ -106,10 +106,8 @@ impl Replicas {
 impl Drop for Replicas {
     fn drop(&mut self) {
         for c in &mut self.children {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
         }
         for c in &mut self.children {
             let _ = c.wait();
@@ -134,7 +132,6 @@ fn docker_ids(filters: &[String]) -> Vec<String> {
 fn hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
-
 
 #[tokio::test]
 async fn starts_of_one_student_on_two_replicas_at_once_give_one_container() {

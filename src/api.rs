@@ -121,6 +121,10 @@ pub struct Readiness {
     pub docker: String,
     /// Each running background loop: `ok`, or `dead: no finished pass since <RFC 3339 time>`.
     pub loops: std::collections::BTreeMap<String, String>,
+    /// Whether this replica runs the singleton loops (always, on a single replica).
+    pub leader: bool,
+    /// The fence of the lease this replica last held (0 on a single replica); it grows at every change of leader.
+    pub lease_fence: i64,
 }
 
 /// `GET /api/admin/stats`: CPU and memory of every running workspace the engine gives numbers for.

@@ -118,6 +118,19 @@ impl Application {
         // Every loop is supervised (`supervise`): a failing or panicking pass is logged and counted and the loop goes
         // on; `/readyz` reports a loop without a finished pass for three of its intervals.
         let health = self.state.loops.clone();
+        // On PostgreSQL several replicas may share the database: one of them, the lease holder, runs the singleton
+        // loops (culler, reconciler, usage, webhook); the others stand by.
+        let leadership = match lifecycle.store().backend() {
+            crate::store::Backend::Postgres => crate::lease::Leadership::shared(settings.lease_ttl),
+            crate::store::Backend::Sqlite => crate::lease::Leadership::solo(),
+        };
+        health.set_leadership(leadership.clone());
+        tasks.spawn(crate::lease::run(
+            lifecycle.store().clone(),
+            leadership.clone(),
+            lifecycle.clock().clone(),
+            token.clone(),
+        ));
         tasks.spawn(culler::run_activity_flusher(lifecycle.clone(), health.clone(), token.clone()));
         tasks.spawn(Culler::new(lifecycle.clone()).run(health.clone(), token.clone()));
         tasks.spawn(crate::reconciler::run(lifecycle.clone(), first, health.clone(), token.clone()));
@@ -125,7 +138,10 @@ impl Application {
         if settings.notify.webhook_url.is_some() {
             let (store, notify, stop) = (lifecycle.store().clone(), settings.notify.clone(), token.clone());
             tasks.spawn(supervise::keep_running(health.clone(), "webhook", token.clone(), move || {
-                crate::notify::webhook::run(store.clone(), notify.clone(), stop.clone())
+                let (store, notify) = (store.clone(), notify.clone());
+                crate::lease::while_leading(leadership.clone(), stop.clone(), move |token| {
+                    crate::notify::webhook::run(store.clone(), notify.clone(), token)
+                })
             }));
         }
 

@@ -43,7 +43,7 @@ impl Culler {
     pub async fn run(self, health: Arc<LoopHealth>, shutdown: CancellationToken) {
         let interval = self.lifecycle.settings().cull.interval;
         let this = &self;
-        supervise(health, "culler", interval, shutdown, move || async move {
+        crate::supervise::supervise_singleton(health, "culler", interval, shutdown, move || async move {
             // IDE polls run beside the sweep, not before it: 500 code-servers answering slowly must not delay the
             // decisions. The sweep sees the previous round's polls, fine for a signal that moves once a minute.
             let (_, swept) = tokio::join!(this.poll_ides_now(), this.sweep());

@@ -11,6 +11,7 @@ pub mod culler;
 pub mod domain;
 pub mod fswalk;
 pub mod http;
+pub mod lease;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

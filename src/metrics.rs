@@ -57,6 +57,12 @@ pub fn running(n: usize) {
     gauge!("workspaced_workspaces_running").set(n as f64);
 }
 
+/// Whether this replica runs the singleton loops, and the fence of the lease it last held.
+pub fn leadership(leads: bool, fence: i64) {
+    gauge!("workspaced_leader").set(if leads { 1.0 } else { 0.0 });
+    gauge!("workspaced_lease_fence").set(fence as f64);
+}
+
 pub fn queue_length(n: usize) {
     gauge!("workspaced_start_queue_length").set(n as f64);
 }

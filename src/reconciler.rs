@@ -70,6 +70,12 @@ pub async fn run(lc: Arc<Lifecycle>, first: FirstPass, health: Arc<LoopHealth>, 
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        if !health.leads() {
+            // Another replica reconciles; this one stands by (a healthy state).
+            health.pass_finished("reconciler");
+            wait = interval;
+            continue;
+        }
         let pass = async { reconcile_once(&lc).await.context("reconcile pass failed; nothing changed") };
         match run_pass(&health, "reconciler", pass).await {
             Some(r) => {

@@ -27,6 +27,8 @@ pub const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// Per loop: its interval and its last finished pass.
 pub struct LoopHealth {
     clock: Arc<dyn Clock>,
+    /// Whether this replica runs the singleton loops (unset: it does, alone).
+    leadership: std::sync::OnceLock<Arc<crate::lease::Leadership>>,
     loops: Mutex<BTreeMap<&'static str, LoopState>>,
 }
 
@@ -61,7 +63,7 @@ impl std::fmt::Display for LoopStatus {
 
 impl LoopHealth {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, loops: Mutex::new(BTreeMap::new()) }
+        Self { clock, loops: Mutex::new(BTreeMap::new()), leadership: std::sync::OnceLock::new() }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<&'static str, LoopState>) -> T) -> T {
@@ -71,6 +73,21 @@ impl LoopHealth {
     }
 
     /// Starts watching a loop that should finish a pass every `interval` (`None`: a long-lived task).
+    /// Makes the singleton loops run only while `leadership` leads.
+    pub fn set_leadership(&self, leadership: Arc<crate::lease::Leadership>) {
+        let _ = self.leadership.set(leadership);
+    }
+
+    /// Whether this replica runs the singleton loops now.
+    pub fn leads(&self) -> bool {
+        self.leadership.get().is_none_or(|l| l.leads())
+    }
+
+    /// The fence of the lease this replica last held (0 on a single replica).
+    pub fn fence(&self) -> i64 {
+        self.leadership.get().map_or(0, |l| l.fence())
+    }
+
     pub fn register(&self, name: &'static str, interval: Option<Duration>) {
         let now = self.clock.now();
         self.with(|m| m.insert(name, LoopState::new(interval, now)));
@@ -185,6 +202,32 @@ pub async fn supervise<F, Fut>(
         }
         run_pass(&health, name, pass()).await;
     }
+}
+
+/// Like [`supervise`], for a loop only one replica may run: while another replica leads, each pass is skipped
+/// (and counts as finished: a replica on standby is healthy).
+pub async fn supervise_singleton<F, Fut>(
+    health: Arc<LoopHealth>,
+    name: &'static str,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let standby = health.clone();
+    supervise(health, name, interval, shutdown, move || {
+        let leads = standby.leads();
+        let run = leads.then(&mut pass);
+        async move {
+            match run {
+                Some(run) => run.await,
+                None => Ok(()),
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs a long-lived task (one with its own inner loop and retries) and starts it again after a panic, until it

@@ -84,7 +84,7 @@ pub async fn run_usage_loop(
 ) {
     let interval = lc.settings().usage_interval;
     let lc = &lc;
-    crate::supervise::supervise(health, "usage", interval, shutdown, move || async move {
+    crate::supervise::supervise_singleton(health, "usage", interval, shutdown, move || async move {
         let started = std::time::Instant::now();
         let n = measure_all(lc).await?;
         tracing::debug!(folders = n, ms = started.elapsed().as_millis() as u64, "disk use measured");

@@ -32,6 +32,10 @@ struct Replicas {
 
 impl Replicas {
     async fn start(n: usize) -> (Replicas, reqwest::Client) {
+        Self::start_with(n, &[]).await
+    }
+
+    async fn start_with(n: usize, extra: &[(&str, &str)]) -> (Replicas, reqwest::Client) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("base")).unwrap();
         let db = fresh_database().await;
@@ -46,6 +50,9 @@ impl Replicas {
                 .env("WORKSPACED_STOP_GRACE", "1s")
                 .env("RUST_LOG", "info")
                 .env_remove("WORKSPACED_CONFIG");
+            for (k, v) in extra {
+                cmd.env(k, v);
+            }
         };
         let mut key = Command::new(BIN);
         key.args(["key", "create", "--role", "admin"]);
@@ -234,4 +241,52 @@ async fn a_stop_on_one_replica_during_a_start_on_the_other_leaves_record_and_eng
     }
     assert_eq!(overlapped, ROUNDS, "every round raced the two replicas");
     assert!(disagreements.is_empty(), "record and engine disagree: {disagreements:?}");
+}
+
+/// Replica `i`'s view of the lease from `/readyz`: (leads, fence); `None` when it does not answer.
+async fn lease_of(replicas: &Replicas, i: usize) -> Option<(bool, i64)> {
+    let r = reqwest::get(replicas.url(i, "/readyz")).await.ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    Some((v["leader"].as_bool()?, v["lease_fence"].as_i64()?))
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_after_kill_9_with_a_higher_fence() {
+    let (mut replicas, _client) = Replicas::start_with(2, &[("WORKSPACED_LEASE_TTL", "2s")]).await;
+    // Exactly one leader, seen from both, over several renewals.
+    let mut leader = None;
+    let mut samples = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while samples < 20 {
+        assert!(Instant::now() < deadline, "no single leader: {}", replicas.logs());
+        let (a, b) = (lease_of(&replicas, 0).await.unwrap(), lease_of(&replicas, 1).await.unwrap());
+        assert!(!(a.0 && b.0), "two replicas lead at once: {a:?} {b:?}");
+        match (a.0, b.0) {
+            (true, false) => leader = Some((0, a.1)),
+            (false, true) => leader = Some((1, b.1)),
+            _ => {}
+        }
+        if leader.is_some() {
+            samples += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (dead, fence) = leader.unwrap();
+    let survivor = 1 - dead;
+    assert!(fence >= 1);
+
+    // The leader dies without a word; the survivor takes the lease once it runs out.
+    replicas.children[dead].kill().unwrap();
+    let killed = Instant::now();
+    let mut taken = None;
+    while Instant::now() < killed + Duration::from_secs(60) {
+        if let Some((true, f)) = lease_of(&replicas, survivor).await {
+            taken = Some(f);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_fence = taken.unwrap_or_else(|| panic!("no takeover: {}", replicas.logs()));
+    assert!(new_fence > fence, "a new holder has a higher fence: {new_fence} after {fence}");
+    println!("takeover after {:?} (lease 2 s), fence {fence} -> {new_fence}", killed.elapsed());
 }

@@ -108,3 +108,12 @@ pub(super) fn header_timeout(d: &Duration) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Renewed every third of it: under a second would be a write every few hundred milliseconds; over five minutes, a
+/// dead leader's loops would stand still that long.
+pub(super) fn lease_ttl(d: &Duration) -> Result<(), String> {
+    if *d < Duration::from_secs(1) || *d > Duration::from_secs(300) {
+        return Err("must be between 1s and 5m".to_owned());
+    }
+    Ok(())
+}

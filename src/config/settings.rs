@@ -42,6 +42,8 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// Longest a client may take to send a request's headers; slower connections are closed (slowloris).
     pub header_read_timeout: Duration,
+    /// Time to live of the lease that says which replica runs the singleton loops (PostgreSQL only).
+    pub lease_ttl: Duration,
     /// Host that alone serves the admin dashboard and the API (e.g. `admin.ide.example.edu`); no IDE is served on
     /// it. `None`: every host serves everything.
     pub admin_host: Option<String>,
@@ -209,6 +211,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             proxy: ProxySettings::default(),
             header_read_timeout: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
             admin_host: None,
         }
     }

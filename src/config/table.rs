@@ -260,6 +260,11 @@ pub static SETTINGS: &[Setting] = &[
         header_read_timeout: p::parse_duration, c::header_timeout, "`10s`",
         "Longest a client may take to send a request's headers (on a new or kept-alive connection); a slower one \
         is disconnected, so slow clients cannot hold every connection (slowloris). More than zero, at most 5m."),
+    setting!("lease_ttl", "WORKSPACED_LEASE_TTL",
+        lease_ttl: p::parse_duration, c::lease_ttl, "`10s`",
+        "PostgreSQL with several replicas: time to live of the lease that picks the one replica running the culler, \
+        reconciler, usage and webhook loops. The holder renews it every third and stops acting after two thirds \
+        without a renewal; another replica takes over at most one time to live after the holder died. 1s to 5m."),
     setting!("admin_host", "WORKSPACED_ADMIN_HOST",
         admin_host: p::host, c::any, "unset",
         "Serve the admin dashboard and the API only for this `Host` (e.g. `admin.ide.example.edu`, a port may \

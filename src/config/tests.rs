@@ -49,6 +49,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_IDE_AUTH", "header:Authorization:token "),
         ("WORKSPACED_IDE_SECRET_ENV", "JUPYTER_TOKEN"),
         ("WORKSPACED_HEADER_READ_TIMEOUT", "5s"),
+        ("WORKSPACED_LEASE_TTL", "3s"),
         ("WORKSPACED_ADMIN_HOST", "Admin.IDE.example.edu:8443"),
         ("WORKSPACED_START_TIMEOUT", "2m"),
         ("WORKSPACED_STOP_GRACE", "3s"),

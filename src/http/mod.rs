@@ -270,7 +270,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let loops = loops.into_iter().map(|(name, status)| (name.to_owned(), status.to_string())).collect();
     let ok = db.is_ok() && engine.is_ok() && loops_ok;
     let word = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".to_owned());
-    let body = Json(crate::api::Readiness { ready: ok, database: word(&db), docker: word(&engine), loops });
+    let (leader, lease_fence) = (state.loops.leads(), state.loops.fence());
+    let body = Json(crate::api::Readiness {
+        ready: ok,
+        database: word(&db),
+        docker: word(&engine),
+        loops,
+        leader,
+        lease_fence,
+    });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, body)
 }

@@ -83,3 +83,63 @@ mod tests {
         assert!(again.is_some(), "a dropped lock is released");
     }
 }
+
+impl Store {
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`, if it is free, expired or already
+    /// `holder`'s. Returns its fence when `holder` holds it afterwards; the fence grows at every change of holder.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let now_ms = super::ms(now);
+        let until = now_ms.saturating_add(super::duration_to_ms(ttl));
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, fence, expires_at_ms) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE SET
+               fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END,
+               holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+             WHERE leases.holder = excluded.holder OR leases.expires_at_ms < $4
+             RETURNING fence",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("fence")).transpose()?)
+    }
+
+    /// Gives up `holder`'s lease at once (a replica shutting down), so another takes over without waiting.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::super::testing::{store, t};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_the_fence_grows_at_each_change() {
+        let (store, _d) = store().await;
+        let ttl = Duration::from_secs(10);
+        assert_eq!(store.try_lease("l", "a", t(0), ttl).await.unwrap(), Some(1));
+        assert_eq!(store.try_lease("l", "b", t(5), ttl).await.unwrap(), None, "a holds it");
+        assert_eq!(store.try_lease("l", "a", t(8), ttl).await.unwrap(), Some(1), "a renews");
+        assert_eq!(store.try_lease("l", "b", t(17), ttl).await.unwrap(), None, "renewed until 18");
+        assert_eq!(store.try_lease("l", "b", t(19), ttl).await.unwrap(), Some(2), "expired: b takes over");
+        assert_eq!(store.try_lease("l", "a", t(20), ttl).await.unwrap(), None);
+        store.release_lease("l", "b").await.unwrap();
+        assert_eq!(store.try_lease("l", "a", t(21), ttl).await.unwrap(), Some(3), "given up: a at once");
+    }
+}

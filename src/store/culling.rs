@@ -109,7 +109,7 @@ impl Store {
         let event = NewEvent { kind: EventKind::Warning, reason: Some(reason.into()), message };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
-        self.announce(id);
+        self.announce_all(id).await;
         Ok(Some(id))
     }
 

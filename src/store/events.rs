@@ -52,7 +52,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
-        self.announce(id);
+        self.announce_all(id).await;
         Ok(id)
     }
 

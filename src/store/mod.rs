@@ -21,6 +21,7 @@ mod events;
 mod jobs;
 mod keys;
 mod locks;
+mod notify;
 mod reads;
 mod routes;
 mod schema;
@@ -160,12 +161,17 @@ impl Store {
         schema::migrator(backend).run(&pool).await?;
         let latest: i64 =
             sqlx::query("SELECT COALESCE(MAX(id), 0) AS m FROM events").fetch_one(&pool).await?.try_get("m")?;
-        Ok(Self {
+        let store = Self {
             pool,
             backend,
             latest_event: std::sync::Arc::new(tokio::sync::watch::channel(latest).0),
             routes: Default::default(),
-        })
+        };
+        if backend == Backend::Postgres {
+            // Other replicas' changes: their route changes and events, as they commit.
+            store.listen(url).await?;
+        }
+        Ok(store)
     }
 
     /// A pool of `max` connections; on SQLite each connection gets [`SQLITE_SESSION`].

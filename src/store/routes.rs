@@ -19,6 +19,18 @@ pub(super) struct Routes {
     generation: u64,
 }
 
+impl Routes {
+    pub(super) fn forget(&mut self, student: &StudentId) {
+        self.ports.remove(student);
+        self.generation += 1;
+    }
+
+    pub(super) fn forget_all(&mut self) {
+        self.ports.clear();
+        self.generation += 1;
+    }
+}
+
 impl Store {
     /// The host port of the student's IDE and its secret while it runs (`None` otherwise). Answers from memory
     /// after the first lookup; every state change that can release the port forgets the answer first.
@@ -49,8 +61,6 @@ impl Store {
 
     /// Forgets the student's route (before a stop, a failure, or any status change).
     pub fn forget_route(&self, student: &StudentId) {
-        let mut routes = self.routes.lock().expect("routes lock");
-        routes.ports.remove(student);
-        routes.generation += 1;
+        self.routes.lock().expect("routes lock").forget(student);
     }
 }

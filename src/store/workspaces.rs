@@ -86,8 +86,9 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.announce(id);
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        self.announce_all(id).await;
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -118,8 +119,9 @@ impl Store {
         .await?;
         let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
-        self.announce(id);
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        self.announce_all(id).await;
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -139,8 +141,9 @@ impl Store {
         let event = NewEvent { kind: EventKind::StartFailed, reason: Some(EventReason::StartFailed), message: error };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
-        self.announce(id);
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        self.announce_all(id).await;
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -160,7 +163,8 @@ impl Store {
         .bind(student.as_str())
         .execute(&self.pool)
         .await?;
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -176,7 +180,8 @@ impl Store {
         .bind(ms(now))
         .execute(&self.pool)
         .await?;
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -195,7 +200,8 @@ impl Store {
             .bind(student.as_str())
             .execute(&self.pool)
             .await?;
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 
@@ -221,8 +227,9 @@ impl Store {
         let event = NewEvent { kind: EventKind::Stopped, reason: Some(reason.into()), message: reason.message() };
         let id = insert_event(&mut tx, student, &event, now).await?;
         tx.commit().await?;
-        self.announce(id);
-        self.forget_route(student); // again: a lookup between the first forget and the write
+        self.announce_all(id).await;
+        // Again (a lookup between the first forget and the write), and on the other replicas.
+        self.route_changed(student).await;
         Ok(())
     }
 }

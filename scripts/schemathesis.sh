@@ -14,7 +14,13 @@ mkdir -p "$CACHE"
     flock 9
     if [ ! -f "$VENV/.installed" ]; then
         rm -rf "$VENV"
-        python3 -m venv "$VENV"
+        if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+            # Debian's own python3 keeps venv in a separate package.
+            rm -rf "$VENV"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+                || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+            python3 -m venv "$VENV"
+        fi
         "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION" >&2
         touch "$VENV/.installed"
     fi

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: starts the Docker engine if needed, builds the images
-# (skipped when up to date), installs Chromium and chromedriver from apt if missing, then runs every test against
-# the real engine, the real code-server image and a real browser.
+# (skipped when up to date), installs Chromium and chromedriver from apt if missing, schemathesis from PyPI into a
+# cache, and PostgreSQL from apt (a private cluster on a free loopback port, stopped at the end), then runs every
+# test against the real engine, the real code-server image, a real browser and both stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-docker.sh
 bash scripts/ensure-browser.sh
 bash scripts/build-image.sh all
+# schemathesis (PyPI, pinned) into its cache before the tests, so no test waits on a download.
+bash scripts/schemathesis.sh --version >/dev/null
 
 # A private PostgreSQL server: the Docker-backed API suite and the store's contract tests run on it.
 pg_url=$(bash scripts/ensure-postgres.sh)

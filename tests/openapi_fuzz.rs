@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
 
 /// Examples per operation and phase: enough to reach every documented answer, few enough for a 2-core machine.
@@ -126,9 +128,7 @@ impl Service {
     }
 
     fn containers(&self) -> Vec<String> {
-        let filter = format!("label=workspaced.instance={}", self.instance);
-        let out = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+        support::instance_containers(&self.instance, &[])
     }
 
     /// SIGTERM and wait, then remove this instance's containers until two looks in a row find none (a start asked
@@ -137,20 +137,7 @@ impl Service {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
-        let mut quiet = 0;
-        for _ in 0..40 {
-            let ids = self.containers();
-            if ids.is_empty() {
-                quiet += 1;
-                if quiet == 2 {
-                    return;
-                }
-            } else {
-                quiet = 0;
-                let _ = Command::new("docker").arg("rm").arg("-f").args(ids).output();
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        support::remove_instance_containers(&self.instance);
     }
 }
 

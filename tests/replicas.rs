@@ -6,6 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
 
 fn free_port() -> u16 {
@@ -13,14 +15,9 @@ fn free_port() -> u16 {
 }
 
 async fn fresh_database() -> String {
-    use sqlx::Connection;
     let server = std::env::var("WORKSPACED_TEST_POSTGRES")
         .expect("WORKSPACED_TEST_POSTGRES names the test PostgreSQL server: run ./scripts/test.sh");
-    let name = format!("r_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&server).await.expect("the test PostgreSQL server answers");
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    let (base, _) = server.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    support::fresh_postgres_database(&server).await
 }
 
 struct Replicas {
@@ -103,10 +100,7 @@ impl Replicas {
 
     /// Every container of this instance for `student`, running or not.
     fn containers(&self, student: &str) -> Vec<String> {
-        docker_ids(&[
-            format!("label=workspaced.instance={}", self.instance),
-            format!("label=workspaced.student={student}"),
-        ])
+        support::instance_containers(&self.instance, &[format!("label=workspaced.student={student}")])
     }
 }
 
@@ -119,21 +113,8 @@ impl Drop for Replicas {
         for c in &mut self.children {
             let _ = c.wait();
         }
-        let ids = docker_ids(&[format!("label=workspaced.instance={}", self.instance)]);
-        if !ids.is_empty() {
-            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
-        }
+        support::remove_instance_containers(&self.instance);
     }
-}
-
-fn docker_ids(filters: &[String]) -> Vec<String> {
-    let mut cmd = Command::new("docker");
-    cmd.args(["ps", "-aq"]);
-    for f in filters {
-        cmd.args(["--filter", f]);
-    }
-    let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
 }
 
 fn hex(bytes: usize) -> String {

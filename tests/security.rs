@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
 
 /// A `workspaced serve` of its own: private folder, database, port and instance label; its stderr goes to a file.
@@ -92,27 +94,7 @@ impl Service {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
-        // A start the server asked for just before it exited can still be created by the engine after that: look
-        // again until two looks in a row find nothing (bounded).
-        let mut quiet = 0;
-        for _ in 0..40 {
-            let out = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &format!("label=workspaced.instance={}", self.instance)])
-                .output();
-            let ids: Vec<String> = out
-                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default();
-            if ids.is_empty() {
-                quiet += 1;
-                if quiet == 2 {
-                    break;
-                }
-            } else {
-                quiet = 0;
-                let _ = Command::new("docker").arg("rm").arg("-f").args(ids).output();
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        support::remove_instance_containers(&self.instance);
     }
 }
 

@@ -207,6 +207,27 @@ fn bad_values_name_the_setting() {
 }
 
 #[test]
+fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
+    for (env, bad) in [
+        ("WORKSPACED_IDE_AUTH", "password"),
+        ("WORKSPACED_IDE_AUTH", "header:X Token"),
+        ("WORKSPACED_IDE_SECRET_ENV", "1ST"),
+        ("WORKSPACED_IDE_SECRET_ENV", "A-B"),
+        ("WORKSPACED_HEADER_READ_TIMEOUT", "0s"),
+        ("WORKSPACED_HEADER_READ_TIMEOUT", "10m"),
+        ("WORKSPACED_ADMIN_HOST", "https://admin.example.edu/"),
+        ("WORKSPACED_LEASE_TTL", "100ms"),
+        ("WORKSPACED_LEASE_TTL", "1h"),
+    ] {
+        let err = match from_env(env, bad) {
+            Err(e) => e.to_string(),
+            Ok(s) => s.check().expect_err(&format!("{env}={bad} was accepted")).to_string(),
+        };
+        assert!(err.contains(env), "{env}={bad}: {err}");
+    }
+}
+
+#[test]
 fn the_admin_host_cannot_be_a_students_host() {
     let mut s = Settings::default();
     s.proxy.host_suffix = Some("ws.example.edu".into());

@@ -204,14 +204,18 @@ impl DockerRuntime {
             .map(|_| ())
     }
 
+    /// The engine's answer about the workspaces' network (a 404 is in the inner `Err`).
+    async fn inspect_network(&self) -> Result<Result<bollard::models::NetworkInspect, BollardError>, RuntimeError> {
+        self.call("inspect network", self.call_timeout, |d| async move {
+            d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
+        })
+        .await
+    }
+
     /// The bridge interface of the workspaces' network (see [`egress::bridge_interface`]); `None` while it does
     /// not exist.
     pub async fn network_bridge(&self) -> Result<Option<String>, RuntimeError> {
-        let found = self
-            .call("inspect network", self.call_timeout, |d| async move {
-                d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
-            })
-            .await?;
+        let found = self.inspect_network().await?;
         match found {
             Ok(net) => {
                 let id = net.id.unwrap_or_default();
@@ -443,11 +447,7 @@ impl DockerRuntime {
                 // process-wide lock (a second instance starting at the same moment on one engine is not covered).
                 static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
                 let _one = CREATING.lock().await;
-                let found = self
-                    .call("inspect network", self.call_timeout, |d| async move {
-                        d.inspect_network(NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await
-                    })
-                    .await?;
+                let found = self.inspect_network().await?;
                 match found {
                     Ok(net) => {
                         let icc = net.options.as_ref().and_then(|o| o.get("com.docker.network.bridge.enable_icc"));

@@ -71,7 +71,7 @@ pub async fn spawn_app_full(
     settings.base_path = base.clone();
     // The suite runs on PostgreSQL when scripts/test.sh provides a server (a new database per app), else on SQLite.
     settings.database_url = match std::env::var("WORKSPACED_TEST_POSTGRES") {
-        Ok(server) => fresh_postgres_database(&server).await,
+        Ok(server) => crate::support::fresh_postgres_database(&server).await,
         Err(_) => format!("sqlite://{}", tmp.path().join("workspaced.db").display()),
     };
     settings.auth.secret_key_file = Some(tmp.path().join("workspaced.key"));
@@ -424,14 +424,4 @@ pub async fn cli(server: &str, key: &str, args: &[&str]) -> std::process::Output
     })
     .await
     .unwrap()
-}
-
-/// Creates an empty database on the test PostgreSQL server and returns its URL.
-pub async fn fresh_postgres_database(server: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("t_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(server).await.expect("the test PostgreSQL server answers");
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
 }

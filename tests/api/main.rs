@@ -2,6 +2,8 @@
 //! One binary, so it is compiled once; each test gets its own app, base path, database and instance label.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod auth;
 mod bad_input;

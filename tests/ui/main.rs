@@ -5,6 +5,8 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod browser;
 mod ide;

@@ -2,19 +2,28 @@
 # Starts a private PostgreSQL cluster for the tests on this machine: Debian's postgresql (installed from apt when
 # missing), `initdb` as the postgres user into a new temporary folder, listening on a free port on 127.0.0.1 only,
 # with fsync off (test data). Prints the server's URL on stdout; `ensure-postgres.sh stop <url>` stops it and removes
-# its folder. Nothing else on the machine is touched.
+# its folder. `pause <url>` stops the server and keeps its data, `resume <url>` starts it again on the same port (a
+# database outage, for the tests). Nothing else on the machine is touched.
 set -euo pipefail
 
 log() { printf 'ensure-postgres: %s\n' "$*" >&2; }
 
-if [ "${1:-}" = "stop" ]; then
-  marker="/tmp/workspaced-pg-$(printf '%s' "${2:?url}" | sed 's/.*:\([0-9]*\)\/.*/\1/').dir"
-  dir=$(cat "$marker" 2>/dev/null) || exit 0
-  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-  su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -m immediate stop" >/dev/null 2>&1 || true
-  rm -rf "$dir" "$marker"
-  exit 0
-fi
+case "${1:-}" in
+  stop | pause | resume)
+    marker="/tmp/workspaced-pg-$(printf '%s' "${2:?url}" | sed 's/.*:\([0-9]*\)\/.*/\1/').dir"
+    dir=$(cat "$marker" 2>/dev/null) || { [ "$1" = stop ] && exit 0; log "no cluster of ours at $2"; exit 1; }
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    case "$1" in
+      stop)
+        su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -m immediate stop" >/dev/null 2>&1 || true
+        rm -rf "$dir" "$marker" ;;
+      pause) su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -m immediate -w stop" >/dev/null ;;
+      resume)
+        su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -o '$(cat "$dir/opts")' -l '$dir/server.log' -w -t 60 start" \
+          >/dev/null || { cat "$dir/server.log" >&2; exit 1; } ;;
+    esac
+    exit 0 ;;
+esac
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   log "installing postgresql from apt"
@@ -28,6 +37,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 su postgres -s /bin/sh -c "$bin/initdb -D '$dir/data' -A trust -U postgres --no-sync" >"$dir/initdb.log" 2>&1 \
   || { cat "$dir/initdb.log" >&2; exit 1; }
 opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=600 -c fsync=off -c synchronous_commit=off"
+echo "$opts" >"$dir/opts"
 su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/data' -o '$opts' -l '$dir/server.log' -w -t 60 start" >/dev/null \
   || { cat "$dir/server.log" >&2; exit 1; }
 echo "$dir" >"/tmp/workspaced-pg-$port.dir"

@@ -61,15 +61,29 @@ impl Activity {
         Touch::Recorded(from_ms(slot.last_ms))
     }
 
+    /// Like [`Activity::touch`] for a workspace the caller knows is running (its route is on record): one started by
+    /// another replica gets an entry here on its first activity, which the flush then writes like any other.
+    pub fn touch_running(&self, student: &StudentId, at: DateTime<Utc>) -> DateTime<Utc> {
+        let mut slots = self.slots.lock().expect("activity lock");
+        let slot = slots.entry(student.clone()).or_default();
+        let at = ms(at);
+        if at > slot.last_ms {
+            slot.last_ms = at;
+            slot.dirty = true;
+        }
+        from_ms(slot.last_ms)
+    }
+
     /// Records that the IDE had an open connection at `at` (code-server's own heartbeat). Kept apart from activity.
+    /// The caller knows the workspace runs (the culler polls those on record), so a workspace started by another
+    /// replica gets an entry, with no activity of its own yet (the store's is newer, and the later one counts).
     pub fn ide_seen(&self, student: &StudentId, at: DateTime<Utc>) {
         let mut slots = self.slots.lock().expect("activity lock");
-        if let Some(slot) = slots.get_mut(student) {
-            let at = ms(at);
-            if slot.ide_ms.is_none_or(|v| at > v) {
-                slot.ide_ms = Some(at);
-                slot.dirty = true;
-            }
+        let slot = slots.entry(student.clone()).or_default();
+        let at = ms(at);
+        if slot.ide_ms.is_none_or(|v| at > v) {
+            slot.ide_ms = Some(at);
+            slot.dirty = true;
         }
     }
 
@@ -148,6 +162,18 @@ mod tests {
         assert!(a.take_pending().is_empty(), "a batch is taken once");
         a.unregister(&s);
         assert_eq!(a.touch(&s, t(9)), Touch::NotRunning);
+    }
+
+    #[test]
+    fn a_workspace_started_elsewhere_gets_an_entry_at_its_first_activity() {
+        let a = Activity::default();
+        let s = StudentId::parse("elsewhere").unwrap();
+        assert_eq!(a.touch_running(&s, t(7)), t(7));
+        assert_eq!(a.touch(&s, t(9)), Touch::Recorded(t(9)));
+        let pending = a.take_pending();
+        assert_eq!((pending.len(), pending[0].last_activity), (1, t(9)), "written by the next flush");
+        a.unregister(&s);
+        assert_eq!(a.touch(&s, t(10)), Touch::NotRunning);
     }
 
     #[test]

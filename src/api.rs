@@ -119,6 +119,9 @@ pub struct Readiness {
     pub database: String,
     /// `ok`, `unavailable` or `timed out`.
     pub docker: String,
+    /// The base path: `ok`, `unavailable` (missing, not a directory, read-only) or `stalled` (a file-system call on it
+    /// did not answer within `storage_timeout`, or too many hang already).
+    pub storage: String,
     /// Each running background loop: `ok`, or `dead: no finished pass since <RFC 3339 time>`.
     pub loops: std::collections::BTreeMap<String, String>,
     /// Whether this replica runs the singleton loops (always, on a single replica).

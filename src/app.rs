@@ -108,7 +108,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let lifecycle = self.state.lifecycle.clone();
         let settings = lifecycle.settings().clone();
-        if let Err(e) = lifecycle.storage().check_base() {
+        // Through the gate: a stalled mount must not keep the service from serving (it says so in `/readyz`).
+        let checked = lifecycle.storage().run("the start-up check", None, |st, _| st.check_base()).await;
+        if let Err(e) = checked {
             tracing::warn!(error = %e, "workspace base path is not usable yet; starts will fail until it is");
         }
         let token = self.state.shutdown.clone();

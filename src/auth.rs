@@ -64,6 +64,44 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct KeyVerifier {
     cache: Mutex<HashMap<String, (KeyIdentity, DateTime<Utc>)>>,
+    outage: Outage,
+}
+
+/// Remembers for a moment that the database was found away, so the requests meanwhile answer from what is
+/// remembered at once instead of each waiting for a connection that does not come. One request every
+/// [`OUTAGE_RECHECK`] asks the store again.
+#[derive(Default)]
+struct Outage {
+    until: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// How long a found outage spares the store further questions.
+const OUTAGE_RECHECK: Duration = Duration::from_secs(5);
+
+/// How long a lookup waits for the store when something remembered could answer instead: longer, and the store
+/// counts as away (the pool itself would wait for a connection far longer while the database is down).
+const OUTAGE_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs a store lookup; with a fallback at hand, one that takes longer than [`OUTAGE_WAIT`] fails as unavailable.
+async fn within_outage_wait<T>(
+    has_fallback: bool,
+    lookup: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    if !has_fallback {
+        return lookup.await;
+    }
+    tokio::time::timeout(OUTAGE_WAIT, lookup).await.unwrap_or(Err(StoreError::Db(sqlx::Error::PoolTimedOut)))
+}
+
+impl Outage {
+    fn ongoing(&self, now: DateTime<Utc>) -> bool {
+        self.until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| now < until)
+    }
+
+    fn seen(&self, now: DateTime<Utc>) {
+        let until = now + chrono::Duration::from_std(OUTAGE_RECHECK).unwrap_or_default();
+        *self.until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
 }
 
 /// Whether something remembered at `at` is still fresh at `now` for `ttl` (a clock that went back is not fresh).
@@ -82,12 +120,27 @@ impl KeyVerifier {
             return Ok(None);
         }
         let hash = hash_key(key);
-        if let Some((who, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
-            if fresh(*at, now, KEY_CACHE_TTL) {
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
+        if let Some((who, at)) = &cached {
+            if fresh(*at, now, KEY_CACHE_TTL)
+                || (self.outage.ongoing(now) && fresh(*at, now, STALE_IF_UNAVAILABLE))
+            {
                 return Ok(Some(who.clone()));
             }
         }
-        let found = store.find_api_key(&hash).await?;
+        let found = match within_outage_wait(cached.is_some(), store.find_api_key(&hash)).await {
+            Ok(found) => found,
+            // The database is away: a key seen lately stays good (nobody can revoke one meanwhile), so heartbeats
+            // and proxied requests go on; the store is asked again when it is back.
+            Err(e) if e.is_unavailable() => {
+                self.outage.seen(now);
+                match cached {
+                    Some((who, at)) if fresh(at, now, STALE_IF_UNAVAILABLE) => return Ok(Some(who)),
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match found.map(|(id, role)| KeyIdentity { id, role }) {
             Some(who) => {
@@ -306,6 +359,9 @@ impl Signer {
     }
 }
 
+/// How long a key or a session generation seen before stays good while the database cannot be reached.
+pub const STALE_IF_UNAVAILABLE: Duration = Duration::from_secs(300);
+
 /// How long a student's session generation is trusted from memory before the store is asked again: a
 /// revocation made by another process (the CLI) takes effect within this time; one made through this server's
 /// admin route at once.
@@ -316,6 +372,7 @@ pub const GENERATION_CACHE_TTL: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct SessionGenerations {
     cache: Mutex<HashMap<StudentId, (Generation, DateTime<Utc>)>>,
+    outage: Outage,
 }
 
 impl SessionGenerations {
@@ -326,12 +383,25 @@ impl SessionGenerations {
         student: &StudentId,
         now: DateTime<Utc>,
     ) -> Result<Generation, StoreError> {
-        if let Some((g, at)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(student) {
-            if fresh(*at, now, GENERATION_CACHE_TTL) {
-                return Ok(*g);
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(student).copied();
+        if let Some((g, at)) = cached {
+            if fresh(at, now, GENERATION_CACHE_TTL) || (self.outage.ongoing(now) && fresh(at, now, STALE_IF_UNAVAILABLE))
+            {
+                return Ok(g);
             }
         }
-        let g = store.session_generation(student).await?;
+        let g = match within_outage_wait(cached.is_some(), store.session_generation(student)).await {
+            Ok(g) => g,
+            // As for keys: while the database is away nobody can end a session, so the last generation seen holds.
+            Err(e) if e.is_unavailable() => {
+                self.outage.seen(now);
+                match cached {
+                    Some((g, at)) if fresh(at, now, STALE_IF_UNAVAILABLE) => return Ok(g),
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             cache.clear();

@@ -67,6 +67,12 @@ pub fn queue_length(n: usize) {
     gauge!("workspaced_start_queue_length").set(n as f64);
 }
 
+/// A file-system call on the base path, by outcome (`ok`, `error`, `stalled`: past its deadline, `refused`: too
+/// many calls already blocked).
+pub fn storage_call(outcome: &'static str) {
+    counter!("workspaced_storage_calls_total", "outcome" => outcome).increment(1);
+}
+
 pub fn reconcile_action(kind: &'static str) {
     counter!("workspaced_reconcile_actions_total", "kind" => kind).increment(1);
 }

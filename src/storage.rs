@@ -17,6 +17,61 @@ pub enum StorageError {
     BaseNotWritable { path: PathBuf, source: io::Error },
     #[error("cannot prepare {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("WORKSPACE_BASE_PATH {path} did not answer ({what}) within {seconds} s: is the mount stalled?")]
+    Stalled { path: PathBuf, what: &'static str, seconds: u64 },
+    #[error("WORKSPACE_BASE_PATH {path} is not answering: {blocked} file-system calls already wait on it")]
+    TooManyBlocked { path: PathBuf, blocked: usize },
+}
+
+impl StorageError {
+    /// Whether the base path as a whole is unusable now (missing, read-only, stalled), rather than one folder.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, StorageError::Io { .. })
+    }
+}
+
+/// How blocking file-system calls on the base path are run: off the async threads, each with a deadline, and at most
+/// `max_blocked` at once. A mount that stops answering (`hard` NFS, EFS) blocks a thread in the kernel until it
+/// answers, and nothing can cancel that: the caller gets `Stalled` at the deadline, the thread stays counted until its
+/// call returns, and once `max_blocked` threads hang, further calls fail at once instead of piling up.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    max_blocked: usize,
+    /// The deadline of one call.
+    pub timeout: std::time::Duration,
+}
+
+impl Gate {
+    pub fn new(timeout: std::time::Duration, max_blocked: usize) -> Self {
+        let max_blocked = max_blocked.max(1);
+        Self { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_blocked)), max_blocked, timeout }
+    }
+
+    /// Calls on the base path that have not returned yet (for `/readyz` and metrics).
+    pub fn blocked(&self) -> usize {
+        self.max_blocked - self.permits.available_permits()
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(10), 16)
+    }
+}
+
+/// Tells a call that finished after its caller gave up to change nothing more.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoned(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandoned {
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Mode of a student folder: owner only. Never world-readable.
@@ -35,6 +90,7 @@ pub enum Ownership {
 pub struct Storage {
     base: PathBuf,
     ownership: Ownership,
+    gate: Gate,
 }
 
 impl Storage {
@@ -44,7 +100,52 @@ impl Storage {
     }
 
     pub fn with_ownership(base: impl Into<PathBuf>, ownership: Ownership) -> Self {
-        Self { base: base.into(), ownership }
+        Self { base: base.into(), ownership, gate: Gate::default() }
+    }
+
+    /// The same folders, with calls through `gate` (the service's, from its settings).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Runs the blocking `call` through the gate with its deadline (or `timeout`, when shorter). `call` gets an
+    /// [`Abandoned`] flag, set when the caller gave up: it must change nothing after seeing it set.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        timeout: Option<std::time::Duration>,
+        call: impl FnOnce(&Storage, &Abandoned) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let Ok(permit) = self.gate.permits.clone().try_acquire_owned() else {
+            crate::metrics::storage_call("refused");
+            return Err(StorageError::TooManyBlocked { path: self.base.clone(), blocked: self.gate.blocked() });
+        };
+        let timeout = timeout.map_or(self.gate.timeout, |t| t.min(self.gate.timeout));
+        let abandoned = Abandoned::default();
+        let (this, flag) = (self.clone(), abandoned.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let result = call(&this, &flag);
+            drop(permit);
+            result
+        });
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => {
+                crate::metrics::storage_call(if result.is_ok() { "ok" } else { "error" });
+                result
+            }
+            Ok(Err(join)) => Err(StorageError::Io { path: self.base.clone(), source: io::Error::other(join.to_string()) }),
+            Err(_) => {
+                abandoned.set();
+                crate::metrics::storage_call("stalled");
+                tracing::warn!(base = %self.base.display(), what, seconds = timeout.as_secs(), "file-system call on the base path stalled");
+                Err(StorageError::Stalled { path: self.base.clone(), what, seconds: timeout.as_secs().max(1) })
+            }
+        }
     }
 
     pub fn base(&self) -> &Path {
@@ -96,9 +197,18 @@ impl Storage {
     /// folder whose owner (with `Ownership::Workspace`) or mode is wrong (the folder itself, not its contents). Returns its absolute path.
     /// Blocking: call from `spawn_blocking` (NFS can take its time).
     pub fn ensure_student_dir(&self, student: &StudentId) -> Result<PathBuf, StorageError> {
+        self.ensure_student_dir_unless(student, &Abandoned::default())
+    }
+
+    /// [`Storage::ensure_student_dir`] that stops before each change once `abandoned` is set (its caller gave up).
+    pub fn ensure_student_dir_unless(&self, student: &StudentId, abandoned: &Abandoned) -> Result<PathBuf, StorageError> {
         let base = self.check_base()?;
         let dir = base.join(student.as_str());
         let io_err = |source| StorageError::Io { path: dir.clone(), source };
+        let gave_up = || StorageError::Io { path: dir.clone(), source: io::Error::other("abandoned after its deadline") };
+        if abandoned.is_set() {
+            return Err(gave_up());
+        }
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -107,6 +217,9 @@ impl Storage {
         let meta = std::fs::symlink_metadata(&dir).map_err(io_err)?;
         if !meta.is_dir() {
             return Err(io_err(io::Error::other("exists and is not a directory")));
+        }
+        if abandoned.is_set() {
+            return Err(gave_up());
         }
         if let Ownership::Workspace { uid, gid } = self.ownership {
             if meta.uid() != uid || meta.gid() != gid {

@@ -109,6 +109,23 @@ pub(super) fn header_timeout(d: &Duration) -> Result<(), String> {
     Ok(())
 }
 
+/// A file-system call that takes minutes is a stalled mount, not a slow one.
+pub(super) fn storage_timeout(d: &Duration) -> Result<(), String> {
+    positive(d)?;
+    if *d > Duration::from_secs(600) {
+        return Err("must be at most 10m".to_owned());
+    }
+    Ok(())
+}
+
+/// Each one is a thread hanging in the kernel.
+pub(super) fn storage_max_blocked(n: &usize) -> Result<(), String> {
+    if !(1..=1024).contains(n) {
+        return Err("must be between 1 and 1024".to_owned());
+    }
+    Ok(())
+}
+
 /// Renewed every third of it: under a second would be a write every few hundred milliseconds; over five minutes, a
 /// dead leader's loops would stand still that long.
 pub(super) fn lease_ttl(d: &Duration) -> Result<(), String> {

@@ -44,6 +44,10 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Time to live of the lease that says which replica runs the singleton loops (PostgreSQL only).
     pub lease_ttl: Duration,
+    /// Deadline of one file-system call on the base path (a stalled NFS/EFS mount fails it instead of hanging).
+    pub storage_timeout: Duration,
+    /// File-system calls on the base path that may hang at once before more are refused at once.
+    pub storage_max_blocked: usize,
     /// Host that alone serves the admin dashboard and the API (e.g. `admin.ide.example.edu`); no IDE is served on
     /// it. `None`: every host serves everything.
     pub admin_host: Option<String>,
@@ -212,6 +216,8 @@ impl Default for Settings {
             proxy: ProxySettings::default(),
             header_read_timeout: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(10),
+            storage_timeout: Duration::from_secs(10),
+            storage_max_blocked: 16,
             admin_host: None,
         }
     }

@@ -178,16 +178,16 @@ pub static SETTINGS: &[Setting] = &[
         "How often store and engine are compared. More than zero."),
     setting!("max_concurrent_starts", "WORKSPACED_MAX_CONCURRENT_STARTS",
         max_concurrent_starts: p::number, c::at_least_one, "`4`",
-        "Starts that talk to the engine at once; more wait in a first-in first-out queue (status `queued`). At \
-        least 1."),
+        "Starts that talk to the engine at once, in total over every replica on one database; more wait in a \
+        first-in first-out queue of their replica (status `queued`). At least 1."),
     setting!("max_queued_starts", "WORKSPACED_MAX_QUEUED_STARTS",
         max_queued_starts: p::number, c::any, "`1000`",
         "Starts that may wait in the queue; one more is refused with 429 `start_queue_full`. `0` means no queue: \
         a start that cannot begin at once is refused."),
     setting!("max_running", "WORKSPACED_MAX_RUNNING",
         max_running: p::optional_count, c::any, "off",
-        "Cap on running, starting and queued workspaces together; a start beyond it is refused with 429 \
-        `capacity_reached`. A number, or `off`, `none` or empty for no cap. `0` refuses every start."),
+        "Cap on queued, starting, running and stopping workspaces together, in total over every replica on one \
+        database; a start beyond it is refused with 429 `capacity_reached`. A number, or `off`, `none` or empty for no cap. `0` refuses every start."),
     setting!("usage_interval", "WORKSPACED_USAGE_INTERVAL",
         usage_interval: p::parse_duration, c::positive, "`10m`",
         "How often `serve` measures the disk use of every student folder (allocated bytes, like `du -s`), one \
@@ -265,6 +265,16 @@ pub static SETTINGS: &[Setting] = &[
         "PostgreSQL with several replicas: time to live of the lease that picks the one replica running the culler, \
         reconciler, usage and webhook loops. The holder renews it every third and stops acting after two thirds \
         without a renewal; another replica takes over at most one time to live after the holder died. 1s to 5m."),
+    setting!("storage_timeout", "WORKSPACED_STORAGE_TIMEOUT",
+        storage_timeout: p::parse_duration, c::storage_timeout, "`10s`",
+        "Deadline of one file-system call on the base path (preparing a student's folder at a start, the start-up \
+        and readiness checks). A mount that stops answering (a `hard` NFS or EFS mount) then fails the start with \
+        503 `storage_unavailable` instead of hanging it; the blocked thread is left to finish. More than zero, at \
+        most 10m."),
+    setting!("storage_max_blocked", "WORKSPACED_STORAGE_MAX_BLOCKED",
+        storage_max_blocked: p::number, c::storage_max_blocked, "`16`",
+        "File-system calls on the base path that may hang at once; with that many unanswered, further ones fail \
+        at once with `storage_unavailable` rather than tie up more threads. 1 to 1024."),
     setting!("admin_host", "WORKSPACED_ADMIN_HOST",
         admin_host: p::host, c::any, "unset",
         "Serve the admin dashboard and the API only for this `Host` (e.g. `admin.ide.example.edu`, a port may \

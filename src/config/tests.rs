@@ -50,6 +50,8 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_IDE_SECRET_ENV", "JUPYTER_TOKEN"),
         ("WORKSPACED_HEADER_READ_TIMEOUT", "5s"),
         ("WORKSPACED_LEASE_TTL", "3s"),
+        ("WORKSPACED_STORAGE_TIMEOUT", "4s"),
+        ("WORKSPACED_STORAGE_MAX_BLOCKED", "8"),
         ("WORKSPACED_ADMIN_HOST", "Admin.IDE.example.edu:8443"),
         ("WORKSPACED_START_TIMEOUT", "2m"),
         ("WORKSPACED_STOP_GRACE", "3s"),
@@ -218,6 +220,10 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_ADMIN_HOST", "https://admin.example.edu/"),
         ("WORKSPACED_LEASE_TTL", "100ms"),
         ("WORKSPACED_LEASE_TTL", "1h"),
+        ("WORKSPACED_STORAGE_TIMEOUT", "0s"),
+        ("WORKSPACED_STORAGE_TIMEOUT", "1h"),
+        ("WORKSPACED_STORAGE_MAX_BLOCKED", "0"),
+        ("WORKSPACED_STORAGE_MAX_BLOCKED", "5000"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

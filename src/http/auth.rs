@@ -44,7 +44,7 @@ pub async fn key_of(state: &AppState, headers: &HeaderMap) -> Result<Option<KeyI
         return Ok(None); // a student token, not a key: see `student_token_of`
     }
     let now = state.lifecycle.clock().now();
-    match state.keys.verify(state.lifecycle.reads(), key, now).await.map_err(ApiError::internal)? {
+    match state.keys.verify(state.lifecycle.reads(), key, now).await.map_err(ApiError::store)? {
         Some(who) => Ok(Some(who)),
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "unknown or revoked API key")),
     }
@@ -62,7 +62,7 @@ pub fn has_student_token(headers: &HeaderMap) -> bool {
 /// Whether signed claims are still current: not revoked since they were issued.
 async fn current(state: &AppState, claims: &SessionClaims) -> Result<bool, ApiError> {
     let now = state.lifecycle.clock().now();
-    state.sessions.is_current(state.lifecycle.reads(), claims, now).await.map_err(ApiError::internal)
+    state.sessions.is_current(state.lifecycle.reads(), claims, now).await.map_err(ApiError::store)
 }
 
 /// The student of a valid, unrevoked student token in `Authorization` (`None` without one).

@@ -8,7 +8,6 @@ use axum::Json;
 use crate::api::ErrorBody;
 use crate::lifecycle::LifecycleError;
 use crate::runtime::RuntimeError;
-use crate::storage::StorageError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -22,6 +21,18 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// A store error: 503 `store_unavailable` while the database cannot be reached, else internal.
+    pub fn store(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError {
+                retry_after: Some(5),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the database cannot be reached; try again")
+            };
+        }
+        Self::internal(e)
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -51,12 +62,7 @@ impl From<LifecycleError> for ApiError {
             L::StartCancelled(_) => ApiError::new(StatusCode::CONFLICT, "start_cancelled", e.to_string()),
             L::Storage(ref s) => {
                 tracing::error!(error = %s, "workspace storage unavailable");
-                let code = match s {
-                    StorageError::BaseMissing(_)
-                    | StorageError::BaseNotDirectory(_)
-                    | StorageError::BaseNotWritable { .. } => "storage_unavailable",
-                    StorageError::Io { .. } => "storage_error",
-                };
+                let code = if s.is_unavailable() { "storage_unavailable" } else { "storage_error" };
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
             }
             L::Runtime(ref r) => match r {
@@ -78,7 +84,7 @@ impl From<LifecycleError> for ApiError {
                 retry_after: Some(retry_after_secs),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity_reached", e.to_string())
             },
-            L::Store(s) => ApiError::internal(s),
+            L::Store(s) => ApiError::store(s),
             L::Panicked(m) => ApiError::internal(m),
         }
     }

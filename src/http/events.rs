@@ -118,7 +118,7 @@ pub async fn events(
         None => query,
     };
     // The first page is read here so that a broken database is a 500, not an empty stream.
-    let first = store.events(query.student.as_ref(), query.after, PAGE).await.map_err(ApiError::internal)?;
+    let first = store.events(query.student.as_ref(), query.after, PAGE).await.map_err(ApiError::store)?;
     tracing::debug!(student = ?query.student.as_ref().map(StudentId::as_str), after = query.after, "event stream opened");
     let read = (first.len() as i64) < PAGE;
     let follower = Follower { store, student: query.student, last: query.after, pending: first.into(), changes, read };

@@ -62,7 +62,7 @@ pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<
     let running = match state.lifecycle.reads().get(&student).await {
         Ok(Some(r)) => r.status.is_busy(),
         Ok(None) => false,
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::store(e)),
     };
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_CHUNKS);

@@ -112,7 +112,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
     let route = match state.lifecycle.reads().route(&student).await {
         Ok(Some(route)) => route,
         Ok(None) => return not_running(&state, &student, &t.prefix, html).await,
-        Err(e) => return refuse(html, ApiError::internal(e)),
+        Err(e) => return refuse(html, ApiError::store(e)),
     };
     if counts_as_activity(req.method(), req.headers()) {
         state.lifecycle.touch(&student);
@@ -315,13 +315,13 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &Hea
     match lc.redeem_launch_nonce(&claims.nonce, claims.expires_at).await {
         Ok(true) => {}
         Ok(false) => return refused("already used"),
-        Err(e) => return refuse(html, ApiError::internal(e)),
+        Err(e) => return refuse(html, e.into()),
     }
     let settings = lc.settings();
     let ttl = settings.auth.session_ttl;
     let generation = match state.sessions.current(lc.reads(), &claims.student, now).await {
         Ok(g) => g,
-        Err(e) => return refuse(html, ApiError::internal(e)),
+        Err(e) => return refuse(html, ApiError::store(e)),
     };
     let (value, _) = state.signer.credential(Purpose::Session, &claims.student, generation, now, ttl);
     let secure = settings.cookie_secure();
@@ -382,7 +382,7 @@ fn intervals(idle_timeout: std::time::Duration) -> (u64, u64) {
 async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, ApiError> {
     let lc = &state.lifecycle;
     let view =
-        lc.reads().get(student).await.map_err(ApiError::internal)?.map(|r| super::workspaces::workspace_view(state, r));
+        lc.reads().get(student).await.map_err(ApiError::store)?.map(|r| super::workspaces::workspace_view(state, r));
     let now = lc.clock().now();
     let (idle, lead) = match &view {
         Some(v) => (std::time::Duration::from_secs(v.policy.idle_timeout_seconds), v.policy.warning_lead_seconds),
@@ -529,7 +529,7 @@ pub async fn create_student_token(
 ) -> Result<Json<StudentToken>, ApiError> {
     let lc = &state.lifecycle;
     let (now, ttl) = (lc.clock().now(), lc.settings().auth.session_ttl);
-    let generation = state.sessions.current(lc.reads(), &id, now).await.map_err(ApiError::internal)?;
+    let generation = state.sessions.current(lc.reads(), &id, now).await.map_err(ApiError::store)?;
     let (value, expires_at) = state.signer.credential(Purpose::StudentToken, &id, generation, now, ttl);
     let token = format!("{}{value}", auth::STUDENT_TOKEN_PREFIX);
     Ok(Json(StudentToken { student_id: id, token, expires_at }))

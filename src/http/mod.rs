@@ -245,7 +245,8 @@ async fn healthz() -> Json<crate::api::Health> {
     Json(crate::api::Health { status: "ok".to_owned() })
 }
 
-/// Ready when the database and the container engine answer and every background loop finished a pass recently.
+/// Ready when the database, the container engine and the base path answer and every background loop finished a pass
+/// recently.
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
         (status = 200, description = "Ready", body = crate::api::Readiness),
@@ -265,16 +266,31 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }),
         Err(_) => Err("timed out".to_owned()),
     };
+    let storage = state
+        .lifecycle
+        .storage()
+        .run("the readiness check", Some(Duration::from_secs(2)), |st, _| st.check_base().map(drop))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "readiness: the base path is not usable");
+            match e {
+                crate::storage::StorageError::Stalled { .. } | crate::storage::StorageError::TooManyBlocked { .. } => {
+                    "stalled".to_owned()
+                }
+                _ => "unavailable".to_owned(),
+            }
+        });
     let loops = state.loops.report();
     let loops_ok = loops.values().all(|s| *s == crate::supervise::LoopStatus::Ok);
     let loops = loops.into_iter().map(|(name, status)| (name.to_owned(), status.to_string())).collect();
-    let ok = db.is_ok() && engine.is_ok() && loops_ok;
+    let ok = db.is_ok() && engine.is_ok() && storage.is_ok() && loops_ok;
     let word = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".to_owned());
     let (leader, lease_fence) = (state.loops.leads(), state.loops.fence());
     let body = Json(crate::api::Readiness {
         ready: ok,
         database: word(&db),
         docker: word(&engine),
+        storage: word(&storage),
         loops,
         leader,
         lease_fence,

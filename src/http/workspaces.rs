@@ -176,7 +176,7 @@ pub async fn list(
             )
         })?),
     };
-    let records = state.lifecycle.reads().list(status).await.map_err(ApiError::internal)?;
+    let records = state.lifecycle.reads().list(status).await.map_err(ApiError::store)?;
     Ok(Json(ListView { workspaces: records.into_iter().map(|r| workspace_view(&state, r)).collect() }))
 }
 

@@ -60,13 +60,12 @@ impl Admission {
 
     /// Waits for a permit (FIFO: tokio's semaphore is fair), or `None` when the start was called off with
     /// [`Admission::cancel`] while it waited.
-    pub async fn admit(&self, ticket: Ticket<'_>) -> Option<OwnedSemaphorePermit> {
-        let permit = tokio::select! {
+    /// The ticket stays in the queue (and keeps its place on show) until dropped.
+    pub async fn admit(&self, ticket: &Ticket<'_>) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
             p = self.permits.clone().acquire_owned() => Some(p.expect("semaphore never closed")),
-            _ = ticket.cancel.notified() => None,
-        };
-        drop(ticket);
-        permit
+            _ = ticket.cancelled() => None,
+        }
     }
 
     /// Calls off the queued start of `student`, if there is one; returns whether there was.
@@ -110,6 +109,13 @@ impl Admission {
     }
 }
 
+impl Ticket<'_> {
+    /// Resolves when a stop called this start off (at once if it already did).
+    pub async fn cancelled(&self) {
+        self.cancel.notified().await
+    }
+}
+
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         let mut q = self.admission.waiting.lock().expect("queue lock");
@@ -137,7 +143,9 @@ mod tests {
         drop(ty);
         assert_eq!(a.position(&y), None, "giving up leaves the queue");
         drop(held);
-        let _p = a.admit(tx).await.expect("admitted");
+        let _p = a.admit(&tx).await.expect("admitted");
+        assert_eq!(a.queued(), 1, "a ticket keeps its place until dropped");
+        drop(tx);
         assert_eq!(a.queued(), 0);
         assert_eq!(a.in_flight(), 1);
     }
@@ -149,7 +157,8 @@ mod tests {
         let x = StudentId::parse("x").unwrap();
         let t = a.enqueue(&x).unwrap();
         assert!(a.cancel(&x));
-        assert!(a.admit(t).await.is_none());
+        assert!(a.admit(&t).await.is_none());
+        drop(t);
         assert_eq!(a.queued(), 0);
         assert!(!a.cancel(&x), "nothing left to cancel");
     }

@@ -19,6 +19,12 @@ pub trait StudentLocker: Send + Sync {
     async fn try_lock(&self, student: &StudentId) -> Option<LockGuard>;
     /// How many operations hold or wait for this student's lock (best effort: for tests and metrics).
     fn contenders(&self, student: &StudentId) -> usize;
+    /// The installation-wide lock held around admission's capacity check and the status write after it, so that
+    /// `max_running` is a total over every replica.
+    async fn capacity(&self) -> LockGuard;
+    /// One of `n` start slots shared by every replica, if one is free now, so that `max_concurrent_starts` is a
+    /// total; `None` when all are taken.
+    async fn try_start_slot(&self, n: usize) -> Option<LockGuard>;
 }
 
 /// Held while one operation on a student runs; dropping it releases the lock.
@@ -36,6 +42,7 @@ type LockMap = Arc<Mutex<HashMap<StudentId, Arc<AsyncMutex<()>>>>>;
 #[derive(Default)]
 pub struct StudentLocks {
     map: LockMap,
+    capacity: Arc<AsyncMutex<()>>,
 }
 
 /// The in-process guard: forgets the student's entry when nobody else holds or waits for it.
@@ -70,6 +77,15 @@ impl StudentLocker for StudentLocks {
 
     fn contenders(&self, student: &StudentId) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).get(student).map_or(0, |m| Arc::strong_count(m) - 1)
+    }
+
+    async fn capacity(&self) -> LockGuard {
+        LockGuard::new(self.capacity.clone().lock_owned().await)
+    }
+
+    /// One process: admission's own semaphore already is the total.
+    async fn try_start_slot(&self, _n: usize) -> Option<LockGuard> {
+        Some(LockGuard::new(()))
     }
 }
 
@@ -109,29 +125,45 @@ impl SharedLocks {
     /// The advisory lock key of a student: 64 bits of a hash of the instance and the id, so two installations on
     /// one database never share a lock.
     fn key(&self, student: &StudentId) -> i64 {
-        let hash = blake3::hash(format!("workspaced-lock\0{}\0{}", self.instance, student).as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash.as_bytes()[..8]);
-        i64::from_le_bytes(first)
+        key_of(&format!("workspaced-lock\0{}\0{}", self.instance, student))
     }
+
+    /// The key of an installation-wide lock (a prefix no student key has).
+    fn admission_key(&self, name: &str) -> i64 {
+        key_of(&format!("workspaced-admission\0{}\0{}", self.instance, name))
+    }
+
+    /// Waits for the advisory lock `key`, retrying while the database is away: what it guards must not run without it.
+    async fn advisory_lock(&self, key: i64, what: &str) -> crate::store::AdvisoryLock {
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.store.advisory_lock(key).await {
+                Ok(held) => return held,
+                Err(e) => {
+                    tracing::warn!(lock = what, error = %e, "cannot take a lock in the database; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// 64 bits of a hash of `name`: an advisory lock key.
+fn key_of(name: &str) -> i64 {
+    let hash = blake3::hash(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    i64::from_le_bytes(first)
 }
 
 #[async_trait::async_trait]
 impl StudentLocker for SharedLocks {
     async fn lock(&self, student: &StudentId) -> LockGuard {
         let local = self.local.lock(student).await;
-        let mut pause = std::time::Duration::from_millis(50);
-        loop {
-            match self.store.advisory_lock(self.key(student)).await {
-                Ok(shared) => return LockGuard::new((local, shared)),
-                Err(e) => {
-                    // Nothing may run on the student without the lock: wait for the database.
-                    tracing::warn!(student = %student, error = %e, "cannot take the student's lock in the database; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
-                }
-            }
-        }
+        // Nothing may run on the student without the lock: wait for the database.
+        let shared = self.advisory_lock(self.key(student), "student").await;
+        LockGuard::new((local, shared))
     }
 
     async fn try_lock(&self, student: &StudentId) -> Option<LockGuard> {
@@ -148,6 +180,26 @@ impl StudentLocker for SharedLocks {
 
     fn contenders(&self, student: &StudentId) -> usize {
         self.local.contenders(student)
+    }
+
+    async fn capacity(&self) -> LockGuard {
+        let local = self.local.capacity().await;
+        let shared = self.advisory_lock(self.admission_key("capacity"), "capacity").await;
+        LockGuard::new((local, shared))
+    }
+
+    async fn try_start_slot(&self, n: usize) -> Option<LockGuard> {
+        // From a random slot on, so that replicas do not all ask for slot 0 first.
+        let first = rand::random::<u32>() as usize % n.max(1);
+        let keys: Vec<i64> =
+            (0..n.max(1)).map(|i| self.admission_key(&format!("start-slot\0{}", (first + i) % n.max(1)))).collect();
+        match self.store.try_advisory_lock_any(&keys).await {
+            Ok(held) => held.map(|(_, lock)| LockGuard::new(lock)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the database for a start slot");
+                None
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub use locks::{LockGuard, SharedLocks, StudentLocker, StudentLocks};
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use view::Live;
 
-use crate::activity::{Activity, Touch};
+use crate::activity::Activity;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::{Status, StudentId};
@@ -94,7 +94,8 @@ impl Lifecycle {
         locks: Arc<dyn StudentLocker>,
     ) -> Self {
         let w = &settings.workspace;
-        let storage = Storage::new(settings.base_path.clone(), w.uid, w.gid);
+        let gate = crate::storage::Gate::new(settings.storage_timeout, settings.storage_max_blocked);
+        let storage = Storage::new(settings.base_path.clone(), w.uid, w.gid).with_gate(gate);
         // No pooled connections: a kept-alive connection from us would itself look like an open tab.
         let probe = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default();
         let admission = Admission::new(settings.max_concurrent_starts, settings.max_queued_starts);
@@ -170,22 +171,26 @@ impl Lifecycle {
 
     /// Records activity for a running workspace (the seeds' heartbeat). In memory only: the batch writer puts it in
     /// the store. Returns the workspace's latest activity.
+    ///
+    /// Whether the workspace runs is the route on record (cached, and forgotten at once when any replica changes the
+    /// workspace), not this process's memory: another replica may have started or stopped it. While the database is
+    /// away a cached route still takes the heartbeat, and the flush writes it once the database is back.
     pub async fn heartbeat(&self, student: &StudentId) -> Result<chrono::DateTime<chrono::Utc>, LifecycleError> {
         crate::metrics::heartbeat();
-        match self.activity.touch(student, self.clock.now()) {
-            Touch::Recorded(last) => Ok(last),
-            // Not running: the store says whether the student is unknown (404) or stopped (409).
-            Touch::NotRunning => {
-                let rec = self.status(student).await?;
-                Err(LifecycleError::NotRunning { student: student.clone(), status: rec.status })
-            }
+        if self.store.route(student).await?.is_some() {
+            return Ok(self.activity.touch_running(student, self.clock.now()));
         }
+        // Not running: forget any entry left from when it ran, and say whether the student is unknown (404) or its
+        // workspace not running (409).
+        self.activity.unregister(student);
+        let rec = self.status(student).await?;
+        Err(LifecycleError::NotRunning { student: student.clone(), status: rec.status })
     }
 
-    /// Activity seen by the proxy (a page load, a request that sends something): like a heartbeat, silently
-    /// nothing when the workspace is not running.
+    /// Activity seen by the proxy (a page load, a request that sends something) for a workspace whose route it
+    /// just found: like a heartbeat.
     pub fn touch(&self, student: &StudentId) {
-        self.activity.touch(student, self.clock.now());
+        self.activity.touch_running(student, self.clock.now());
     }
 
     /// The IDE reported an open tab (counted as activity only when `open_tab_keeps_alive` is set).

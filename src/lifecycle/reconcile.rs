@@ -71,15 +71,19 @@ impl Lifecycle {
                 if !lc.activity.is_running(student) {
                     let r = rec.as_ref().expect("record");
                     lc.activity.register(student, r.last_activity.or(r.started_at).unwrap_or(now), r.ide_connected_at);
-                    let event = NewEvent {
-                        kind: EventKind::Adopted,
-                        reason: None,
-                        message: "Running workspace adopted after a restart.",
-                    };
-                    lc.store.add_event(student, &event, now).await?;
-                    tracing::info!(student = %student, container = %c.id, "adopted running workspace");
-                    crate::metrics::reconcile_action("adopted");
-                    report.adopted.push(student.clone());
+                    // One process (SQLite): a running workspace it did not know of was left by another run of it.
+                    // Replicas on one database (PostgreSQL) run each other's workspaces all the time: nothing to say.
+                    if lc.store.backend() == crate::store::Backend::Sqlite {
+                        let event = NewEvent {
+                            kind: EventKind::Adopted,
+                            reason: None,
+                            message: "Running workspace adopted after a restart.",
+                        };
+                        lc.store.add_event(student, &event, now).await?;
+                        tracing::info!(student = %student, container = %c.id, "adopted running workspace");
+                        crate::metrics::reconcile_action("adopted");
+                        report.adopted.push(student.clone());
+                    }
                 }
             }
             (Some(Status::Running), c) => {

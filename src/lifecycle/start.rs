@@ -57,48 +57,112 @@ impl Lifecycle {
         }
         // Checks that change nothing when they fail: engine, storage, capacity.
         self.runtime.ping().await?;
-        let storage = self.storage.clone();
+        // Within the start's own deadline too; a stalled mount fails the start (and frees the student's lock).
         let s = student.clone();
-        let host_dir = tokio::task::spawn_blocking(move || storage.ensure_student_dir(&s))
-            .await
-            .map_err(|e| LifecycleError::Panicked(e.to_string()))??;
-        if let Some(cap) = self.settings.max_running {
-            if self.activity.running().len() + self.admission.in_flight() + self.admission.queued() >= cap {
-                return Err(LifecycleError::CapacityReached { cap, retry_after_secs: 60 });
-            }
-        }
+        let timeout = Some(self.settings.workspace.start_timeout);
+        let host_dir = self
+            .storage
+            .run("preparing the student's folder", timeout, move |st, abandoned| {
+                st.ensure_student_dir_unless(&s, abandoned)
+            })
+            .await?;
 
-        // Admission: at once when a permit is free, else wait in the queue (the record says `queued`).
-        let permit = match self.admission.try_admit() {
-            Some(p) => p,
-            None => {
-                let Some(ticket) = self.admission.enqueue(student) else {
+        // Admission: a permit of this process and a start slot shared by every replica, at once when both are
+        // free; else a place in this process's queue (the record says `queued`) until both are.
+        let n = self.settings.max_concurrent_starts;
+        let permit = self.admission.try_admit();
+        let slot = match permit {
+            Some(_) => self.locks.try_start_slot(n).await,
+            None => None,
+        };
+        let ticket = match (&permit, &slot) {
+            (Some(_), Some(_)) => None,
+            _ => match self.admission.enqueue(student) {
+                Some(ticket) => Some(ticket),
+                None => {
                     let wait = self.admission.estimate(self.admission.queued());
                     return Err(LifecycleError::QueueFull { retry_after_secs: wait.as_secs().max(1) });
-                };
-                self.store.mark_queued(student, self.clock.now()).await?;
-                crate::metrics::queue_length(self.admission.queued());
-                if let Some(tx) = accepted {
-                    let _ = tx.send(());
                 }
-                let permit = self.admission.admit(ticket).await;
-                crate::metrics::queue_length(self.admission.queued());
-                let Some(permit) = permit else {
-                    // A stop called this start off while it waited; the stop, next under the lock, records it.
-                    tracing::info!(student = %student, "queued start called off by a stop");
-                    return Err(LifecycleError::StartCancelled(student.clone()));
-                };
-                let result = self.start_admitted(student, previous, host_dir, None).await;
-                drop(permit);
-                return result;
-            }
+            },
         };
-        let result = self.start_admitted(student, previous, host_dir, accepted).await;
-        drop(permit);
+        self.claim_place(student, ticket.is_some()).await?;
+        let Some(ticket) = ticket else {
+            let result = self.start_admitted(student, previous, host_dir, accepted).await;
+            drop((permit, slot));
+            return result;
+        };
+
+        crate::metrics::queue_length(self.admission.queued());
+        if let Some(tx) = accepted {
+            let _ = tx.send(());
+        }
+        let held = self.wait_in_queue(student, &ticket, permit, slot).await?;
+        drop(ticket);
+        crate::metrics::queue_length(self.admission.queued());
+        self.store.mark_starting(student, self.clock.now()).await?;
+        let result = self.start_admitted(student, previous, host_dir, None).await;
+        drop(held);
         result
     }
 
-    /// The start itself, holding the student's lock and an admission permit.
+    /// Records the start `starting`, or `queued` when it waits. With `max_running`, a total over every replica, it
+    /// counts and claims the place under the installation-wide capacity lock, so two replicas never take the last one.
+    async fn claim_place(&self, student: &StudentId, queued: bool) -> Result<(), LifecycleError> {
+        let _capacity = match self.settings.max_running {
+            Some(cap) => {
+                let guard = self.locks.capacity().await;
+                if self.store.count_busy_except(student).await? >= cap {
+                    return Err(LifecycleError::CapacityReached { cap, retry_after_secs: 60 });
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        if queued {
+            self.store.mark_queued(student, self.clock.now()).await?;
+        } else {
+            self.store.mark_starting(student, self.clock.now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits in the queue for whichever of this process's permit and a shared start slot the start does not hold yet;
+    /// a stop calls the wait off.
+    async fn wait_in_queue(
+        &self,
+        student: &StudentId,
+        ticket: &super::admission::Ticket<'_>,
+        mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut slot: Option<super::LockGuard>,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, super::LockGuard), LifecycleError> {
+        if permit.is_none() {
+            permit = self.admission.admit(ticket).await;
+        }
+        let Some(permit) = permit else { return Err(self.start_called_off(student)) };
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            if let Some(slot) = slot.take() {
+                return Ok((permit, slot));
+            }
+            slot = self.locks.try_start_slot(self.settings.max_concurrent_starts).await;
+            if slot.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = ticket.cancelled() => return Err(self.start_called_off(student)),
+                }
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+        }
+    }
+
+    /// A stop called off this queued start while it waited; the stop, next under the lock, records it.
+    fn start_called_off(&self, student: &StudentId) -> LifecycleError {
+        crate::metrics::queue_length(self.admission.queued());
+        tracing::info!(student = %student, "queued start called off by a stop");
+        LifecycleError::StartCancelled(student.clone())
+    }
+
+    /// The start itself, recorded `starting`, holding the student's lock, an admission permit and a start slot.
     async fn start_admitted(
         &self,
         student: &StudentId,
@@ -107,7 +171,6 @@ impl Lifecycle {
         accepted: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<WorkspaceRecord, LifecycleError> {
         let deadline = Instant::now() + self.settings.workspace.start_timeout;
-        self.store.mark_starting(student, self.clock.now()).await?;
         if let Some(tx) = accepted {
             let _ = tx.send(());
         }

@@ -39,14 +39,25 @@ impl Store {
 
     /// The advisory lock `key` if no session holds it now (PostgreSQL only).
     pub async fn try_advisory_lock(&self, key: i64) -> Result<Option<AdvisoryLock>, StoreError> {
+        Ok(self.try_advisory_lock_any(&[key]).await?.map(|(_, lock)| lock))
+    }
+
+    /// The first of `keys` that no session holds now, with its index (PostgreSQL only). One pooled connection asks
+    /// for each in turn; it leaves the pool only when it holds one, so a miss costs no new connection.
+    pub async fn try_advisory_lock_any(&self, keys: &[i64]) -> Result<Option<(usize, AdvisoryLock)>, StoreError> {
         self.expect_postgres()?;
-        let mut conn = self.pool.acquire().await?.detach();
-        let got = sqlx::query("SELECT CAST(pg_try_advisory_lock($1) AS INTEGER) AS got")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await?
-            .try_get::<i32, _>("got")?;
-        Ok((got == 1).then(|| AdvisoryLock { conn: Some(std::sync::Mutex::new(conn)) }))
+        let mut conn = self.pool.acquire().await?;
+        for (i, key) in keys.iter().enumerate() {
+            let got = sqlx::query("SELECT CAST(pg_try_advisory_lock($1) AS INTEGER) AS got")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get::<i32, _>("got")?;
+            if got == 1 {
+                return Ok(Some((i, AdvisoryLock { conn: Some(std::sync::Mutex::new(conn.detach())) })));
+            }
+        }
+        Ok(None)
     }
 
     fn expect_postgres(&self) -> Result<(), StoreError> {
@@ -81,6 +92,9 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(again.is_some(), "a dropped lock is released");
+        let (i, _second) = store.try_advisory_lock_any(&[7, 9]).await.unwrap().expect("9 is free");
+        assert_eq!(i, 1, "7 is held by `again`, so the second key");
+        assert!(store.try_advisory_lock_any(&[7, 9]).await.unwrap().is_none(), "both held");
     }
 }
 

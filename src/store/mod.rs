@@ -15,6 +15,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::AnyPool;
 use sqlx::Row;
 
+mod admission;
 mod culling;
 mod encoding;
 mod events;
@@ -53,6 +54,31 @@ pub enum StoreError {
     #[error("corrupt row for {student}: {message}")]
     Corrupt { student: String, message: String },
 }
+
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, the network, every connection busy): the
+    /// request may succeed later unchanged, and the HTTP layer answers 503 `store_unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db(e) = self else { return false };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL's classes 08 (connection exception) and 57P (operator intervention: shutdown, cannot
+            // connect now); SQLite's busy and locked.
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "6" || c == "517"
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// How long a query waits for a connection (or for the server to accept one) before it fails as unavailable: a
+/// request during a database outage gets its 503 in this time.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +203,7 @@ impl Store {
     /// A pool of `max` connections; on SQLite each connection gets [`SQLITE_SESSION`].
     async fn pool(url: &str, backend: Backend, max: u32) -> Result<AnyPool, StoreError> {
         sqlx::any::install_default_drivers();
-        let options = AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10));
+        let options = AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT);
         let options = options.after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -44,10 +44,10 @@ impl Store {
 
     /// Listens for the other replicas' changes, for as long as this store is in use.
     pub(super) async fn listen(&self, url: &str) -> Result<(), StoreError> {
-        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-        listener.listen_all([ROUTES, EVENTS]).await?;
+        let mut listener = subscribe(url).await?;
         let routes = Arc::downgrade(&self.routes);
         let store = WeakStore { routes, latest: Arc::downgrade(&self.latest_event), pool: self.pool.clone() };
+        let url = url.to_owned();
         tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
@@ -55,24 +55,39 @@ impl Store {
                         if !store.apply(n.channel(), n.payload()) {
                             return; // the store is gone
                         }
+                        continue;
                     }
-                    Ok(None) => {
-                        // The connection dropped (and is made again at the next call): what was said meanwhile is
-                        // lost, so forget every route and look at the newest event again.
-                        tracing::warn!("lost the change notifications of the other replicas; reconnecting");
-                        if !store.resync().await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for the other replicas' changes; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    Ok(None) => tracing::warn!("lost the change notifications of the other replicas; reconnecting"),
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for the other replicas' changes; reconnecting"),
                 }
+                // The cached routes stay meanwhile: the proxy keeps serving running workspaces while the database is
+                // away, and a route that went stale opens no other IDE (each carries the secret of its own start).
+                listener = loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if store.routes.strong_count() == 0 {
+                        return;
+                    }
+                    match subscribe(&url).await {
+                        Ok(l) => break l,
+                        Err(e) => tracing::debug!(error = %e, "cannot listen again yet"),
+                    }
+                };
+                // What was said in between is lost: forget every route and look at the newest event again.
+                if !store.resync().await {
+                    return;
+                }
+                tracing::info!("listening to the other replicas' changes again");
             }
         });
         Ok(())
     }
+}
+
+/// A connection that listens on both channels.
+async fn subscribe(url: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen_all([ROUTES, EVENTS]).await?;
+    Ok(listener)
 }
 
 /// What the listener needs of a store, without keeping it alive.

@@ -171,10 +171,12 @@ async fn a_base_path_removed_while_serving_fails_the_usage_loop_and_readyz_repor
 
     let moved = app.base.with_extension("away");
     std::fs::rename(&app.base, &moved).unwrap();
-    let (code, ready) = wait_ready(&app, wait, |code, _| code == 503).await;
+    let dead = |b: &serde_json::Value| b["loops"]["usage"].as_str().is_some_and(|u| u.starts_with("dead"));
+    let (code, ready) = wait_ready(&app, wait, |code, b| code == 503 && dead(b)).await;
     let usage = ready["loops"]["usage"].as_str().unwrap_or_default().to_owned();
     std::fs::rename(&moved, &app.base).unwrap();
     assert_eq!((code, ready["ready"].as_bool()), (503, Some(false)), "{ready}");
+    assert_eq!(ready["storage"], "unavailable", "the base path itself is reported: {ready}");
     assert!(usage.starts_with("dead: no finished pass since "), "{ready}");
     assert_eq!(ready["loops"]["culler"], "ok", "only the failing loop is reported: {ready}");
     assert_eq!((ready["database"].as_str(), ready["docker"].as_str()), (Some("ok"), Some("ok")), "{ready}");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: starts the Docker engine if needed, builds the images
 # (skipped when up to date), installs Chromium and chromedriver from apt if missing, schemathesis from PyPI into a
-# cache, and PostgreSQL from apt (a private cluster on a free loopback port, stopped at the end), then runs every
+# cache, python3-fusepy and PostgreSQL from apt (a private cluster on a free loopback port, stopped at the end), then runs every
 # test against the real engine, the real code-server image, a real browser and both stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,12 @@ bash scripts/ensure-browser.sh
 bash scripts/build-image.sh all
 # schemathesis (PyPI, pinned) into its cache before the tests, so no test waits on a download.
 bash scripts/schemathesis.sh --version >/dev/null
+# A FUSE file system that stalls on demand stands in for a hung NFS/EFS mount (tests/storage_stall.rs).
+if ! /usr/bin/python3 -c 'import fusepy' 2>/dev/null; then
+  echo "test.sh: installing python3-fusepy from apt" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-fusepy >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-fusepy >/dev/null; }
+fi
 
 # A private PostgreSQL server: the Docker-backed API suite and the store's contract tests run on it.
 pg_url=$(bash scripts/ensure-postgres.sh)

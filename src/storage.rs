@@ -113,7 +113,8 @@ impl Storage {
         &self.gate
     }
 
-    /// Runs the blocking `call` through the gate with its deadline (or `timeout`, when shorter). `call` gets an
+    /// Runs the blocking `call` through the gate with its deadline (`timeout` instead, for a call that is not one
+    /// quick file-system operation: a walk, a probe that must answer sooner). `call` gets an
     /// [`Abandoned`] flag, set when the caller gave up: it must change nothing after seeing it set.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -125,7 +126,7 @@ impl Storage {
             crate::metrics::storage_call("refused");
             return Err(StorageError::TooManyBlocked { path: self.base.clone(), blocked: self.gate.blocked() });
         };
-        let timeout = timeout.map_or(self.gate.timeout, |t| t.min(self.gate.timeout));
+        let timeout = timeout.unwrap_or(self.gate.timeout);
         let abandoned = Abandoned::default();
         let (this, flag) = (self.clone(), abandoned.clone());
         let task = tokio::task::spawn_blocking(move || {

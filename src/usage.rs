@@ -41,14 +41,23 @@ impl UsageCache {
 /// were measured.
 pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usize> {
     use anyhow::Context;
-    let storage = lc.storage().clone();
-    let students = tokio::task::spawn_blocking(move || storage.student_folders())
-        .await?
+    // Through the storage gate: a stalled mount fails the pass instead of hanging the loop.
+    let students = lc
+        .storage()
+        .run("listing the student folders", None, |st, _| {
+            st.student_folders().map_err(|e| crate::storage::StorageError::Io { path: st.base().to_owned(), source: e })
+        })
+        .await
         .with_context(|| format!("cannot list the student folders in {}", lc.storage().base().display()))?;
     let quota = lc.settings().disk_soft_quota;
+    // A walk of one folder may take long on EFS; the interval bounds it.
+    let walk = Some(lc.settings().usage_interval);
     for student in &students {
         let dir = lc.storage().student_dir(student);
-        let usage = match tokio::task::spawn_blocking(move || disk_usage(&dir)).await? {
+        let measured = lc.storage().run("measuring a folder", walk, move |_, _| {
+            disk_usage(&dir).map_err(|source| crate::storage::StorageError::Io { path: dir.clone(), source })
+        });
+        let usage = match measured.await {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(student = %student, error = %e, "cannot measure disk use");

@@ -57,12 +57,11 @@ impl Lifecycle {
         }
         // Checks that change nothing when they fail: engine, storage, capacity.
         self.runtime.ping().await?;
-        // Within the start's own deadline too; a stalled mount fails the start (and frees the student's lock).
+        // A stalled mount fails the start within `storage_timeout` (and frees the student's lock).
         let s = student.clone();
-        let timeout = Some(self.settings.workspace.start_timeout);
         let host_dir = self
             .storage
-            .run("preparing the student's folder", timeout, move |st, abandoned| {
+            .run("preparing the student's folder", None, move |st, abandoned| {
                 st.ensure_student_dir_unless(&s, abandoned)
             })
             .await?;

@@ -10,6 +10,8 @@ use crate::ops::usage::{disk_usage, Usage};
 #[derive(Default)]
 pub struct UsageCache {
     measured: std::sync::Mutex<std::collections::HashMap<StudentId, Measured>>,
+    /// When each running workspace over the hard limit was warned (it stops at the next measurement still over).
+    hard_warned: std::sync::Mutex<std::collections::HashMap<StudentId, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// One measurement and when it was taken.
@@ -24,6 +26,31 @@ pub struct Measured {
 impl UsageCache {
     pub fn get(&self, student: &StudentId) -> Option<Measured> {
         self.measured.lock().expect("usage lock").get(student).copied()
+    }
+
+    /// A measurement taken outside the loop (a start re-measuring a folder that was over the hard limit).
+    pub fn remember(&self, student: &StudentId, usage: Usage, at: chrono::DateTime<chrono::Utc>) {
+        let mut map = self.measured.lock().expect("usage lock");
+        let over_quota = map.get(student).is_some_and(|m| m.over_quota);
+        map.insert(student.clone(), Measured { usage, at, over_quota });
+    }
+
+    /// Forgets a deleted student.
+    pub fn forget(&self, student: &StudentId) {
+        self.measured.lock().expect("usage lock").remove(student);
+        self.hard_warned.lock().expect("usage lock").remove(student);
+    }
+
+    pub fn hard_warned(&self, student: &StudentId) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.hard_warned.lock().expect("usage lock").get(student).copied()
+    }
+
+    pub fn set_hard_warned(&self, student: &StudentId, at: Option<chrono::DateTime<chrono::Utc>>) {
+        let mut map = self.hard_warned.lock().expect("usage lock");
+        match at {
+            Some(at) => map.insert(student.clone(), at),
+            None => map.remove(student),
+        };
     }
 
     /// Records a measurement; returns whether the folder just went over the quota.
@@ -79,6 +106,9 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
             };
             lc.store().add_event(student, &event, now).await?;
             tracing::warn!(student = %student, bytes = usage.bytes, quota, "disk soft quota exceeded");
+        }
+        if lc.settings().disk_hard_quota.is_some() {
+            lc.over_hard_quota(student, usage.bytes).await?;
         }
     }
     Ok(students.len())

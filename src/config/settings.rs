@@ -36,6 +36,9 @@ pub struct Settings {
     /// Disk use above which a `quota_exceeded` event is emitted (once, until it falls below); `None` = off.
     /// Nothing is refused or deleted: it is a warning.
     pub disk_soft_quota: Option<u64>,
+    /// Disk use above which a running workspace is warned, then stopped (reason `quota`) at the next measurement
+    /// that still finds it over, and a start is refused; `None` = off.
+    pub disk_hard_quota: Option<u64>,
     /// Cap on running (and starting) workspaces; `None` = no cap.
     pub max_running: Option<usize>,
     pub auth: AuthSettings,
@@ -212,6 +215,7 @@ impl Default for Settings {
             max_running: None,
             usage_interval: Duration::from_secs(600),
             disk_soft_quota: None,
+            disk_hard_quota: None,
             auth: AuthSettings::default(),
             proxy: ProxySettings::default(),
             header_read_timeout: Duration::from_secs(10),

@@ -196,6 +196,12 @@ pub static SETTINGS: &[Setting] = &[
         disk_soft_quota: p::parse_optional_bytes, c::any, "off",
         "Disk use above which a `quota_exceeded` event is recorded, once until the folder falls below again. A \
         warning only: nothing is refused or deleted. A size, or `off`, `none`, `0` or empty for none."),
+    setting!("disk_hard_quota", "WORKSPACED_DISK_HARD_QUOTA",
+        disk_hard_quota: p::parse_optional_bytes, c::any, "off",
+        "Disk use above which a running workspace is warned (a `warning` event, reason `quota`) and, when the next \
+        measurement (every `usage_interval`) still finds it over, stopped with reason `quota`; a start is refused \
+        with 409 `quota_exceeded` while the folder is over it. Files are never deleted. Enforced by measuring, not \
+        by the kernel (see docs/operations.md). A size, or `off`, `none`, `0` or empty for none."),
     setting!("webhook_url", "WORKSPACED_WEBHOOK_URL",
         notify.webhook_url: p::optional_text, c::any, "unset (off)",
         "URL that receives events as signed JSON: `warning`, `stopped`, `started`, `start_failed`, \

@@ -67,6 +67,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_MAX_RUNNING", "150"),
         ("WORKSPACED_USAGE_INTERVAL", "1h"),
         ("WORKSPACED_DISK_SOFT_QUOTA", "5g"),
+        ("WORKSPACED_DISK_HARD_QUOTA", "8g"),
         ("WORKSPACED_WEBHOOK_URL", "https://lms.example.edu/hook"),
         ("WORKSPACED_WEBHOOK_SECRET", "s3cret"),
         ("WORKSPACED_SECRET_KEY", "0123456789abcdef0123456789abcdef"),

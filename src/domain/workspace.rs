@@ -76,6 +76,7 @@ string_enum! {
         MaxAge => "max_age",
         Lost => "lost",
         Shutdown => "shutdown",
+        Quota => "quota",
     }
 }
 
@@ -89,6 +90,7 @@ impl StopReason {
             StopReason::MaxAge => "Workspace stopped because it reached its maximum lifetime.",
             StopReason::Lost => "Workspace stopped unexpectedly: its container disappeared.",
             StopReason::Shutdown => "Workspace stopped because the service shut down.",
+            StopReason::Quota => "Workspace stopped because its files are over the disk limit. Remove files to start it again.",
         }
     }
 }
@@ -104,6 +106,7 @@ string_enum! {
         Orphan => "orphan_removed",
         Adopted => "adopted",
         QuotaExceeded => "quota_exceeded",
+        Deleted => "deleted",
     }
 }
 
@@ -120,6 +123,7 @@ string_enum! {
         StartFailed => "start_failed",
         Orphan => "orphan",
         DiskSoftQuota => "disk_soft_quota",
+        Quota => "quota",
     }
 }
 
@@ -132,6 +136,7 @@ impl From<StopReason> for EventReason {
             StopReason::MaxAge => EventReason::MaxAge,
             StopReason::Lost => EventReason::Lost,
             StopReason::Shutdown => EventReason::Shutdown,
+            StopReason::Quota => EventReason::Quota,
         }
     }
 }

@@ -84,6 +84,8 @@ impl From<LifecycleError> for ApiError {
                 retry_after: Some(retry_after_secs),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "capacity_reached", e.to_string())
             },
+            L::OverQuota { .. } => ApiError::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string()),
+            L::StillRunning(_) => ApiError::new(StatusCode::CONFLICT, "workspace_running", e.to_string()),
             L::Store(s) => ApiError::store(s),
             L::Panicked(m) => ApiError::internal(m),
         }

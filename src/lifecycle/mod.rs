@@ -9,6 +9,7 @@
 mod admission;
 mod cull;
 mod locks;
+mod quota;
 mod readiness;
 mod reconcile;
 mod start;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 pub use admission::Admission;
 pub use cull::SweepReport;
+pub use quota::QuotaAction;
 pub use locks::{LockGuard, SharedLocks, StudentLocker, StudentLocks};
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use view::Live;
@@ -51,6 +53,10 @@ pub enum LifecycleError {
     QueueFull { retry_after_secs: u64 },
     #[error("the maximum of {cap} running workspaces is reached; try again later")]
     CapacityReached { cap: usize, retry_after_secs: u64 },
+    #[error("the files of {student} use {bytes} bytes, over the disk limit of {quota} bytes; remove files first")]
+    OverQuota { student: StudentId, bytes: u64, quota: u64 },
+    #[error("the workspace of {0} is not stopped; stop it first")]
+    StillRunning(StudentId),
     #[error("an operation's task failed: {0}")]
     Panicked(String),
 }

@@ -65,6 +65,7 @@ impl Lifecycle {
                 st.ensure_student_dir_unless(&s, abandoned)
             })
             .await?;
+        self.check_hard_quota(student).await?;
 
         // Admission: a permit of this process and a start slot shared by every replica, at once when both are
         // free; else a place in this process's queue (the record says `queued`) until both are.

@@ -17,6 +17,7 @@ use sqlx::Row;
 
 mod admission;
 mod culling;
+mod erase;
 mod encoding;
 mod events;
 mod jobs;

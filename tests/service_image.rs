@@ -113,11 +113,11 @@ impl Deployment {
             "WORKSPACED_EGRESS_RULES=off".to_owned(),
             "WORKSPACED_STOP_GRACE=1s".to_owned(),
         ];
-        let mut args = vec!["run", "-d", "--name", &name, "--network", "host", "--stop-timeout", "60"];
+        let mut args = vec!["run", "-d", "--name", name.as_str(), "--network", "host", "--stop-timeout", "60"];
         let (sock, data) = ("/var/run/docker.sock:/var/run/docker.sock".to_owned(), format!("{base}:{base}"));
-        args.extend(["-v", &sock, "-v", &data]);
+        args.extend(["-v", sock.as_str(), "-v", data.as_str()]);
         for e in &env {
-            args.extend(["-e", e]);
+            args.extend(["-e", e.as_str()]);
         }
         args.push(&self.image);
         docker_ok(&args);

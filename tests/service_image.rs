@@ -208,7 +208,8 @@ async fn two_replicas_in_containers_of_the_service_image_share_students_sessions
     let out = image_build(&build_dir, &["--service", "--binary", BIN, "--tag", &d.image.clone()]);
     assert!(out.status.success(), "image build --service: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), d.image, "prints the tag it built");
-    let scratch: Vec<_> = std::fs::read_dir(&build_dir).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let scratch: Vec<_> =
+        std::fs::read_dir(&build_dir).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(scratch.is_empty(), "the build leaves nothing in its scratch folder: {scratch:?}");
     let config = docker_ok(&["image", "inspect", "-f", "{{json .Config}}", &d.image]);
     let config: Value = serde_json::from_str(&config).unwrap();
@@ -240,7 +241,8 @@ async fn two_replicas_in_containers_of_the_service_image_share_students_sessions
     assert!(key.starts_with("wsd_"), "a key: {key}");
     let mut auth = reqwest::header::HeaderMap::new();
     auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
-    d.admin = reqwest::Client::builder().default_headers(auth).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    d.admin =
+        reqwest::Client::builder().default_headers(auth).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for i in 0..2 {
         assert_eq!(d.admin.get(d.url(i, "/api/workspaces")).send().await.unwrap().status(), 200, "key on replica {i}");
         assert_eq!(reqwest::get(d.url(i, "/api/workspaces")).await.unwrap().status(), 401, "no key on replica {i}");
@@ -261,7 +263,9 @@ async fn two_replicas_in_containers_of_the_service_image_share_students_sessions
     assert!(r.status().is_success(), "stop on replica 1: {}", r.status());
     d.wait_for(0, student, |w| w["status"] == "stopped").await;
     let gone = eventually(Duration::from_secs(60), async || {
-        support::instance_containers(&d.instance, &[format!("label=workspaced.student={student}")]).is_empty().then_some(())
+        support::instance_containers(&d.instance, &[format!("label=workspaced.student={student}")])
+            .is_empty()
+            .then_some(())
     });
     assert!(gone.await.is_some(), "the stop removed the IDE container\n{}", d.logs());
     assert_eq!(std::fs::read_to_string(&on_host).unwrap_or_default(), "kept\n", "the stop kept the file");
@@ -284,7 +288,8 @@ async fn two_replicas_in_containers_of_the_service_image_share_students_sessions
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     assert!(cookie.starts_with("workspaced_session="), "{cookie}");
     for i in [1, 0] {
-        let r = d.browser.get(d.url(i, &format!("/w/{student}/healthz"))).header("cookie", &cookie).send().await.unwrap();
+        let r =
+            d.browser.get(d.url(i, &format!("/w/{student}/healthz"))).header("cookie", &cookie).send().await.unwrap();
         assert_eq!(r.status(), 200, "the IDE through replica {i}'s proxy");
         assert_eq!(r.text().await.unwrap(), "ok\n");
     }
@@ -308,8 +313,10 @@ async fn two_replicas_in_containers_of_the_service_image_share_students_sessions
     .await;
     let new_fence = taken.unwrap_or_else(|| panic!("replica {survivor} never took over: {last:?}\n{}", d.logs()));
     assert!(new_fence > fence, "a new holder has a higher fence: {new_fence} after {fence}");
-    println!("replica {survivor} leads {:?} after docker stop of replica {leader} (fence {fence} -> {new_fence})",
-        stopped.elapsed());
+    println!(
+        "replica {survivor} leads {:?} after docker stop of replica {leader} (fence {fence} -> {new_fence})",
+        stopped.elapsed()
+    );
     // The survivor still serves the running workspace.
     let r = d.browser.get(d.url(survivor, &format!("/w/{student}/healthz"))).header("cookie", &cookie).send().await;
     assert_eq!(r.unwrap().status(), 200, "the IDE through the survivor");
@@ -334,6 +341,10 @@ fn image_build_service_refuses_a_binary_that_is_missing_or_not_executable() {
     let out = image_build(dir.path(), &["--service", "--binary", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a file"), "{}", text(&out));
+
+    let out = image_build(dir.path(), &["--service", "--tag", ""]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: --tag is empty"), "{}", text(&out));
 
     // --binary belongs to --service; --tiny and --service exclude each other.
     let out = image_build(dir.path(), &["--binary", BIN]);

@@ -11,7 +11,7 @@ use crate::config::DEFAULT_IMAGE;
 const BUILD_SCRIPT: &str = include_str!("../../scripts/build-image.sh");
 
 /// The tiny test image's tag (the recipe's default).
-pub const TINY_IMAGE: &str = "workspaced/tiny:1";
+const TINY_IMAGE: &str = "workspaced/tiny:1";
 
 /// Which image the recipe builds.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub enum ImageKind {
 
 impl ImageKind {
     /// The tag used when none is given.
-    pub fn default_tag(&self) -> String {
+    fn default_tag(&self) -> String {
         match self {
             Self::CodeServer => DEFAULT_IMAGE.to_owned(),
             Self::Tiny => TINY_IMAGE.to_owned(),
@@ -39,7 +39,7 @@ impl ImageKind {
 }
 
 /// `workspaced/workspaced:<version of this binary>`.
-pub fn service_tag() -> String {
+fn service_tag() -> String {
     format!("workspaced/workspaced:{}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -54,10 +54,10 @@ pub fn build(tag: Option<&str>, kind: ImageKind) -> anyhow::Result<()> {
         ImageKind::Tiny => ("tiny", vec![("WORKSPACED_TINY_IMAGE", tag.clone().into())]),
         ImageKind::Service { binary } => {
             let binary = match binary {
-                Some(path) => service_binary(path)?,
+                Some(path) => service_binary(path, "--binary")?,
                 None => {
                     let exe = std::env::current_exe().context("cannot find the running executable; give --binary")?;
-                    service_binary(&exe)?
+                    service_binary(&exe, "this executable")?
                 }
             };
             let env = vec![
@@ -70,7 +70,8 @@ pub fn build(tag: Option<&str>, kind: ImageKind) -> anyhow::Result<()> {
     };
     let script = std::env::temp_dir().join(format!("workspaced-build-image-{}.sh", std::process::id()));
     std::fs::write(&script, BUILD_SCRIPT).context("cannot write the build script")?;
-    let status = std::process::Command::new("bash").arg(&script).arg(what).envs(env).status().context("cannot run bash");
+    let status =
+        std::process::Command::new("bash").arg(&script).arg(what).envs(env).status().context("cannot run bash");
     let _ = std::fs::remove_file(&script);
     if !status?.success() {
         bail!("image build failed");
@@ -79,14 +80,14 @@ pub fn build(tag: Option<&str>, kind: ImageKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The binary for `--service`: an executable regular file, as an absolute path.
-fn service_binary(path: &Path) -> anyhow::Result<PathBuf> {
-    let meta = std::fs::metadata(path).with_context(|| format!("--binary {}", path.display()))?;
+/// The binary for `--service`: an executable regular file, as an absolute path. `what` names it in errors.
+fn service_binary(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
     if !meta.is_file() {
-        bail!("--binary {}: not a file", path.display());
+        bail!("{what} {}: not a file", path.display());
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        bail!("--binary {}: not executable", path.display());
+        bail!("{what} {}: not executable", path.display());
     }
-    std::fs::canonicalize(path).with_context(|| format!("--binary {}", path.display()))
+    std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))
 }

@@ -2,8 +2,12 @@
 # Builds the workspace images offline, from Debian packages and the npm registry only (no container registry):
 #   code-server image (default tag workspaced/code-server:4.139.1): debootstrap'd bookworm + node 24 + code-server
 #   test image       (workspaced/tiny:1): busybox httpd answering /healthz, for fast lifecycle tests
-# Usage: build-image.sh [code-server|tiny|all]   (default: code-server)
-# Skips an image whose tag already exists with the same workspaced.image-version label.
+#   service image    (workspaced/workspaced:<version>): workspaced itself, for a container deployment (compose,
+#                    ECS): the binary WORKSPACED_SERVICE_BINARY on a debootstrap'd bookworm base
+#                    (workspaced/service-base:bookworm: glibc, ca-certificates, git); docs/deploy/Dockerfile
+# Usage: build-image.sh [code-server|tiny|all|service|service-base]   (default: code-server)
+# Skips an image whose tag already exists with the same workspaced.image-version label; the service image itself is
+# made again every time (its binary may have changed), on the cached base, with the classic builder, offline.
 set -euo pipefail
 
 what=${1:-code-server}
@@ -15,15 +19,29 @@ TINY_IMAGE=${WORKSPACED_TINY_IMAGE:-workspaced/tiny:1}
 # the secret workspaced gives each workspace in HASHED_PASSWORD.)
 RECIPE_VERSION=4
 TINY_RECIPE_VERSION=4
+SERVICE_IMAGE=${WORKSPACED_SERVICE_IMAGE:-workspaced/workspaced:latest}
+SERVICE_BINARY=${WORKSPACED_SERVICE_BINARY:-}
+SERVICE_VERSION=${WORKSPACED_SERVICE_VERSION:-dev}
+SERVICE_BASE_IMAGE=${WORKSPACED_SERVICE_BASE_IMAGE:-workspaced/service-base:bookworm}
+SERVICE_BASE_RECIPE_VERSION=1
 BUILD_DIR=${WORKSPACED_BUILD_DIR:-/var/cache/workspaced/image-build}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
+die() { printf 'build-image: %s\n' "$*" >&2; exit 1; }
 
 have_image() { # tag version
   local v
   v=$(docker image inspect -f '{{ index .Config.Labels "workspaced.image-version" }}' "$1" 2>/dev/null) || return 1
   [ "$v" = "$2" ]
+}
+
+# Removes a debootstrap root, first unmounting what a failed debootstrap may have left mounted in it (/proc, /sys),
+# so the removal never descends into the host's own.
+remove_root() {
+  local m
+  for m in proc sys dev/pts; do umount -l "$1/$m" 2>/dev/null || true; done
+  rm -rf --one-file-system "$1"
 }
 
 apt_install() {
@@ -124,9 +142,78 @@ SH
   log "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
 }
 
+# The service's base: the Debian release the binary is built on (bookworm: the binary links against its glibc),
+# ca-certificates for https webhooks and PostgreSQL with sslmode, git for the doctor's `git status` check. No docker
+# CLI, no iptables: workspaced talks to the engine's API through the mounted socket.
+build_service_base() {
+  local version="service-base-bookworm-${SERVICE_BASE_RECIPE_VERSION}"
+  if have_image "$SERVICE_BASE_IMAGE" "$version"; then log "$SERVICE_BASE_IMAGE is up to date"; return; fi
+  apt_install debootstrap
+  mkdir -p "$BUILD_DIR"
+  local root="$BUILD_DIR/service-rootfs"
+  log "debootstrap bookworm into $root"
+  remove_root "$root"
+  debootstrap --variant=minbase --include=ca-certificates,git bookworm "$root" "$MIRROR" \
+    >"$BUILD_DIR/service-debootstrap.log" 2>&1 \
+    || { tail -20 "$BUILD_DIR/service-debootstrap.log" >&2; remove_root "$root"; exit 1; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$BUILD_DIR/service-debootstrap.log"
+  # The database folder (SQLite creates its file, not the folder), owner-only: it holds the signing key.
+  mkdir -p "$root/var/lib/workspaced" && chmod 0700 "$root/var/lib/workspaced"
+  log "importing into docker as $SERVICE_BASE_IMAGE"
+  tar -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    --change "LABEL workspaced.image-version=$version" \
+    - "$SERVICE_BASE_IMAGE" >/dev/null
+  remove_root "$root"
+  log "built $SERVICE_BASE_IMAGE"
+}
+
+# The binary on the base, with the same defaults and notes as docs/deploy/Dockerfile's last stage. The classic
+# builder (DOCKER_BUILDKIT=0) runs offline from a local base; nothing is pulled.
+build_service() {
+  [ -n "$SERVICE_BINARY" ] || die "service: no binary given (WORKSPACED_SERVICE_BINARY)"
+  [ -f "$SERVICE_BINARY" ] || die "service: $SERVICE_BINARY is not a file"
+  [ -x "$SERVICE_BINARY" ] || die "service: $SERVICE_BINARY is not executable"
+  build_service_base
+  mkdir -p "$BUILD_DIR"
+  local ctx
+  ctx=$(mktemp -d "$BUILD_DIR/service-context.XXXXXX")
+  # shellcheck disable=SC2064 # the folder is known now
+  trap "rm -rf '$ctx'" EXIT
+  install -m 0755 "$SERVICE_BINARY" "$ctx/workspaced"
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $SERVICE_BASE_IMAGE
+COPY workspaced /usr/local/bin/workspaced
+# Defaults for a container deployment; the environment of docker run, compose or the ECS task wins.
+ENV WORKSPACE_BASE_PATH=/mnt/efs/workspace-data \\
+    DATABASE_URL=sqlite:///var/lib/workspaced/workspaced.db \\
+    WORKSPACED_LISTEN=127.0.0.1:7878 \\
+    RUST_LOG=info
+# The database folder (made 0700 in the base); serve also reads ./workspaced.toml from here when it exists.
+WORKDIR /var/lib/workspaced
+# No USER: workspaced runs as root, to chown student folders to 1000:1000 and to use the Docker socket.
+# serve stops on SIGTERM within about 15 s; give it 30 s (docker stop -t 30, compose stop_grace_period, ECS stopTimeout).
+STOPSIGNAL SIGTERM
+LABEL workspaced.image-version=service-$SERVICE_VERSION
+ENTRYPOINT ["/usr/local/bin/workspaced"]
+CMD ["serve"]
+DOCKERFILE
+  log "building $SERVICE_IMAGE from $SERVICE_BINARY"
+  local out
+  out=$(DOCKER_BUILDKIT=0 docker build -q -t "$SERVICE_IMAGE" "$ctx" 2>&1) || die "docker build failed: $out"
+  rm -rf "$ctx"
+  # The binary must run on the base's glibc (a binary built on a newer Debian does not).
+  out=$(docker run --rm --network none --entrypoint /usr/local/bin/workspaced "$SERVICE_IMAGE" --version 2>&1) \
+    || die "the binary does not run in $SERVICE_IMAGE (built on a newer glibc than bookworm's?): $out"
+  log "built $SERVICE_IMAGE ($out)"
+}
+
 case "$what" in
   code-server) build_code_server ;;
   tiny) build_tiny ;;
   all) build_tiny; build_code_server ;;
-  *) echo "usage: $0 [code-server|tiny|all]" >&2; exit 2 ;;
+  service) build_service ;;
+  service-base) build_service_base ;;
+  *) echo "usage: $0 [code-server|tiny|all|service|service-base]" >&2; exit 2 ;;
 esac

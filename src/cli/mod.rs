@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 pub use client::{ClientError, API_KEY_ENV};
 use workspaces::WorkspaceAction;
 
-use crate::config::{Settings, DEFAULT_IMAGE};
+use crate::config::Settings;
 
 #[derive(Debug, Parser)]
 #[command(name = "workspaced", version, about = "One code-server workspace per student, on Docker")]
@@ -256,14 +256,25 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the code-server image offline (Debian packages and npm only). Skipped when already built.
+    /// Build an image offline (Debian packages and npm only): the code-server image (default), the tiny test image,
+    /// or workspaced's own image for a container deployment. The Debian bases are built once; skipped when already
+    /// built, but for `--service`, whose binary may have changed.
     Build {
-        /// Tag of the image to build.
-        #[arg(long, default_value = DEFAULT_IMAGE)]
-        tag: String,
-        /// Build the tiny test image (busybox httpd) instead.
+        /// Tag of the image to build (default: workspaced/code-server:4.139.1; with --tiny workspaced/tiny:1; with
+        /// --service workspaced/workspaced:<this version>).
         #[arg(long)]
+        tag: Option<String>,
+        /// Build the tiny test image (busybox httpd) instead.
+        #[arg(long, conflicts_with = "service")]
         tiny: bool,
+        /// Build the image of workspaced itself (compose, ECS): a workspaced binary on a Debian bookworm base with
+        /// ca-certificates and git; ENTRYPOINT workspaced, CMD serve.
+        #[arg(long)]
+        service: bool,
+        /// With --service: the workspaced binary to put in the image (default: this executable). It must run on
+        /// Debian bookworm's glibc.
+        #[arg(long, requires = "service")]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -285,8 +296,13 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Stop(a) => workspaces::workspace(settings, &a, WorkspaceAction::Stop).await,
         Command::Status(a) => workspaces::workspace(settings, &a, WorkspaceAction::Status).await,
         Command::List { status, client } => workspaces::list(settings, status.as_deref(), &client).await,
-        Command::Image { command: ImageCommand::Build { tag, tiny } } => {
-            image::build(&tag, if tiny { image::ImageKind::Tiny } else { image::ImageKind::CodeServer })
+        Command::Image { command: ImageCommand::Build { tag, tiny, service, binary } } => {
+            let kind = match (tiny, service) {
+                (_, true) => image::ImageKind::Service { binary },
+                (true, false) => image::ImageKind::Tiny,
+                (false, false) => image::ImageKind::CodeServer,
+            };
+            image::build(tag.as_deref(), kind)
         }
         Command::Doctor(a) => storage::doctor(settings, a).await,
         Command::Export(a) => storage::export(settings, a).await,

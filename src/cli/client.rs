@@ -81,6 +81,11 @@ impl ApiClient {
         read(self.send(self.http.post(self.url(path))).await?).await
     }
 
+    /// A DELETE whose answer has no body.
+    pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<(), ClientError> {
+        self.send(self.http.delete(self.url(path)).query(query)).await.map(drop)
+    }
+
     /// A POST whose successful answer the caller reads itself (a stream).
     pub async fn post_json(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await

@@ -41,6 +41,15 @@ pub enum Command {
     Stop(WorkspaceArgs),
     /// Show a student's workspace.
     Status(WorkspaceArgs),
+    /// Delete a student for good: the folder and the record (for retention rules and erasure requests). The
+    /// workspace must be stopped; the deletion is written to the event log. Needs --confirm.
+    Delete {
+        #[command(flatten)]
+        workspace: WorkspaceArgs,
+        /// Yes, remove this student's files for good.
+        #[arg(long)]
+        confirm: bool,
+    },
     /// List workspaces.
     List {
         /// Only workspaces with this status (stopped, starting, running, stopping, failed).
@@ -295,6 +304,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Start(a) => workspaces::workspace(settings, &a, WorkspaceAction::Start).await,
         Command::Stop(a) => workspaces::workspace(settings, &a, WorkspaceAction::Stop).await,
         Command::Status(a) => workspaces::workspace(settings, &a, WorkspaceAction::Status).await,
+        Command::Delete { workspace, confirm } => workspaces::delete(settings, &workspace, confirm).await,
         Command::List { status, client } => workspaces::list(settings, status.as_deref(), &client).await,
         Command::Image { command: ImageCommand::Build { tag, tiny, service, binary } } => {
             let kind = match (tiny, service) {

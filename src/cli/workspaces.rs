@@ -36,6 +36,18 @@ pub async fn workspace(settings: &Settings, a: &WorkspaceArgs, action: Workspace
     Ok(())
 }
 
+/// `delete <id> --confirm`: through the server, which holds the student's lock and refuses a running workspace.
+pub async fn delete(settings: &Settings, a: &WorkspaceArgs, confirm: bool) -> anyhow::Result<()> {
+    let student = parse_student(&a.student_id)?;
+    if !confirm {
+        anyhow::bail!("this removes every file of {student} for good; add --confirm to go ahead");
+    }
+    let client = ApiClient::new(server_base(settings, a.client.server.as_deref()))?;
+    client.delete(&format!("/api/admin/workspaces/{student}"), &[("confirm", student.as_str())]).await?;
+    println!("{student}: deleted (folder and record; the event log keeps a `deleted` entry)");
+    Ok(())
+}
+
 fn print_summary(view: &WorkspaceView) {
     println!("{}: {}", view.student_id, view.status);
     if let Some(url) = &view.url {

@@ -4,6 +4,7 @@
 //! dashboard's stats (`stats`).
 
 pub mod auth;
+mod erase;
 mod error;
 pub mod events;
 pub mod export;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 
 pub use error::ApiError;
@@ -118,6 +119,7 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
         r(M::GET, "/metrics", Admin, get(metrics)),
         r(M::GET, "/api/admin/stats", Admin, get(admin_stats)),
         r(M::POST, "/api/admin/sessions/revoke", Admin, post(sessions::revoke)),
+        r(M::DELETE, "/api/admin/workspaces/{id}", Admin, delete(erase::delete)),
     ]
 }
 

@@ -53,6 +53,7 @@ use crate::store::PolicyOverrides;
         super::metrics,
         super::admin_stats,
         super::sessions::revoke,
+        super::erase::delete,
         own_status,
         own_start,
         own_heartbeat,

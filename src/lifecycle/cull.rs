@@ -106,7 +106,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use crate::config::Settings;
     use crate::culler::testing::FakeRuntime;
     use crate::domain::EventKind;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Heartbeat throughput and latency: wrk, 20 connections for 20 s (2 threads), POST /api/workspaces/heartbeat on
-# loopback against a release build, store included (activity is batched to SQLite once a second).
-# Usage: bench/heartbeat.sh [students=20] [seconds=20]
-# Needs: wrk (apt-get install wrk), the tiny image (scripts/build-image.sh tiny), target/release/workspaced.
+# loopback against a release build, store included (activity is batched to the store once a second).
+# Usage: [DATABASE_URL=postgres://user@host:port/db] bench/heartbeat.sh [students=20] [seconds=20]
+#   SQLite (a new file) by default; with DATABASE_URL naming a PostgreSQL server, a new database on it (see serve.sh).
+# Needs: wrk (apt-get install wrk), the tiny image (scripts/build-image.sh tiny), target/release/workspaced, and psql
+# for PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 students=${1:-20}
@@ -26,7 +28,7 @@ end
 response = function(status) if status ~= 200 then error("status " .. status) end end
 LUA
 sed -i 's/wrat/wrk/' "$tmp/hb.lua"
-echo "heartbeat: $students running workspaces, wrk -t2 -c20 -d${secs}s --latency"
+echo "heartbeat: $students running workspaces on $store, wrk -t2 -c20 -d${secs}s --latency"
 rss_before=$(awk '/VmRSS/{print $2}' /proc/$server/status)
 wrk -t2 -c20 -d"${secs}s" --latency -s "$tmp/hb.lua" "http://127.0.0.1:$port"
 rss_after=$(awk '/VmRSS/{print $2}' /proc/$server/status)

@@ -123,13 +123,14 @@ impl Activity {
             .collect()
     }
 
-    /// Writes what changed to the store in one transaction. On failure the batch is marked dirty again.
+    /// Writes what changed to the store in one transaction of few statements (`Store::write_activity_batch`: one
+    /// per 500 rows, not a round trip per row). On failure the batch is marked dirty again.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
         let batch = self.take_pending();
         if batch.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = store.write_activity(&batch).await {
+        if let Err(e) = store.write_activity_batch(&batch).await {
             let mut slots = self.slots.lock().expect("activity lock");
             for p in &batch {
                 if let Some(s) = slots.get_mut(&p.student) {

@@ -130,9 +130,15 @@ pub struct Readiness {
     pub lease_fence: i64,
 }
 
-/// `GET /api/admin/stats`: CPU and memory of every running workspace the engine gives numbers for.
+/// `GET /api/admin/stats`: CPU and memory of every running workspace the engine gave numbers for, from the latest
+/// background sample.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StatsView {
+    /// When the sample began (every number was taken after it); `null` before the first sample, which the request
+    /// itself sets off.
+    pub sampled_at: Option<DateTime<Utc>>,
+    /// Whole seconds from `sampled_at` to this answer; `null` with it.
+    pub age_seconds: Option<i64>,
     pub stats: std::collections::BTreeMap<String, crate::runtime::ContainerStats>,
 }
 

@@ -9,9 +9,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Status, StudentId};
+use crate::domain::StudentId;
 use crate::lifecycle::Lifecycle;
-use crate::store::WorkspaceRecord;
 use crate::supervise::{run_pass, supervise, LoopHealth};
 
 pub use crate::lifecycle::SweepReport;
@@ -62,19 +61,19 @@ impl Culler {
     /// when `open_tab_keeps_alive` is set. IDEs without such an endpoint are simply never "connected".
     /// Polls the IDE of every running workspace once (code-server's `lastHeartbeat`: an open tab).
     pub async fn poll_ides_now(&self) {
-        match self.lifecycle.reads().list(Some(Status::Running)).await {
+        match self.lifecycle.running_ports().await {
             Ok(running) => self.poll_ides(&running).await,
             Err(e) => tracing::warn!(error = %e, "cannot list running workspaces for IDE polls"),
         }
     }
 
-    async fn poll_ides(&self, running: &[WorkspaceRecord]) {
+    async fn poll_ides(&self, running: &[(StudentId, Option<u16>)]) {
         let lc = &self.lifecycle;
         let path = lc.settings().workspace.readiness_path.clone();
         let mut probes = Vec::with_capacity(running.len());
-        for r in running {
-            let Some(port) = r.host_port else { continue };
-            let (id, probe, url) = (r.student_id.clone(), self.probe.clone(), format!("http://127.0.0.1:{port}{path}"));
+        for (student, port) in running {
+            let Some(port) = port else { continue };
+            let (id, probe, url) = (student.clone(), self.probe.clone(), format!("http://127.0.0.1:{port}{path}"));
             probes.push(async move {
                 let alive = match probe.get(&url).header(reqwest::header::CONNECTION, "close").send().await {
                     Ok(r) => r.json::<Health>().await.is_ok_and(|h| h.status == "alive"),
@@ -98,4 +97,47 @@ pub async fn run_activity_flusher(lifecycle: Arc<Lifecycle>, health: Arc<LoopHea
     supervise(health.clone(), "activity_flusher", interval, shutdown, flush).await;
     // Heartbeats since the last tick would otherwise be lost with the process.
     run_pass(&health, "activity_flusher", flush()).await;
+}
+
+/// A runtime that runs nothing, for the lifecycle's tests of the sweep and the engine sample: every container it
+/// is asked about "runs", a stop is recorded, and each student's stats are fixed numbers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use crate::domain::StudentId;
+    use crate::runtime::{ContainerInfo, ContainerSpec, ContainerStats, Runtime, RuntimeError};
+
+    #[derive(Default)]
+    pub struct FakeRuntime {
+        pub stopped: Mutex<Vec<StudentId>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for FakeRuntime {
+        async fn ping(&self) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn ensure_running(&self, _spec: &ContainerSpec) -> Result<ContainerInfo, RuntimeError> {
+            Err(RuntimeError::Engine("the fake runtime starts nothing".into()))
+        }
+        async fn stop(&self, student: &StudentId, _grace: Duration) -> Result<(), RuntimeError> {
+            self.stopped.lock().unwrap().push(student.clone());
+            Ok(())
+        }
+        async fn remove_by_id(&self, _container_id: &str, _grace: Duration) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn inspect(&self, _student: &StudentId) -> Result<Option<ContainerInfo>, RuntimeError> {
+            Ok(None)
+        }
+        async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+            Ok(Vec::new())
+        }
+        async fn stats(&self, student: &StudentId) -> Result<Option<ContainerStats>, RuntimeError> {
+            let pids = student.as_str().len() as u64;
+            Ok(Some(ContainerStats { cpu_percent: 1.5, memory_bytes: 1 << 20, memory_limit_bytes: 1 << 30, pids }))
+        }
+    }
 }

@@ -1,7 +1,14 @@
-//! The disk-use loop of the service: measures every student folder each `usage_interval` (with
-//! `ops::usage::disk_usage`), keeps the latest numbers for the status API and records a `quota_exceeded` event
-//! when a folder goes over the soft quota. It lives beside the lifecycle, not in `ops`, because it reads the
-//! lifecycle's storage, store and clock; `ops::usage` stays the measuring code the CLI uses too.
+//! Resource use, measured in the background. The disk-use loop measures every student folder each
+//! `usage_interval` (with `ops::usage::disk_usage`), keeps the latest numbers for the status API and records a
+//! `quota_exceeded` event when a folder goes over the soft quota. The engine sample keeps the CPU and memory of
+//! every running workspace on record for `GET /api/admin/stats`, taken again every `stats_interval` while someone
+//! asks for it, so a request never waits for the engine (a second per container). It lives beside the lifecycle,
+//! not in `ops`, because it reads the lifecycle's storage, store, runtime and clock; `ops::usage` stays the
+//! measuring code the CLI uses too.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use crate::domain::StudentId;
 use crate::ops::usage::{disk_usage, Usage};
@@ -12,7 +19,30 @@ pub struct UsageCache {
     measured: std::sync::Mutex<std::collections::HashMap<StudentId, Measured>>,
     /// When each running workspace over the hard limit was warned (it stops at the next measurement still over).
     hard_warned: std::sync::Mutex<std::collections::HashMap<StudentId, chrono::DateTime<chrono::Utc>>>,
+    /// The engine's CPU and memory numbers (in this cache because the lifecycle owns it and every replica has one).
+    engine: EngineCache,
 }
+
+/// One sample of the engine's numbers for every running workspace on record.
+#[derive(Debug, Clone)]
+pub struct EngineSample {
+    /// When the sample began: every number in it was taken after this.
+    pub sampled_at: DateTime<Utc>,
+    pub stats: Vec<(StudentId, crate::runtime::ContainerStats)>,
+}
+
+/// The latest engine sample, and when someone last asked for one.
+#[derive(Default)]
+struct EngineCache {
+    latest: std::sync::Mutex<Option<Arc<EngineSample>>>,
+    asked_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// Wakes the sampler when someone asks, so the first answer after a quiet time is not an interval late.
+    wake: tokio::sync::Notify,
+}
+
+/// How many `stats_interval`s the sampler goes on after the last request: the dashboard asks every 10 s, so it
+/// keeps getting fresh samples, and nobody asking costs the engine nothing.
+pub const STATS_DEMAND_INTERVALS: i32 = 3;
 
 /// One measurement and when it was taken.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +81,33 @@ impl UsageCache {
             Some(at) => map.insert(student.clone(), at),
             None => map.remove(student),
         };
+    }
+
+    /// The latest engine sample (`None` before the first), noting that it was asked for at `now`: the sampler
+    /// keeps it fresh for a while after (`STATS_DEMAND_INTERVALS`).
+    pub fn engine_sample(&self, now: DateTime<Utc>) -> Option<Arc<EngineSample>> {
+        *self.engine.asked_at.lock().expect("stats lock") = Some(now);
+        self.engine.wake.notify_one();
+        self.engine.latest.lock().expect("stats lock").clone()
+    }
+
+    /// Whether the sampler should sample at `now`: someone asked within the last `STATS_DEMAND_INTERVALS`
+    /// intervals, and there is no sample yet or the latest began at least an interval ago.
+    pub fn engine_sample_wanted(&self, now: DateTime<Utc>, interval: std::time::Duration) -> bool {
+        let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+        let window = interval.checked_mul(STATS_DEMAND_INTERVALS).unwrap_or(chrono::Duration::MAX);
+        let asked = self
+            .engine
+            .asked_at
+            .lock()
+            .expect("stats lock")
+            .is_some_and(|at| now <= at.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let latest = self.engine.latest.lock().expect("stats lock").as_ref().map(|s| s.sampled_at);
+        asked && latest.is_none_or(|at| now >= at.checked_add_signed(interval).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+
+    fn set_engine_sample(&self, sample: EngineSample) {
+        *self.engine.latest.lock().expect("stats lock") = Some(Arc::new(sample));
     }
 
     /// Records a measurement; returns whether the folder just went over the quota.
@@ -114,20 +171,62 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
     Ok(students.len())
 }
 
-/// Measures at start-up and then every `usage_interval` until cancelled, each pass supervised: a pass that fails
-/// (the base path is gone) or panics is logged and counted, and the next one runs on time.
+/// Takes one engine sample (`Lifecycle::engine_stats`) into the cache if one is wanted at this moment
+/// (`UsageCache::engine_sample_wanted`). Returns whether it sampled.
+pub async fn sample_engine_if_wanted(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<bool> {
+    let began = lc.clock().now();
+    if !lc.usage().engine_sample_wanted(began, lc.settings().stats_interval) {
+        return Ok(false);
+    }
+    let stats = lc.engine_stats().await?;
+    lc.usage().set_engine_sample(EngineSample { sampled_at: began, stats });
+    Ok(true)
+}
+
+/// Measures disk use at start-up and then every `usage_interval` until cancelled, on the replica that leads, each
+/// pass supervised: a pass that fails (the base path is gone) or panics is logged and counted, and the next one runs
+/// on time. Beside it, on every replica (each answers `GET /api/admin/stats` from its own cache), the engine
+/// sampler: a long-lived task, started again after a panic, that samples every `stats_interval` while someone asks.
+/// It is not a loop with passes that `/readyz` could call late: one sample of 500 containers takes about a minute.
 pub async fn run_usage_loop(
-    lc: std::sync::Arc<crate::lifecycle::Lifecycle>,
-    health: std::sync::Arc<crate::supervise::LoopHealth>,
+    lc: Arc<crate::lifecycle::Lifecycle>,
+    health: Arc<crate::supervise::LoopHealth>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let interval = lc.settings().usage_interval;
-    let lc = &lc;
-    crate::supervise::supervise_singleton(health, "usage", interval, shutdown, move || async move {
+    let (lc, h, stop) = (&lc, health.clone(), shutdown.clone());
+    let disk = crate::supervise::supervise_singleton(health, "usage", interval, shutdown, move || async move {
         let started = std::time::Instant::now();
         let n = measure_all(lc).await?;
         tracing::debug!(folders = n, ms = started.elapsed().as_millis() as u64, "disk use measured");
         Ok(())
-    })
-    .await;
+    });
+    let engine = crate::supervise::keep_running(h.clone(), "stats", stop.clone(), || run_engine_sampler(lc, &h, &stop));
+    tokio::join!(disk, engine);
+}
+
+async fn run_engine_sampler(
+    lc: &crate::lifecycle::Lifecycle,
+    health: &crate::supervise::LoopHealth,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let interval = lc.settings().stats_interval;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = lc.usage().engine.wake.notified() => {}
+        }
+        match sample_engine_if_wanted(lc).await {
+            Ok(true) => health.pass_finished("stats"),
+            Ok(false) => {}
+            Err(e) => {
+                health.pass_failed("stats");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot sample the engine's stats; trying again next interval"
+                );
+            }
+        }
+    }
 }

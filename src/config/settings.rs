@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_queued_starts: usize,
     /// How often the disk use of every student folder is measured in the background.
     pub usage_interval: Duration,
+    /// How often the engine's CPU and memory numbers for the admin dashboard are sampled while someone asks.
+    pub stats_interval: Duration,
     /// Disk use above which a `quota_exceeded` event is emitted (once, until it falls below); `None` = off.
     /// Nothing is refused or deleted: it is a warning.
     pub disk_soft_quota: Option<u64>,
@@ -214,6 +216,7 @@ impl Default for Settings {
             max_queued_starts: 1000,
             max_running: None,
             usage_interval: Duration::from_secs(600),
+            stats_interval: Duration::from_secs(10),
             disk_soft_quota: None,
             disk_hard_quota: None,
             auth: AuthSettings::default(),

@@ -192,6 +192,12 @@ pub static SETTINGS: &[Setting] = &[
         usage_interval: p::parse_duration, c::positive, "`10m`",
         "How often `serve` measures the disk use of every student folder (allocated bytes, like `du -s`), one \
         folder at a time; the first pass runs at start-up. Shown in the status API. More than zero."),
+    setting!("stats_interval", "WORKSPACED_STATS_INTERVAL",
+        stats_interval: p::parse_duration, c::positive, "`10s`",
+        "How often `serve` samples the CPU and memory of every running workspace from the engine for \
+        `GET /api/admin/stats`, which answers from the latest sample and says when it was taken. Sampling runs only \
+        while someone asked within the last three intervals (the first answer after a quiet time has no sample or an \
+        old one); each replica samples for its own answers. More than zero."),
     setting!("disk_soft_quota", "WORKSPACED_DISK_SOFT_QUOTA",
         disk_soft_quota: p::parse_optional_bytes, c::any, "off",
         "Disk use above which a `quota_exceeded` event is recorded, once until the folder falls below again. A \

@@ -66,6 +66,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_MAX_QUEUED_STARTS", "0"),
         ("WORKSPACED_MAX_RUNNING", "150"),
         ("WORKSPACED_USAGE_INTERVAL", "1h"),
+        ("WORKSPACED_STATS_INTERVAL", "15s"),
         ("WORKSPACED_DISK_SOFT_QUOTA", "5g"),
         ("WORKSPACED_DISK_HARD_QUOTA", "8g"),
         ("WORKSPACED_WEBHOOK_URL", "https://lms.example.edu/hook"),

@@ -196,20 +196,23 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// CPU and memory of every running workspace, from the engine (about a second: the engine samples twice).
+/// CPU and memory of every running workspace on record, from the latest background sample (`usage`): no engine
+/// call per request. Asking keeps the sampler going for a while; the answer says when its sample was taken.
 #[utoipa::path(get, path = "/api/admin/stats", tag = "admin",
-    responses((status = 200, description = "One entry per running workspace the engine gives numbers for", body = crate::api::StatsView)))]
+    responses((status = 200, description = "The latest sample: one entry per running workspace the engine gave numbers for, and when it was taken", body = crate::api::StatsView)))]
 async fn admin_stats(State(state): State<Arc<AppState>>) -> Json<crate::api::StatsView> {
+    let now = state.lifecycle.clock().now();
+    let sample = state.lifecycle.usage().engine_sample(now);
     // A number JSON cannot hold (NaN) would be written as null: such a workspace is left out, like one without numbers.
-    let stats = state
-        .lifecycle
-        .engine_stats()
-        .await
-        .into_iter()
+    let stats = sample
+        .iter()
+        .flat_map(|s| s.stats.iter())
         .filter(|(_, s)| s.cpu_percent.is_finite())
-        .map(|(id, s)| (id.to_string(), s))
+        .map(|(id, s)| (id.to_string(), s.clone()))
         .collect();
-    Json(crate::api::StatsView { stats })
+    let sampled_at = sample.as_ref().map(|s| s.sampled_at);
+    let age_seconds = sampled_at.map(|at| (now - at).num_seconds().max(0));
+    Json(crate::api::StatsView { sampled_at, age_seconds, stats })
 }
 
 /// The admin dashboard: a static page; its data comes from the API with the key the operator pastes.

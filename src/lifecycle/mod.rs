@@ -249,11 +249,17 @@ impl Lifecycle {
         self.runtime.ping().await
     }
 
-    /// CPU and memory of each running workspace, from the engine (about a second each; 8 at a time).
-    pub async fn engine_stats(&self) -> Vec<(StudentId, crate::runtime::ContainerStats)> {
+    /// CPU and memory of every running workspace on record (from the store, so those started on other replicas
+    /// too), from the engine: about a second each, 8 at a time. Slow by nature, so nothing answers a request with
+    /// it directly: the background sample (`usage::run_usage_loop`) calls it and `GET /api/admin/stats` reads that.
+    pub async fn engine_stats(&self) -> Result<Vec<(StudentId, crate::runtime::ContainerStats)>, LifecycleError> {
         use futures_util::StreamExt;
-        futures_util::stream::iter(self.activity.running())
-            .map(|id| async move { (id.clone(), self.runtime.stats(&id).await) })
+        let running = self.store.running_ports().await?;
+        Ok(futures_util::stream::iter(running)
+            .map(|(id, _)| async move {
+                let s = self.runtime.stats(&id).await;
+                (id, s)
+            })
             .buffer_unordered(8)
             .filter_map(|(id, s)| async move {
                 match s {
@@ -266,6 +272,6 @@ impl Lifecycle {
                 }
             })
             .collect()
-            .await
+            .await)
     }
 }

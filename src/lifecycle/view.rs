@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::Lifecycle;
-use crate::domain::{cull_input, deadlines, effective_policy, CullInput, CullPolicy, Deadlines, Overrides, Status};
+use crate::domain::{
+    cull_input, deadlines, effective_policy, CullInput, CullPolicy, Deadlines, Overrides, Status, StudentId,
+};
 use crate::store::WorkspaceRecord;
 use crate::usage::Measured;
 
@@ -41,6 +43,12 @@ impl Lifecycle {
     pub(super) fn cull_input_of(&self, rec: &WorkspaceRecord) -> CullInput {
         let in_memory = self.activity.last(&rec.student_id);
         cull_input(rec.last_activity, in_memory, rec.started_at, rec.updated_at, rec.warned_at)
+    }
+
+    /// The running workspaces on record, every replica's, with their IDE's host port: two columns, not whole
+    /// records (the IDE polls and the engine's stats run over all of them).
+    pub async fn running_ports(&self) -> Result<Vec<(StudentId, Option<u16>)>, super::LifecycleError> {
+        Ok(self.store.running_ports().await?)
     }
 
     /// The record combined with what is known in memory now.

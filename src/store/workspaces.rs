@@ -3,10 +3,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::culling::PolicyOverrides;
+use super::culling::{PendingActivity, PolicyOverrides};
 use super::events::insert_event;
 use super::{duration_from_ms, from_ms, ms, NewEvent, Store, StoreError};
-use crate::domain::{EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
+use crate::domain::{CullPolicy, EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
 
 /// One workspace as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +234,132 @@ impl Store {
     }
 }
 
+/// Rows per statement of [`Store::write_activity_batch`]: three parameters each, far below both databases' limits
+/// (SQLite 32,766, PostgreSQL 65,535).
+const ACTIVITY_ROWS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    /// How many workspaces are running (through the status index; no row is decoded).
+    pub async fn count_running(&self) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM workspaces WHERE status = 'running'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The running workspaces with the port their IDE listens on, ordered by student id: two columns instead of a
+    /// whole record, for the IDE polls and the engine's stats.
+    pub async fn running_ports(&self) -> Result<Vec<(StudentId, Option<u16>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT student_id, host_port FROM workspaces WHERE status = 'running' ORDER BY student_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let raw: String = r.try_get("student_id")?;
+                let id = StudentId::parse(&raw)
+                    .map_err(|e| StoreError::Corrupt { student: raw.clone(), message: e.to_string() })?;
+                let port = r.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok());
+                Ok((id, port))
+            })
+            .collect()
+    }
+
+    /// The running workspaces that may be due for a warning or a stop by `due_by` under the service's culling
+    /// `defaults` and each row's own overrides: every running record whose warning time, computed from the stored
+    /// times alone, is not after `due_by`, and perhaps a few more. Ordered by student id.
+    ///
+    /// Why no due workspace is left out: `decide` says "keep" unless `now` has reached the warning time (which is
+    /// never after the stop), and the warning time only grows with the last activity, which the sweep takes as the
+    /// stored one or a newer one from memory, never an older one. So a row whose warning time from the stored
+    /// times is after `now` is kept whatever memory says. The filter below is that warning time, written so that it
+    /// errs towards more rows: the lead is the default one where the policy's may be shorter (for `max_age`), and
+    /// the caller gives `due_by` a little after `now` for the rounding of durations to milliseconds. No arithmetic
+    /// touches a stored time (a corrupt one must not overflow PostgreSQL's BIGINT and fail the whole sweep); a
+    /// negative stored duration reads as zero there as in `duration_from_ms`.
+    pub async fn cull_candidates(
+        &self,
+        due_by: DateTime<Utc>,
+        defaults: &CullPolicy,
+    ) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        let due = ms(due_by);
+        let idle = super::duration_to_ms(defaults.idle_timeout);
+        let lead = super::duration_to_ms(defaults.warning_lead);
+        let max_age = defaults.max_age.map(super::duration_to_ms);
+        // Idle: warn_at = last + idle - min(lead, idle), so due when last <= due - max(idle - lead, 0).
+        // Max age: warn_at = started + max_age - lead' with lead' <= lead, so due (at the latest) when
+        // started <= (due + lead) - max_age.
+        let idle_eff = "CASE WHEN idle_timeout_ms IS NULL THEN $N ELSE idle_timeout_ms END";
+        let age_eff = "CASE WHEN max_age_ms IS NULL THEN $N WHEN max_age_ms < 0 THEN 0 ELSE max_age_ms END";
+        let sql = format!(
+            "SELECT {COLUMNS} FROM workspaces WHERE status = 'running'
+               AND COALESCE(CAST(cull_enabled AS INTEGER), $N) <> 0
+               AND (COALESCE(last_activity_ms, started_at_ms, updated_at_ms)
+                      <= $N - CASE WHEN {idle_eff} > $N THEN {idle_eff} - $N ELSE 0 END
+                    OR COALESCE(started_at_ms, updated_at_ms) <= $N - {age_eff})
+             ORDER BY student_id"
+        );
+        // Every parameter its own number, in order, as everywhere in the store.
+        let mut n = 0;
+        let sql = sql
+            .split("$N")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_owned()
+                } else {
+                    n += 1;
+                    format!("${n}{part}")
+                }
+            })
+            .collect::<String>();
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(defaults.enabled))
+            .bind(due)
+            .bind(idle)
+            .bind(lead)
+            .bind(idle)
+            .bind(lead)
+            .bind(due.saturating_add(lead))
+            .bind(max_age)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// Writes a batch of activity (from `Activity::flush`) in one transaction, one statement per
+    /// [`ACTIVITY_ROWS_PER_STATEMENT`] rows rather than one per row: on PostgreSQL each statement is a round trip,
+    /// and a flush of thousands of rows must stay well under the flush interval. Only running workspaces take it,
+    /// and times never move back.
+    pub async fn write_activity_batch(&self, batch: &[PendingActivity]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in batch.chunks(ACTIVITY_ROWS_PER_STATEMENT) {
+            // `VALUES` names its columns column1, column2, ... in both databases.
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE workspaces SET
+                   last_activity_ms = CASE WHEN workspaces.last_activity_ms IS NULL
+                     OR workspaces.last_activity_ms < v.column2 THEN v.column2 ELSE workspaces.last_activity_ms END,
+                   ide_connected_at_ms = CASE WHEN v.column3 IS NOT NULL AND (workspaces.ide_connected_at_ms IS NULL
+                     OR workspaces.ide_connected_at_ms < v.column3) THEN v.column3 ELSE workspaces.ide_connected_at_ms END
+                 FROM (VALUES {values}) AS v
+                 WHERE workspaces.student_id = v.column1 AND workspaces.status = 'running'"
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(p.student.as_str()).bind(ms(p.last_activity)).bind(p.ide_connected_at.map(ms));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 fn record(r: &sqlx::any::AnyRow) -> Result<WorkspaceRecord, StoreError> {
     let raw_id: String = r.try_get("student_id")?;
     let corrupt = |message: String| StoreError::Corrupt { student: raw_id.clone(), message };
@@ -326,5 +452,119 @@ mod tests {
         let back = store.get(&s).await.unwrap().unwrap().overrides;
         assert_eq!(back.idle_timeout, Some(Duration::from_millis(i64::MAX as u64)), "saturated, still huge");
         assert_eq!(back.max_age, Some(Duration::from_secs(31_536_000)));
+    }
+
+    /// The sweep's promise: every running workspace that `decide` would warn or stop at `now`, from its stored times
+    /// and overrides, is among the candidates, over a grid of activity, start, warning, override and default
+    /// policies and many `now`s. And the filter filters: a fresh workspace is not among them.
+    #[tokio::test]
+    async fn cull_candidates_hold_every_workspace_decide_would_warn_or_stop() {
+        use crate::domain::{cull_input, decide, effective_policy, Decision, Overrides};
+        let (store, _d) = store().await;
+        let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        let overrides = [
+            PolicyOverrides::default(),
+            PolicyOverrides { idle_timeout: secs(60), ..Default::default() },
+            PolicyOverrides { idle_timeout: secs(30), ..Default::default() }, // shorter than the lead
+            PolicyOverrides { max_age: secs(2000), ..Default::default() },
+            PolicyOverrides { max_age: secs(0), ..Default::default() },
+            PolicyOverrides { idle_timeout: Some(Duration::MAX), max_age: Some(Duration::MAX), cull_enabled: None },
+            PolicyOverrides { cull_enabled: Some(false), ..Default::default() },
+            PolicyOverrides { cull_enabled: Some(true), idle_timeout: secs(3000), ..Default::default() },
+        ];
+        let mut n = 0;
+        for start in [0, 1000] {
+            for idle_for in [0, 500, 1500] {
+                for (k, o) in overrides.iter().enumerate() {
+                    for warned in [None, Some(200)] {
+                        n += 1;
+                        let s = StudentId::parse(&format!("w{n:03}")).unwrap();
+                        store.mark_starting(&s, t(start)).await.unwrap();
+                        store.mark_running(&s, "c", 40000, None, t(start), &ev).await.unwrap();
+                        store.touch_activity(&s, t(start + idle_for)).await.unwrap();
+                        if k > 0 {
+                            store.set_overrides(&s, o, t(start)).await.unwrap();
+                        }
+                        if let Some(w) = warned {
+                            store.record_warning(&s, StopReason::Idle, "w", t(start + idle_for + w)).await.unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        let fresh = StudentId::parse("fresh").unwrap();
+        store.mark_starting(&fresh, t(5990)).await.unwrap();
+        store.mark_running(&fresh, "c", 40000, None, t(5990), &ev).await.unwrap();
+        let running = store.list(Some(Status::Running)).await.unwrap();
+        assert_eq!(running.len(), n + 1);
+        assert_eq!(store.count_running().await.unwrap(), n + 1);
+
+        let mut due_seen = 0;
+        for max_age in [None, secs(2500)] {
+            let defaults = CullPolicy {
+                idle_timeout: Duration::from_secs(900),
+                warning_lead: Duration::from_secs(120),
+                max_age,
+                enabled: true,
+            };
+            for now in (0..6000).step_by(37).map(t) {
+                let candidates: Vec<StudentId> =
+                    store.cull_candidates(now, &defaults).await.unwrap().into_iter().map(|r| r.student_id).collect();
+                for r in &running {
+                    let o = Overrides {
+                        idle_timeout: r.overrides.idle_timeout,
+                        max_age: r.overrides.max_age,
+                        enabled: r.overrides.cull_enabled,
+                    };
+                    let policy = effective_policy(&defaults, &o);
+                    let input = cull_input(r.last_activity, None, r.started_at, r.updated_at, r.warned_at);
+                    if decide(&input, now, &policy) != Decision::Keep {
+                        due_seen += 1;
+                        assert!(
+                            candidates.contains(&r.student_id),
+                            "{} is due at {now} but no candidate",
+                            r.student_id
+                        );
+                    }
+                }
+                assert!(!candidates.contains(&fresh), "a workspace started at 5990 is no candidate at {now}");
+            }
+        }
+        assert!(due_seen > 1000, "the grid has due workspaces to miss: {due_seen}");
+    }
+
+    #[tokio::test]
+    async fn an_activity_batch_of_many_rows_moves_running_times_forward_only() {
+        let (store, _d) = store().await;
+        let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
+        let mut batch = Vec::new();
+        // More rows than one statement takes, so the batch spans three.
+        for i in 0..1001 {
+            let s = StudentId::parse(&format!("s{i:04}")).unwrap();
+            store.mark_starting(&s, t(0)).await.unwrap();
+            store.mark_running(&s, "c", 40000, None, t(10), &ev).await.unwrap();
+            let ide = (i % 2 == 0).then(|| t(20));
+            batch.push(PendingActivity { student: s, last_activity: t(30 + i), ide_connected_at: ide });
+        }
+        let back = StudentId::parse("s0001").unwrap();
+        batch[1].last_activity = t(5); // older than the stored start: never moves back
+        let stopped = StudentId::parse("s0002").unwrap();
+        store.mark_stopped(&stopped, StopReason::User, t(11)).await.unwrap();
+        store.write_activity_batch(&batch).await.unwrap();
+        store.write_activity_batch(&[]).await.unwrap();
+        for (i, p) in batch.iter().enumerate() {
+            let r = store.get(&p.student).await.unwrap().unwrap();
+            let want = if p.student == back || p.student == stopped { t(10) } else { t(30 + i as i64) };
+            assert_eq!(r.last_activity, Some(want), "{}", p.student);
+            let ide = if p.student == stopped { None } else { p.ide_connected_at };
+            assert_eq!(r.ide_connected_at, ide, "{}", p.student);
+        }
+        // A batch without an IDE sighting keeps the stored one.
+        let s0 = batch[0].student.clone();
+        let later = PendingActivity { student: s0.clone(), last_activity: t(5000), ide_connected_at: None };
+        store.write_activity_batch(&[later]).await.unwrap();
+        let r = store.get(&s0).await.unwrap().unwrap();
+        assert_eq!((r.last_activity, r.ide_connected_at), (Some(t(5000)), Some(t(20))));
     }
 }

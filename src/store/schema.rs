@@ -5,9 +5,12 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-/// The migrations this binary applies at `connect`, one directory per backend with the same versions.
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+/// The migrations this binary applies at `connect`, one directory per backend with the same versions. A database
+/// that a newer release already migrated further is fine (`ignore_missing`): during a rolling deploy the replicas of
+/// the previous release keep starting on the new schema, which only ever adds (expand, then contract a release
+/// later: docs/deploy/README.md).
+static SQLITE: Migrator = Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations/sqlite") };
+static POSTGRES: Migrator = Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations/postgres") };
 
 pub(super) fn migrator(backend: super::Backend) -> &'static Migrator {
     match backend {
@@ -82,6 +85,33 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_database_a_newer_release_migrated_further_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match std::env::var("WORKSPACED_TEST_POSTGRES") {
+            Ok(server) => super::super::testing::fresh_postgres_database(&server).await,
+            Err(_) => format!("sqlite://{}", dir.path().join("t.db").display()),
+        };
+        let store = Store::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(9_999_i64)
+        .bind("added by the next release")
+        .bind(true)
+        .bind(vec![0u8; 48])
+        .bind(0_i64)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        drop(store);
+        // What an older replica does when it restarts in the middle of a rolling deploy.
+        let again = Store::connect(&url).await.expect("the previous release opens the newer schema");
+        assert_eq!(again.schema_state().await.unwrap().unknown, vec![9_999]);
+        drop(dir);
+    }
 
     #[test]
     fn both_backends_have_the_same_migrations() {

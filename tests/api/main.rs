@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod cli;
+mod erase_quota;
 mod culling;
 mod ide_protocol;
 mod lifecycle;

@@ -70,6 +70,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Replace a student's folder with the contents of a tar.gz archive, atomically. The workspace must be stopped.
     Import(ImportArgs),
+    /// End of term: a verified `<id>.tar.gz` per student folder (the export's format) and a SHA256SUMS, in a folder.
+    Archive(storage::ArchiveArgs),
     /// Disk usage of student folders (allocated bytes, like `du -s -B1`).
     Usage(UsageArgs),
     /// Copy every student folder to a new base path (e.g. an EFS mount) and verify each file by checksum.
@@ -317,6 +319,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Doctor(a) => storage::doctor(settings, a).await,
         Command::Export(a) => storage::export(settings, a).await,
         Command::Import(a) => storage::import(settings, a).await,
+        Command::Archive(a) => storage::archive(settings, a).await,
         Command::Usage(a) => storage::usage(settings, a).await,
         Command::Migrate(a) => migrate::migrate(settings, a).await,
         Command::Repair(a) => maintenance::repair(settings, a).await,

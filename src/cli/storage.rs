@@ -272,3 +272,70 @@ pub async fn usage(settings: &Settings, a: UsageArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ArchiveArgs {
+    /// Students to archive (or --all).
+    pub students: Vec<String>,
+    /// Every student folder below the base path.
+    #[arg(long, conflicts_with = "students")]
+    pub all: bool,
+    /// Folder for the archives (created owner-only if missing); existing archives are never overwritten.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Base URL of the running server, asked whether each workspace runs (default: http://<WORKSPACED_LISTEN>).
+    #[arg(long, env = "WORKSPACED_URL")]
+    pub server: Option<String>,
+}
+
+/// `archive`: one verified archive per student; a running workspace is skipped (its files may be mid-write). Exits
+/// non-zero when any student could not be archived.
+pub async fn archive(settings: &Settings, a: ArchiveArgs) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let storage = crate::storage::Storage::new(&settings.base_path, settings.workspace.uid, settings.workspace.gid);
+    let students: Vec<StudentId> = if a.all {
+        storage.student_folders().with_context(|| format!("cannot list {}", settings.base_path.display()))?
+    } else if a.students.is_empty() {
+        bail!("name the students to archive, or --all");
+    } else {
+        a.students.iter().map(|s| parse_student(s)).collect::<Result<_, _>>()?
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&a.output)
+        .with_context(|| format!("cannot create {}", a.output.display()))?;
+    let mut failed = 0;
+    for student in &students {
+        match workspace_running(settings, a.server.as_deref(), student).await {
+            Running::Yes(s) => {
+                println!("{student}: skipped: the workspace is {s}; stop it for a consistent archive");
+                failed += 1;
+                continue;
+            }
+            Running::Unclear(why) => eprintln!("warning: cannot tell whether {student}'s workspace runs: {why}"),
+            Running::No | Running::Unreachable(_) => {}
+        }
+        let (base, out, s) = (settings.base_path.clone(), a.output.clone(), student.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let archived = crate::ops::term::archive_student(&base, &s, &out)?;
+            crate::ops::term::record_sum(&out, &archived)?;
+            Ok::<_, crate::ops::term::TermError>(archived)
+        })
+        .await?;
+        match done {
+            Ok(x) => {
+                let skipped = if x.skipped.is_empty() { String::new() } else { format!(", left out: {}", x.skipped.join(", ")) };
+                println!("{student}: {} ({} files, {} bytes, verified{skipped})", x.file.display(), x.files, x.bytes);
+            }
+            Err(e) => {
+                println!("{student}: failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} students not archived", students.len());
+    }
+    Ok(())
+}

@@ -17,5 +17,6 @@ pub mod import;
 pub mod migrate;
 pub mod mounts;
 pub mod repair;
+pub mod term;
 pub mod usage;
 pub mod volumes;

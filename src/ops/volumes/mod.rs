@@ -349,7 +349,7 @@ async fn copy_volume(
     let temp = prepared.path().to_path_buf();
     let (uid, gid) = (m.uid, m.gid);
     let scan = read_and(m, volume, move |tar| {
-        verify::scan(tar, Some(Tree { root: &temp, uid, gid })).map_err(|e| match e {
+        verify::scan(tar, Some(Tree { root: &temp, owner: Some((uid, gid)) })).map_err(|e| match e {
             VerifyError::Differs { .. } => format!("verification failed: {e}"),
             e => e.to_string(),
         })

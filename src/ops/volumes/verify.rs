@@ -31,12 +31,11 @@ pub struct Scan {
     pub digest: String,
 }
 
-/// Where the tree to compare lives and who must own it.
+/// Where the tree to compare lives and who must own it (`None`: whoever owns it now).
 #[derive(Debug, Clone, Copy)]
 pub struct Tree<'a> {
     pub root: &'a Path,
-    pub uid: u32,
-    pub gid: u32,
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Scans `tar`; with `tree`, every entry must be there, identical and owned by uid:gid. Blocking. Long because it
@@ -63,9 +62,9 @@ pub fn scan<R: Read>(tar: R, tree: Option<Tree<'_>>) -> Result<Scan, VerifyError
             ),
             None => None,
         };
-        if let (Some(t), Some(m)) = (tree, &on_disk) {
-            if (m.uid(), m.gid()) != (t.uid, t.gid) {
-                return Err(differs(format!("owned by {}:{}, not {}:{}", m.uid(), m.gid(), t.uid, t.gid)));
+        if let (Some(Tree { owner: Some((uid, gid)), .. }), Some(m)) = (tree, &on_disk) {
+            if (m.uid(), m.gid()) != (uid, gid) {
+                return Err(differs(format!("owned by {}:{}, not {uid}:{gid}", m.uid(), m.gid())));
             }
         }
         let is_root = rel.as_os_str().is_empty();
@@ -194,7 +193,7 @@ mod tests {
         fs::set_permissions(root.join("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("l")).unwrap();
         let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        let tree = Tree { root, uid, gid };
+        let tree = Tree { root, owner: Some((uid, gid)) };
         let ok = scan(&archive()[..], Some(tree)).unwrap();
         assert_eq!((ok.files, ok.bytes, ok.entries, ok.verified_files), (1, 5, 2, 1));
         assert_eq!(scan(&archive()[..], None).unwrap().digest, ok.digest, "the digest needs no tree");
@@ -206,7 +205,7 @@ mod tests {
         std::os::unix::fs::symlink("elsewhere", root.join("l")).unwrap();
         assert!(matches!(scan(&archive()[..], Some(tree)), Err(VerifyError::Differs { .. })));
         assert!(matches!(
-            scan(&archive()[..], Some(Tree { root, uid: uid + 1, gid })),
+            scan(&archive()[..], Some(Tree { root, owner: Some((uid + 1, gid)) })),
             Err(VerifyError::Differs { .. })
         ));
     }

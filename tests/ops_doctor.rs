@@ -29,9 +29,11 @@ impl Fixture {
     }
 
     fn settings(&self) -> Settings {
-        let mut s = Settings::default();
-        s.base_path = self.base.clone();
-        s.database_url = format!("sqlite://{}", self.tmp.path().join("workspaced.db").display());
+        let mut s = Settings {
+            base_path: self.base.clone(),
+            database_url: format!("sqlite://{}", self.tmp.path().join("workspaced.db").display()),
+            ..Default::default()
+        };
         s.workspace.uid = 1000;
         s.workspace.gid = 1000;
         s

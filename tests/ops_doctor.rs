@@ -1,6 +1,7 @@
 //! `run_doctor` against real folders: a good local base passes its storage checks; a read-only, a missing base and
 //! a student folder with the wrong owner are reported with the right reason; NFS options from a mount-table fixture
-//! are compared with the recommended line. The database is only read: an older schema is reported, not migrated.
+//! are compared with the recommended line; a host login user holding the workspace uid is a warning. The database
+//! is only read: an older schema is reported, not migrated.
 //! The Docker checks may pass or fail here; only named checks are asserted. The egress check is run against the
 //! real firewall: the rules workspaced installs, and chains of the test's own for what is missing.
 
@@ -28,9 +29,11 @@ impl Fixture {
     }
 
     fn settings(&self) -> Settings {
-        let mut s = Settings::default();
-        s.base_path = self.base.clone();
-        s.database_url = format!("sqlite://{}", self.tmp.path().join("workspaced.db").display());
+        let mut s = Settings {
+            base_path: self.base.clone(),
+            database_url: format!("sqlite://{}", self.tmp.path().join("workspaced.db").display()),
+            ..Default::default()
+        };
         s.workspace.uid = 1000;
         s.workspace.gid = 1000;
         s
@@ -49,7 +52,14 @@ impl Fixture {
     }
 
     fn options(&self, mounts: PathBuf) -> DoctorOptions {
-        DoctorOptions { mounts, files: 200, git_files: 100, ..Default::default() }
+        DoctorOptions { mounts, files: 200, git_files: 100, passwd: self.passwd(""), ..Default::default() }
+    }
+
+    /// A passwd file with root and `lines`.
+    fn passwd(&self, lines: &str) -> PathBuf {
+        let path = self.tmp.path().join(format!("passwd-{:08x}", rand::random::<u32>()));
+        std::fs::write(&path, format!("root:x:0:0:root:/root:/bin/bash\n{lines}")).unwrap();
+        path
     }
 }
 
@@ -175,6 +185,27 @@ async fn student_folders_with_a_wrong_owner_or_open_mode_are_a_warning_naming_th
     assert!(!check.reason.contains("alice") && !check.reason.contains("lost+found"));
     assert!(check.advice.contains("chown 1000:1000"), "{}", check.advice);
     assert_eq!(status(&report, "base_writable"), CheckStatus::Pass);
+}
+
+#[tokio::test]
+async fn the_host_login_user_with_the_workspace_uid_is_a_warning_not_a_failure() {
+    let f = Fixture::new();
+    student(&f.base, "alice", 1000, 1000, 0o700);
+    let mounts = f.mounts("/dev/sdb1", "ext4", "rw");
+    let ec2 = f.passwd("ec2-user:x:1000:1000:EC2 Default User:/home/ec2-user:/bin/bash\n");
+    let report = run_doctor(&f.settings(), &DoctorOptions { passwd: ec2, ..f.options(mounts.clone()) }).await;
+    let check = report.get("host_user").unwrap();
+    assert_eq!(check.status, CheckStatus::Warn, "{}", check.reason);
+    assert!(check.reason.contains("uid 1000 is `ec2-user`"), "{}", check.reason);
+    assert!(check.advice.contains("WORKSPACED_UID") && check.advice.contains("Session Manager"), "{}", check.advice);
+    assert!(report.to_text().contains("WARN host_user"), "{}", report.to_text());
+
+    // A dedicated uid that no login account holds.
+    let mut settings = f.settings();
+    (settings.workspace.uid, settings.workspace.gid) = (2001, 2001);
+    let dedicated = f.passwd("ec2-user:x:1000:1000::/home/ec2-user:/bin/bash\nstudents:x:2001:2001::/:/sbin/nologin\n");
+    let report = run_doctor(&settings, &DoctorOptions { passwd: dedicated, ..f.options(mounts) }).await;
+    assert_eq!(status(&report, "host_user"), CheckStatus::Pass, "{}", reason(&report, "host_user"));
 }
 
 #[tokio::test]

@@ -27,6 +27,14 @@ pub const SMALL_FILES_BUDGET: Duration = Duration::from_secs(5);
 pub const GIT_STATUS_BUDGET: Duration = Duration::from_secs(2);
 /// Student folders named in a warning, at most.
 const LISTED_FOLDERS: usize = 10;
+/// Advice when small-file operations are slow. Never Max I/O: it adds latency to every operation, which is what a
+/// workspace of many small files waits on, and it cannot be combined with Elastic throughput.
+const SLOW_SMALL_FILES_ADVICE: &str = "small-file operations are slow here: on EFS use General Purpose performance \
+     mode with Elastic throughput (not Max I/O: it adds latency to every operation); keep node_modules, virtualenvs \
+     and caches off the shared file system (docs/deploy/aws-efs.md, sections 1 and 6)";
+const SLOW_GIT_STATUS_ADVICE: &str = "git status is slow here, and the IDE runs it constantly: on EFS use General \
+     Purpose performance mode with Elastic throughput (not Max I/O), and keep node_modules and build output out of \
+     repositories on EFS (docs/deploy/aws-efs.md, sections 1 and 6)";
 
 pub use super::check::{Check, CheckStatus};
 
@@ -82,6 +90,8 @@ pub struct DoctorOptions {
     pub engine_timeout: Duration,
     /// Where the egress rules are looked for (tests name chains of their own).
     pub firewall: Firewall,
+    /// Account database in which the workspace uid is looked up (`/etc/passwd`; tests pass a fixture).
+    pub passwd: PathBuf,
 }
 
 impl Default for DoctorOptions {
@@ -92,6 +102,7 @@ impl Default for DoctorOptions {
             git_files: 1000,
             engine_timeout: Duration::from_secs(5),
             firewall: Firewall::default(),
+            passwd: PathBuf::from("/etc/passwd"),
         }
     }
 }
@@ -216,7 +227,67 @@ fn storage_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
         // The owners inside the folders too: files copied with other owners fail in the IDE, not here.
         checks.push(crate::ops::repair::content_ownership_check(base, uid, gid));
     }
+    checks.push(host_user_check(&o.passwd, uid, gid));
     checks
+}
+
+/// Who the workspace uid is on this host. Every student's files belong to it, so a login account with that uid
+/// reads and changes all of them; uid 1000 is the first login user of common images (`ec2-user` on Amazon Linux,
+/// `admin` on Debian, `ubuntu` on Ubuntu). A warning, never a failure: whether anyone logs in as that user is the
+/// operator's call (docs/deploy/aws-efs.md, "Who is uid 1000 on the host").
+fn host_user_check(passwd: &Path, uid: u32, gid: u32) -> Check {
+    match std::fs::read_to_string(passwd) {
+        Ok(text) => host_user(&text, &passwd.display().to_string(), uid, gid),
+        Err(e) => Check::warn(
+            "host_user",
+            format!("cannot read {}: {e}", passwd.display()),
+            format!("look it up by hand: getent passwd {uid}"),
+        ),
+    }
+}
+
+/// The decision of [`host_user_check`] on the text of a passwd file (`name:x:uid:gid:gecos:home:shell` lines).
+fn host_user(passwd: &str, source: &str, uid: u32, gid: u32) -> Check {
+    let accounts: Vec<(&str, &str)> = passwd
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(':').collect();
+            (fields.len() >= 7 && fields[2].parse::<u32>() == Ok(uid)).then(|| (fields[0], fields[6]))
+        })
+        .collect();
+    // An empty shell field means /bin/sh.
+    let can_log_in = |shell: &str| !(shell.ends_with("/nologin") || shell.ends_with("/false"));
+    let login: Vec<&str> = accounts.iter().filter(|(_, shell)| can_log_in(shell)).map(|(name, _)| *name).collect();
+    let names = |list: &[&str]| list.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    let details = json!({ "uid": uid, "accounts": accounts.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                          "login": login, "source": source });
+    if !login.is_empty() {
+        return Check::warn(
+            "host_user",
+            format!(
+                "uid {uid} is {} in {source}, with a login shell: whoever logs in as it reads and changes every \
+                 student's files on this host",
+                names(&login)
+            ),
+            format!(
+                "keep operators off that account (SSM Session Manager instead of SSH as it), give it another uid, or \
+                 run workspaces as a dedicated uid/gid (WORKSPACED_UID/WORKSPACED_GID, not {uid}:{gid}) with an IDE \
+                 image whose user has them, then `workspaced repair`; see docs/deploy/aws-efs.md"
+            ),
+        )
+        .with_details(details);
+    }
+    let reason = if accounts.is_empty() {
+        format!(
+            "no account in {source} has uid {uid} (in a container this is the container's file: on the host, check \
+             `getent passwd {uid}`)"
+        )
+    } else {
+        let all: Vec<&str> = accounts.iter().map(|(n, _)| *n).collect();
+        format!("uid {uid} is {} in {source}, without a login shell", names(&all))
+    };
+    Check::pass("host_user", reason).with_details(details)
 }
 
 fn chown_check(base: &Path, uid: u32, gid: u32) -> Check {
@@ -374,13 +445,7 @@ fn small_files_check(base: &Path, n: usize) -> Check {
                 "delete_ms": ms(delete), "total_ms": ms(total), "limit_ms": ms(budget),
             });
             let check = if total > budget {
-                Check::warn(
-                    "small_files",
-                    reason,
-                    "small-file operations are slow here: on EFS use elastic (or provisioned) throughput and \
-                     consider Max I/O for many concurrent workspaces; keep node_modules, virtualenvs and caches off \
-                     the shared file system",
-                )
+                Check::warn("small_files", reason, SLOW_SMALL_FILES_ADVICE)
             } else {
                 Check::pass("small_files", reason)
             };
@@ -463,12 +528,7 @@ fn git_status_check(base: &Path, n: usize) -> Check {
             let details = json!({ "files": n, "first_ms": ms(first), "second_ms": ms(second),
                 "limit_ms": ms(GIT_STATUS_BUDGET) });
             let check = if second > GIT_STATUS_BUDGET {
-                Check::warn(
-                    "git_status",
-                    reason,
-                    "git status is slow here, and the IDE runs it constantly: on EFS use elastic throughput (or \
-                     Max I/O for many workspaces) and keep node_modules and build output out of repositories on EFS",
-                )
+                Check::warn("git_status", reason, SLOW_GIT_STATUS_ADVICE)
             } else {
                 Check::pass("git_status", reason)
             };
@@ -681,4 +741,50 @@ fn schema_check(url: &str, state: &SchemaState) -> Check {
         Check::pass("database", format!("{url} opens read-only and has this binary's migrations"))
     };
     check.with_details(details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AMAZON_LINUX: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        sshd:x:74:74:Privilege-separated SSH:/usr/share/empty.sshd:/sbin/nologin\n\
+        ec2-user:x:1000:1000:EC2 Default User:/home/ec2-user:/bin/bash\n";
+
+    #[test]
+    fn the_default_login_user_holding_the_workspace_uid_is_a_warning_that_names_it_and_the_ways_out() {
+        let check = host_user(AMAZON_LINUX, "/etc/passwd", 1000, 1000);
+        assert_eq!(check.status, CheckStatus::Warn, "{}", check.reason);
+        assert!(check.reason.contains("`ec2-user`") && check.reason.contains("every"), "{}", check.reason);
+        for way in ["Session Manager", "another uid", "WORKSPACED_UID", "workspaced repair"] {
+            assert!(check.advice.contains(way), "{way} missing: {}", check.advice);
+        }
+    }
+
+    #[test]
+    fn an_account_without_a_login_shell_or_no_account_at_all_passes() {
+        let service = "root:x:0:0:root:/root:/bin/bash\nstudents:x:2001:2001::/nonexistent:/usr/sbin/nologin\n";
+        let check = host_user(service, "/etc/passwd", 2001, 2001);
+        assert_eq!(check.status, CheckStatus::Pass, "{}", check.reason);
+        assert!(check.reason.contains("`students`") && check.reason.contains("without a login shell"));
+
+        let check = host_user(AMAZON_LINUX, "/etc/passwd", 2001, 2001);
+        assert_eq!(check.status, CheckStatus::Pass, "{}", check.reason);
+        assert!(check.reason.contains("no account") && check.reason.contains("getent passwd 2001"));
+    }
+
+    #[test]
+    fn an_empty_shell_field_counts_as_a_login_shell() {
+        let check = host_user("admin:x:1000:1000:Debian:/home/admin:\n", "/etc/passwd", 1000, 1000);
+        assert_eq!(check.status, CheckStatus::Warn, "{}", check.reason);
+    }
+
+    #[test]
+    fn the_advice_for_slow_storage_recommends_general_purpose_with_elastic_and_never_max_io_alone() {
+        for advice in [SLOW_SMALL_FILES_ADVICE, SLOW_GIT_STATUS_ADVICE] {
+            assert!(advice.contains("General Purpose") && advice.contains("Elastic"), "{advice}");
+            assert!(advice.contains("not Max I/O"), "Max I/O is only named to rule it out: {advice}");
+            assert!(!advice.contains("PercentIOLimit") && !advice.contains("maxIO"), "{advice}");
+        }
+    }
 }

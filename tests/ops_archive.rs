@@ -518,3 +518,34 @@ fn the_cli_exports_to_a_file_and_to_a_pipe_and_imports_either() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("more than 1048576 bytes"));
     assert_eq!(snapshot(&base.join("alice")), snapshot(&base.join("erin")), "a refused import changes nothing");
 }
+
+#[test]
+fn the_end_of_term_archive_is_verified_checksummed_restorable_and_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    for s in ["alice", "bob"] {
+        populate(&base.join(s));
+    }
+    let out = tmp.path().join("term-2026");
+    let run = cli(&base, &["archive", "-o", out.to_str().unwrap(), "--all"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(text.contains("alice:") && text.contains("bob:") && text.contains("verified"), "{text}");
+    // SHA256SUMS in the format sha256sum reads, and it agrees.
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 2, "{sums}");
+    let check = std::process::Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&out).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // An archive is an export: import restores the folder exactly.
+    let restored = cli(&base, &["import", "carol", out.join("alice.tar.gz").to_str().unwrap()]);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    assert_eq!(snapshot(&base.join("alice")), snapshot(&base.join("carol")));
+    // Never overwritten; an unknown student is reported; both make the exit code non-zero.
+    let before = std::fs::read(out.join("alice.tar.gz")).unwrap();
+    let again = cli(&base, &["archive", "-o", out.to_str().unwrap(), "alice", "nobody"]);
+    assert!(!again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(text.contains("never overwritten") && text.contains("no folder for nobody"), "{text}");
+    assert_eq!(std::fs::read(out.join("alice.tar.gz")).unwrap(), before);
+    assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+}

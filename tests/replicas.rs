@@ -357,7 +357,7 @@ async fn heartbeats_and_the_ide_reach_a_workspace_through_either_replica_until_a
     let s = "either-1".to_owned();
     let r = client.post(replicas.url(0, &format!("/api/workspaces/{s}/start"))).send().await.unwrap();
     assert!(r.status().is_success());
-    all_settled(&replicas, &client, 0, &[s.clone()], "running").await;
+    all_settled(&replicas, &client, 0, std::slice::from_ref(&s), "running").await;
     let started: serde_json::Value =
         client.get(replicas.url(0, &format!("/api/workspaces/{s}"))).send().await.unwrap().json().await.unwrap();
     // Started on 0; replica 1 takes its heartbeats and serves its IDE with a session made on 0.

@@ -53,7 +53,7 @@ impl Lifecycle {
     /// again (a walk, through the storage gate), so a start of a folder under the limit costs nothing.
     pub(super) async fn check_hard_quota(&self, student: &StudentId) -> Result<(), LifecycleError> {
         let Some(quota) = self.settings.disk_hard_quota else { return Ok(()) };
-        if !self.usage.get(student).is_some_and(|m| m.usage.bytes > quota) {
+        if self.usage.get(student).is_none_or(|m| m.usage.bytes <= quota) {
             return Ok(());
         }
         let dir = self.storage.student_dir(student);

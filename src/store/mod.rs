@@ -289,6 +289,9 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
+mod tls_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -421,9 +421,11 @@ async fn the_http_export_streams_an_archive_that_imports_identically() {
     let base = tmp.path().join("base");
     std::fs::create_dir_all(base.join("alice")).unwrap();
     populate(&base.join("alice"));
-    let mut settings = workspaced::config::Settings::default();
-    settings.base_path = base.clone();
-    settings.database_url = format!("sqlite://{}", tmp.path().join("w.db").display());
+    let settings = workspaced::config::Settings {
+        base_path: base.clone(),
+        database_url: format!("sqlite://{}", tmp.path().join("w.db").display()),
+        ..Default::default()
+    };
     let store = workspaced::store::Store::connect(&settings.database_url).await.unwrap();
     let runtime =
         workspaced::runtime::docker::DockerRuntime::connect_lazy(settings.instance.clone(), Duration::from_secs(5))

@@ -96,10 +96,12 @@ async fn the_service_measures_usage_in_the_background_and_warns_once_above_the_s
     generate(&base.join("big"));
     std::fs::create_dir_all(base.join("small")).unwrap();
     std::fs::write(base.join("small/a.txt"), "x").unwrap();
-    let mut settings = workspaced::config::Settings::default();
-    settings.base_path = base.clone();
-    settings.database_url = format!("sqlite://{}", tmp.path().join("db.sqlite").display());
-    settings.disk_soft_quota = Some(64 * 1024);
+    let settings = workspaced::config::Settings {
+        base_path: base.clone(),
+        database_url: format!("sqlite://{}", tmp.path().join("db.sqlite").display()),
+        disk_soft_quota: Some(64 * 1024),
+        ..Default::default()
+    };
     let store = workspaced::store::Store::connect(&settings.database_url).await.unwrap();
     let instance = settings.instance.clone();
     let runtime = std::sync::Arc::new(

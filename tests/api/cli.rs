@@ -9,7 +9,6 @@ use workspaced::domain::Status;
 use crate::helpers::{cli, spawn_app, TestApp};
 
 /// Runs `workspaced <args> --server <server>` with the app's lms key.
-
 async fn cli_on(app: &TestApp, args: &[&str]) -> Output {
     cli(&format!("http://{}", app.addr), &app.lms_key, args).await
 }

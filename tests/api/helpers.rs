@@ -67,13 +67,12 @@ pub async fn spawn_app_full(
     let instance = format!("t{:08x}", rand::random::<u32>());
     let base = tmp.path().join("workspace-data");
     std::fs::create_dir(&base).unwrap();
-    let mut settings = Settings::default();
-    settings.base_path = base.clone();
     // The suite runs on PostgreSQL when scripts/test.sh provides a server (a new database per app), else on SQLite.
-    settings.database_url = match std::env::var("WORKSPACED_TEST_POSTGRES") {
+    let database_url = match std::env::var("WORKSPACED_TEST_POSTGRES") {
         Ok(server) => crate::support::fresh_postgres_database(&server).await,
         Err(_) => format!("sqlite://{}", tmp.path().join("workspaced.db").display()),
     };
+    let mut settings = Settings { base_path: base.clone(), database_url, ..Settings::default() };
     settings.auth.secret_key_file = Some(tmp.path().join("workspaced.key"));
     settings.listen = "127.0.0.1:0".to_owned();
     settings.instance = InstanceId::parse(&instance).unwrap();

@@ -122,9 +122,7 @@ impl KeyVerifier {
         let hash = hash_key(key);
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
         if let Some((who, at)) = &cached {
-            if fresh(*at, now, KEY_CACHE_TTL)
-                || (self.outage.ongoing(now) && fresh(*at, now, STALE_IF_UNAVAILABLE))
-            {
+            if fresh(*at, now, KEY_CACHE_TTL) || (self.outage.ongoing(now) && fresh(*at, now, STALE_IF_UNAVAILABLE)) {
                 return Ok(Some(who.clone()));
             }
         }
@@ -385,7 +383,8 @@ impl SessionGenerations {
     ) -> Result<Generation, StoreError> {
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(student).copied();
         if let Some((g, at)) = cached {
-            if fresh(at, now, GENERATION_CACHE_TTL) || (self.outage.ongoing(now) && fresh(at, now, STALE_IF_UNAVAILABLE))
+            if fresh(at, now, GENERATION_CACHE_TTL)
+                || (self.outage.ongoing(now) && fresh(at, now, STALE_IF_UNAVAILABLE))
             {
                 return Ok(g);
             }

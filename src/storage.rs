@@ -139,7 +139,9 @@ impl Storage {
                 crate::metrics::storage_call(if result.is_ok() { "ok" } else { "error" });
                 result
             }
-            Ok(Err(join)) => Err(StorageError::Io { path: self.base.clone(), source: io::Error::other(join.to_string()) }),
+            Ok(Err(join)) => {
+                Err(StorageError::Io { path: self.base.clone(), source: io::Error::other(join.to_string()) })
+            }
             Err(_) => {
                 abandoned.set();
                 crate::metrics::storage_call("stalled");
@@ -202,11 +204,16 @@ impl Storage {
     }
 
     /// [`Storage::ensure_student_dir`] that stops before each change once `abandoned` is set (its caller gave up).
-    pub fn ensure_student_dir_unless(&self, student: &StudentId, abandoned: &Abandoned) -> Result<PathBuf, StorageError> {
+    pub fn ensure_student_dir_unless(
+        &self,
+        student: &StudentId,
+        abandoned: &Abandoned,
+    ) -> Result<PathBuf, StorageError> {
         let base = self.check_base()?;
         let dir = base.join(student.as_str());
         let io_err = |source| StorageError::Io { path: dir.clone(), source };
-        let gave_up = || StorageError::Io { path: dir.clone(), source: io::Error::other("abandoned after its deadline") };
+        let gave_up =
+            || StorageError::Io { path: dir.clone(), source: io::Error::other("abandoned after its deadline") };
         if abandoned.is_set() {
             return Err(gave_up());
         }

@@ -60,8 +60,7 @@ impl Replicas {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut replicas =
-            Replicas { children: Vec::new(), ports: Vec::new(), instance, dir, db, env, spawned: 0 };
+        let mut replicas = Replicas { children: Vec::new(), ports: Vec::new(), instance, dir, db, env, spawned: 0 };
         let out = replicas.command().args(["key", "create", "--role", "admin"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -664,7 +663,10 @@ async fn a_database_outage_of_10_s_stops_no_workspace_and_everything_recovers_by
     assert!(r.headers().contains_key("retry-after"));
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
-    println!("{rounds} rounds of heartbeats and IDE requests through both replicas in {:?} without the database", down.elapsed());
+    println!(
+        "{rounds} rounds of heartbeats and IDE requests through both replicas in {:?} without the database",
+        down.elapsed()
+    );
     server.resume();
 
     // Everything comes back by itself: the store answers through both replicas again, one replica leads again.
@@ -698,8 +700,7 @@ async fn a_database_outage_of_10_s_stops_no_workspace_and_everything_recovers_by
         assert_eq!(settled(&replicas, &client, 0, s).await, "running", "{s}\n{}", replicas.logs());
         assert_eq!(replicas.containers(s).len(), 1);
     }
-    let stops: Vec<_> =
-        replicas.events().await.into_iter().filter(|e| e.1 == "stopped" || e.1 == "warning").collect();
+    let stops: Vec<_> = replicas.events().await.into_iter().filter(|e| e.1 == "stopped" || e.1 == "warning").collect();
     assert!(stops.iter().all(|e| e.0 == idle), "only the idle workspace was warned or stopped: {stops:?}");
     let r = client.post(replicas.url(1, "/api/workspaces/outage-after/start")).send().await.unwrap();
     assert_eq!(r.status(), 200, "starts work again");

@@ -325,7 +325,8 @@ pub async fn archive(settings: &Settings, a: ArchiveArgs) -> anyhow::Result<()> 
         .await?;
         match done {
             Ok(x) => {
-                let skipped = if x.skipped.is_empty() { String::new() } else { format!(", left out: {}", x.skipped.join(", ")) };
+                let skipped =
+                    if x.skipped.is_empty() { String::new() } else { format!(", left out: {}", x.skipped.join(", ")) };
                 println!("{student}: {} ({} files, {} bytes, verified{skipped})", x.file.display(), x.files, x.bytes);
             }
             Err(e) => {

@@ -90,7 +90,9 @@ impl StopReason {
             StopReason::MaxAge => "Workspace stopped because it reached its maximum lifetime.",
             StopReason::Lost => "Workspace stopped unexpectedly: its container disappeared.",
             StopReason::Shutdown => "Workspace stopped because the service shut down.",
-            StopReason::Quota => "Workspace stopped because its files are over the disk limit. Remove files to start it again.",
+            StopReason::Quota => {
+                "Workspace stopped because its files are over the disk limit. Remove files to start it again."
+            }
         }
     }
 }

@@ -29,7 +29,11 @@ impl ApiError {
             tracing::warn!(error = %e, "database unavailable");
             return ApiError {
                 retry_after: Some(5),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the database cannot be reached; try again")
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database cannot be reached; try again",
+                )
             };
         }
         Self::internal(e)

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 pub use admission::Admission;
 pub use cull::SweepReport;
-pub use quota::QuotaAction;
 pub use locks::{LockGuard, SharedLocks, StudentLocker, StudentLocks};
+pub use quota::QuotaAction;
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use view::Live;
 

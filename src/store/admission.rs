@@ -29,7 +29,8 @@ mod tests {
     #[tokio::test]
     async fn busy_workspaces_are_counted_and_the_asker_is_not() {
         let (store, _d) = store().await;
-        let (a, b, c) = (StudentId::parse("a").unwrap(), StudentId::parse("b").unwrap(), StudentId::parse("c").unwrap());
+        let (a, b, c) =
+            (StudentId::parse("a").unwrap(), StudentId::parse("b").unwrap(), StudentId::parse("c").unwrap());
         assert_eq!(store.count_busy_except(&a).await.unwrap(), 0);
         store.mark_queued(&a, t(0)).await.unwrap();
         store.mark_starting(&b, t(0)).await.unwrap();

@@ -17,8 +17,8 @@ use sqlx::Row;
 
 mod admission;
 mod culling;
-mod erase;
 mod encoding;
+mod erase;
 mod events;
 mod jobs;
 mod keys;
@@ -69,9 +69,9 @@ impl StoreError {
             | sqlx::Error::WorkerCrashed => true,
             // PostgreSQL's classes 08 (connection exception) and 57P (operator intervention: shutdown, cannot
             // connect now); SQLite's busy and locked.
-            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "6" || c == "517"
-            }),
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "5" || c == "6" || c == "517"),
             _ => false,
         }
     }

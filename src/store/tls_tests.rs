@@ -17,10 +17,11 @@ fn server_and_cert() -> Option<(String, std::path::PathBuf)> {
 }
 
 async fn uses_tls(store: &Store) -> bool {
-    let row = sqlx::query("SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let row =
+        sqlx::query("SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
     row.try_get::<i32, _>("tls").unwrap() == 1
 }
 

@@ -58,7 +58,9 @@ async fn a_deletion_needs_the_admin_key_a_stopped_workspace_and_the_id_twice_and
     let (code, body) = delete("?confirm=gone-1").await;
     assert_eq!((code, body["error"]["code"].as_str()), (409, Some("workspace_running")), "{body}");
     app.stop("gone-1").await;
-    for (query, want) in [("", "confirmation_required"), ("?confirm=gone-2", "confirmation_required"), ("?yes=1", "invalid_query")] {
+    for (query, want) in
+        [("", "confirmation_required"), ("?confirm=gone-2", "confirmation_required"), ("?yes=1", "invalid_query")]
+    {
         let (code, body) = delete(query).await;
         assert_eq!((code, body["error"]["code"].as_str()), (400, Some(want)), "{query}: {body}");
     }

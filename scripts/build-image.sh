@@ -5,7 +5,8 @@
 #   service image    (workspaced/workspaced:<version>): workspaced itself, for a container deployment (compose,
 #                    ECS): the binary WORKSPACED_SERVICE_BINARY on a debootstrap'd bookworm base
 #                    (workspaced/service-base:bookworm: glibc, ca-certificates, git); docs/deploy/Dockerfile
-# Usage: build-image.sh [code-server|tiny|all|service|service-base]   (default: code-server)
+# Usage: build-image.sh [code-server|tiny|all|service|service-base]   (default: code-server; all: tiny, code-server
+#   and service-base, what scripts/test.sh needs)
 # Skips an image whose tag already exists with the same workspaced.image-version label; the service image itself is
 # made again every time (its binary may have changed), on the cached base, with the classic builder, offline.
 set -euo pipefail
@@ -212,7 +213,7 @@ DOCKERFILE
 case "$what" in
   code-server) build_code_server ;;
   tiny) build_tiny ;;
-  all) build_tiny; build_code_server ;;
+  all) build_tiny; build_code_server; build_service_base ;;
   service) build_service ;;
   service-base) build_service_base ;;
   *) echo "usage: $0 [code-server|tiny|all|service|service-base]" >&2; exit 2 ;;

@@ -30,6 +30,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  log "installing openssl from apt (the test server's TLS certificate)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+fi
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 dir=$(mktemp -d /tmp/workspaced-pg.XXXXXX)
 chown postgres:postgres "$dir"

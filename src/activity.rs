@@ -65,7 +65,7 @@ impl Activity {
     /// another replica gets an entry here on its first activity, which the flush then writes like any other.
     pub fn touch_running(&self, student: &StudentId, at: DateTime<Utc>) -> DateTime<Utc> {
         let mut slots = self.slots.lock().expect("activity lock");
-        let slot = slots.entry(student.clone()).or_default();
+        let slot = slot_of(&mut slots, student);
         let at = ms(at);
         if at > slot.last_ms {
             slot.last_ms = at;
@@ -79,7 +79,7 @@ impl Activity {
     /// replica gets an entry, with no activity of its own yet (the store's is newer, and the later one counts).
     pub fn ide_seen(&self, student: &StudentId, at: DateTime<Utc>) {
         let mut slots = self.slots.lock().expect("activity lock");
-        let slot = slots.entry(student.clone()).or_default();
+        let slot = slot_of(&mut slots, student);
         let at = ms(at);
         if slot.ide_ms.is_none_or(|v| at > v) {
             slot.ide_ms = Some(at);
@@ -141,6 +141,14 @@ impl Activity {
         }
         Ok(batch.len())
     }
+}
+
+/// The student's entry, made when missing. No copy of the id on the way of a heartbeat to a known entry.
+fn slot_of<'a>(slots: &'a mut HashMap<StudentId, Slot>, student: &StudentId) -> &'a mut Slot {
+    if !slots.contains_key(student) {
+        slots.insert(student.clone(), Slot::default());
+    }
+    slots.get_mut(student).expect("just inserted")
 }
 
 #[cfg(test)]

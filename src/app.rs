@@ -137,6 +137,7 @@ impl Application {
         tasks.spawn(Culler::new(lifecycle.clone()).run(health.clone(), token.clone()));
         tasks.spawn(crate::reconciler::run(lifecycle.clone(), first, health.clone(), token.clone()));
         tasks.spawn(crate::usage::run_usage_loop(lifecycle.clone(), health.clone(), token.clone()));
+        tasks.spawn(crate::usage::run_stats_sampler(lifecycle.clone(), health.clone(), token.clone()));
         if settings.notify.webhook_url.is_some() {
             let (store, notify, stop) = (lifecycle.store().clone(), settings.notify.clone(), token.clone());
             tasks.spawn(supervise::keep_running(health.clone(), "webhook", token.clone(), move || {

@@ -24,6 +24,12 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The I/O error of a call on `path`, for `map_err`.
+    pub fn at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StorageError {
+        let path = path.into();
+        move |source| StorageError::Io { path, source }
+    }
+
     /// Whether the base path as a whole is unusable now (missing, read-only, stalled), rather than one folder.
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, StorageError::Io { .. })

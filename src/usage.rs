@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::StudentId;
-use crate::ops::usage::{disk_usage, Usage};
+use crate::ops::usage::Usage;
 
 /// The latest measured disk use of each student folder, filled by [`run_usage_loop`] and read by the status API.
 #[derive(Default)]
@@ -129,19 +129,13 @@ pub async fn measure_all(lc: &crate::lifecycle::Lifecycle) -> anyhow::Result<usi
     let students = lc
         .storage()
         .run("listing the student folders", None, |st, _| {
-            st.student_folders().map_err(|e| crate::storage::StorageError::Io { path: st.base().to_owned(), source: e })
+            st.student_folders().map_err(crate::storage::StorageError::at(st.base()))
         })
         .await
         .with_context(|| format!("cannot list the student folders in {}", lc.storage().base().display()))?;
     let quota = lc.settings().disk_soft_quota;
-    // A walk of one folder may take long on EFS; the interval bounds it.
-    let walk = Some(lc.settings().usage_interval);
     for student in &students {
-        let dir = lc.storage().student_dir(student);
-        let measured = lc.storage().run("measuring a folder", walk, move |_, _| {
-            disk_usage(&dir).map_err(|source| crate::storage::StorageError::Io { path: dir.clone(), source })
-        });
-        let usage = match measured.await {
+        let usage = match lc.measure_folder(student).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(student = %student, error = %e, "cannot measure disk use");
@@ -185,24 +179,33 @@ pub async fn sample_engine_if_wanted(lc: &crate::lifecycle::Lifecycle) -> anyhow
 
 /// Measures disk use at start-up and then every `usage_interval` until cancelled, on the replica that leads, each
 /// pass supervised: a pass that fails (the base path is gone) or panics is logged and counted, and the next one runs
-/// on time. Beside it, on every replica (each answers `GET /api/admin/stats` from its own cache), the engine
-/// sampler: a long-lived task, started again after a panic, that samples every `stats_interval` while someone asks.
-/// It is not a loop with passes that `/readyz` could call late: one sample of 500 containers takes about a minute.
+/// on time.
 pub async fn run_usage_loop(
     lc: Arc<crate::lifecycle::Lifecycle>,
     health: Arc<crate::supervise::LoopHealth>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let interval = lc.settings().usage_interval;
-    let (lc, h, stop) = (&lc, health.clone(), shutdown.clone());
-    let disk = crate::supervise::supervise_singleton(health, "usage", interval, shutdown, move || async move {
+    let lc = &lc;
+    crate::supervise::supervise_singleton(health, "usage", interval, shutdown, move || async move {
         let started = std::time::Instant::now();
         let n = measure_all(lc).await?;
         tracing::debug!(folders = n, ms = started.elapsed().as_millis() as u64, "disk use measured");
         Ok(())
-    });
-    let engine = crate::supervise::keep_running(h.clone(), "stats", stop.clone(), || run_engine_sampler(lc, &h, &stop));
-    tokio::join!(disk, engine);
+    })
+    .await;
+}
+
+/// The engine sampler, on every replica (each answers `GET /api/admin/stats` from its own cache): a long-lived task,
+/// started again after a panic, that samples every `stats_interval` while someone asks. It is not a loop with passes
+/// that `/readyz` could call late: one sample of 500 containers takes about a minute.
+pub async fn run_stats_sampler(
+    lc: Arc<crate::lifecycle::Lifecycle>,
+    health: Arc<crate::supervise::LoopHealth>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let (lc, h, stop) = (&lc, health.clone(), shutdown.clone());
+    crate::supervise::keep_running(health, "stats", shutdown, || run_engine_sampler(lc, &h, &stop)).await;
 }
 
 async fn run_engine_sampler(

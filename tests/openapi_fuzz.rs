@@ -134,10 +134,7 @@ impl Service {
     /// SIGTERM and wait, then remove this instance's containers until two looks in a row find none (a start asked
     /// for just before the exit can still be created by the engine after it).
     fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-        support::remove_instance_containers(&self.instance);
+        support::stop_service(&mut self.child, &self.instance);
     }
 }
 

@@ -550,4 +550,10 @@ fn the_end_of_term_archive_is_verified_checksummed_restorable_and_never_overwrit
     assert!(text.contains("never overwritten") && text.contains("no folder for nobody"), "{text}");
     assert_eq!(std::fs::read(out.join("alice.tar.gz")).unwrap(), before);
     assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+    // Neither students nor --all, both, or a bad id: refused before anything is written.
+    for args in [vec![], vec!["--all", "alice"], vec!["../etc"]] {
+        let refused = cli(&base, &[&["archive", "-o", out.to_str().unwrap()][..], &args[..]].concat());
+        assert!(!refused.status.success(), "{args:?} was accepted");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sums, "nothing added by refusals");
 }

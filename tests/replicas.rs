@@ -649,14 +649,14 @@ async fn a_database_outage_of_10_s_stops_no_workspace_and_everything_recovers_by
     server.pause();
     let down = Instant::now();
     // Students notice nothing: heartbeats are taken (kept in memory) and the IDEs served from the cached routes.
+    // For 10 s, and at least three rounds however slow the machine.
     let mut rounds = 0;
-    while down.elapsed() < Duration::from_secs(10) {
+    while down.elapsed() < Duration::from_secs(10) || rounds < 3 {
         let failed = round().await;
         assert!(failed.is_empty(), "during the outage: {failed:?}\n{}", replicas.logs());
         rounds += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(rounds >= 3, "only {rounds} rounds during the outage");
     // Routes that need the store say so, with a code and a Retry-After.
     let r = client.get(replicas.url(0, "/api/workspaces/outage-kept-0")).send().await.unwrap();
     assert_eq!(r.status(), 503);

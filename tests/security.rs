@@ -91,10 +91,7 @@ impl Service {
 
     /// Stops the server (SIGTERM, then wait) and removes this instance's containers.
     fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-        support::remove_instance_containers(&self.instance);
+        support::stop_service(&mut self.child, &self.instance);
     }
 }
 

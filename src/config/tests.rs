@@ -226,6 +226,7 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_STORAGE_TIMEOUT", "1h"),
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "0"),
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "5000"),
+        ("WORKSPACED_DISK_HARD_QUOTA", "lots"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

@@ -34,7 +34,7 @@ pub async fn delete(
     StudentPath(id): StudentPath,
     query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::query)?;
     if q.confirm.as_deref() != Some(id.as_str()) {
         let msg = format!("deleting removes the files of {id} for good; repeat the id as ?confirm={id}");
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "confirmation_required", msg));

@@ -39,6 +39,11 @@ impl ApiError {
         Self::internal(e)
     }
 
+    /// A query string that does not parse: 400 `invalid_query`.
+    pub fn query(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the service log")

@@ -77,10 +77,10 @@ pub struct StartQuery {
         (status = 200, description = "Running (ready)", body = WorkspaceView),
         (status = 202, description = "`?wait=false`: queued or starting", body = WorkspaceView),
         (status = 400, description = "`invalid_student_id`, `invalid_query`", body = ErrorBody),
-        (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`", body = ErrorBody),
+        (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`; `quota_exceeded`: the folder is over `disk_hard_quota`", body = ErrorBody),
         (status = 429, description = "`capacity_reached`, `start_queue_full` (with `Retry-After`)", body = ErrorBody),
         (status = 502, description = "`runtime_error`: the engine refused the request", body = ErrorBody),
-        (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`", body = ErrorBody),
+        (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`, `store_unavailable`", body = ErrorBody),
         (status = 504, description = "`start_timeout`: the IDE did not become ready in time", body = ErrorBody),
     ))]
 pub async fn start(
@@ -88,8 +88,7 @@ pub async fn start(
     StudentPath(id): StudentPath,
     query: Result<axum::extract::Query<StartQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
-    let wait =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?.wait.unwrap_or(true);
+    let wait = query.map_err(ApiError::query)?.wait.unwrap_or(true);
     let mode = if wait { StartMode::Wait } else { StartMode::Background };
     let rec = state.lifecycle.start_with(&id, mode).await?;
     let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
@@ -118,7 +117,7 @@ pub async fn stop(
     StudentPath(id): StudentPath,
     query: Result<Query<StopQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::query)?;
     let reason = match q.reason.as_deref() {
         None | Some("user") => StopReason::User,
         Some("admin") => StopReason::Admin,
@@ -165,7 +164,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListView>, ApiError> {
     // A misspelt filter (`?stauts=`) must not silently list everything.
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::query)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<Status>().map_err(|_| {

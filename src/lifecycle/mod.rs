@@ -251,7 +251,7 @@ impl Lifecycle {
 
     /// CPU and memory of every running workspace on record (from the store, so those started on other replicas
     /// too), from the engine: about a second each, 8 at a time. Slow by nature, so nothing answers a request with
-    /// it directly: the background sample (`usage::run_usage_loop`) calls it and `GET /api/admin/stats` reads that.
+    /// it directly: the background sample (`usage::run_stats_sampler`) calls it and `GET /api/admin/stats` reads that.
     pub async fn engine_stats(&self) -> Result<Vec<(StudentId, crate::runtime::ContainerStats)>, LifecycleError> {
         use futures_util::StreamExt;
         let running = self.store.running_ports().await?;

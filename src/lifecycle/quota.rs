@@ -3,6 +3,7 @@
 
 use super::{Lifecycle, LifecycleError};
 use crate::domain::{EventKind, EventReason, Status, StopReason, StudentId};
+use crate::storage::StorageError;
 use crate::store::{NewEvent, RevokeScope};
 
 /// What the hard limit did after a measurement.
@@ -56,20 +57,23 @@ impl Lifecycle {
         if self.usage.get(student).is_none_or(|m| m.usage.bytes <= quota) {
             return Ok(());
         }
-        let dir = self.storage.student_dir(student);
-        let walk = Some(self.settings.usage_interval);
-        let usage = self
-            .storage
-            .run("measuring a folder", walk, move |_, _| {
-                crate::ops::usage::disk_usage(&dir)
-                    .map_err(|source| crate::storage::StorageError::Io { path: dir.clone(), source })
-            })
-            .await?;
+        let usage = self.measure_folder(student).await?;
         self.usage.remember(student, usage, self.clock.now());
         if usage.bytes > quota {
             return Err(LifecycleError::OverQuota { student: student.clone(), bytes: usage.bytes, quota });
         }
         Ok(())
+    }
+
+    /// The disk use of the student's folder, walked through the storage gate (the walk may take up to
+    /// `usage_interval` on EFS).
+    pub async fn measure_folder(&self, student: &StudentId) -> Result<crate::ops::usage::Usage, StorageError> {
+        let dir = self.storage.student_dir(student);
+        let walk = Some(self.settings.usage_interval);
+        let measure = move |_: &crate::storage::Storage, _: &_| {
+            crate::ops::usage::disk_usage(&dir).map_err(StorageError::at(dir.clone()))
+        };
+        self.storage.run("measuring a folder", walk, measure).await
     }
 
     /// Erases a student: the folder and the record, for retention rules and erasure requests. Refused unless the
@@ -88,10 +92,8 @@ impl Lifecycle {
                 .run("deleting a student's folder", Some(self.settings.usage_interval), move |_, _| {
                     match std::fs::symlink_metadata(&dir) {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                        Err(source) => Err(crate::storage::StorageError::Io { path: dir.clone(), source }),
-                        Ok(_) => std::fs::remove_dir_all(&dir)
-                            .map(|()| true)
-                            .map_err(|source| crate::storage::StorageError::Io { path: dir.clone(), source }),
+                        Err(e) => Err(StorageError::at(dir)(e)),
+                        Ok(_) => std::fs::remove_dir_all(&dir).map(|()| true).map_err(StorageError::at(dir)),
                     }
                 })
                 .await?

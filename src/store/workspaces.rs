@@ -290,30 +290,19 @@ impl Store {
         // Idle: warn_at = last + idle - min(lead, idle), so due when last <= due - max(idle - lead, 0).
         // Max age: warn_at = started + max_age - lead' with lead' <= lead, so due (at the latest) when
         // started <= (due + lead) - max_age.
-        let idle_eff = "CASE WHEN idle_timeout_ms IS NULL THEN $N ELSE idle_timeout_ms END";
-        let age_eff = "CASE WHEN max_age_ms IS NULL THEN $N WHEN max_age_ms < 0 THEN 0 ELSE max_age_ms END";
+        // $1 enabled by default, $2 due, $3 and $5 the default idle timeout, $4 and $6 the default lead, $7 due plus
+        // lead, $8 the default max age.
+        let idle_eff = |n: u8| format!("CASE WHEN idle_timeout_ms IS NULL THEN ${n} ELSE idle_timeout_ms END");
+        let (idle_a, idle_b) = (idle_eff(3), idle_eff(5));
+        let age_eff = "CASE WHEN max_age_ms IS NULL THEN $8 WHEN max_age_ms < 0 THEN 0 ELSE max_age_ms END";
         let sql = format!(
             "SELECT {COLUMNS} FROM workspaces WHERE status = 'running'
-               AND COALESCE(CAST(cull_enabled AS INTEGER), $N) <> 0
+               AND COALESCE(CAST(cull_enabled AS INTEGER), $1) <> 0
                AND (COALESCE(last_activity_ms, started_at_ms, updated_at_ms)
-                      <= $N - CASE WHEN {idle_eff} > $N THEN {idle_eff} - $N ELSE 0 END
-                    OR COALESCE(started_at_ms, updated_at_ms) <= $N - {age_eff})
+                      <= $2 - CASE WHEN {idle_a} > $4 THEN {idle_b} - $6 ELSE 0 END
+                    OR COALESCE(started_at_ms, updated_at_ms) <= $7 - {age_eff})
              ORDER BY student_id"
         );
-        // Every parameter its own number, in order, as everywhere in the store.
-        let mut n = 0;
-        let sql = sql
-            .split("$N")
-            .enumerate()
-            .map(|(i, part)| {
-                if i == 0 {
-                    part.to_owned()
-                } else {
-                    n += 1;
-                    format!("${n}{part}")
-                }
-            })
-            .collect::<String>();
         let rows = sqlx::query(&sql)
             .bind(i64::from(defaults.enabled))
             .bind(due)

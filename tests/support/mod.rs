@@ -49,3 +49,12 @@ pub fn remove_instance_containers(instance: &str) {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Stops a `workspaced serve` process the way a deploy does (SIGTERM, then wait for it) and removes the containers
+/// of its instance.
+pub fn stop_service(child: &mut std::process::Child, instance: &str) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    remove_instance_containers(instance);
+}

@@ -589,7 +589,7 @@ impl OwnServer {
         OwnServer { url: Self::script(&[]) }
     }
 
-    /// The server goes away (an immediate shutdown: connections break as in a crash or a failover).
+    /// The server goes away (a fast shutdown: every connection is cut, as in a failover; committed data stays).
     fn pause(&self) {
         Self::script(&["pause", &self.url]);
     }

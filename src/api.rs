@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{Status, StopReason, StudentId};
+use crate::domain::{CourseId, Status, StopReason, StudentId};
 use crate::store::PolicyOverrides;
 
 /// The status of a workspace as the API shows it (`GET /api/workspaces/{id}`, start, stop, policy).
@@ -15,6 +15,8 @@ use crate::store::PolicyOverrides;
 pub struct WorkspaceView {
     pub student_id: StudentId,
     pub status: Status,
+    /// The course the workspace belongs to (given at its first start), if any.
+    pub course: Option<CourseId>,
     pub container_id: Option<String>,
     pub last_activity: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -58,7 +60,7 @@ pub struct PolicyView {
     pub overrides: PolicyOverrides,
 }
 
-/// The container limits every workspace gets.
+/// The container limits of a workspace: its last start's (its course's, or the service's), else the service's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Limits {
     pub cpus: f64,
@@ -148,6 +150,8 @@ pub struct StatsView {
 pub struct OwnStatus {
     pub student_id: StudentId,
     pub status: Status,
+    /// The course's title (or id), for the launcher; `null` outside a course.
+    pub course_title: Option<String>,
     pub queue_position: Option<usize>,
     pub queue_estimate_seconds: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
@@ -165,6 +169,26 @@ pub struct OwnStatus {
     pub heartbeat_interval_seconds: u64,
     pub poll_interval_seconds: u64,
     pub now: DateTime<Utc>,
+}
+
+/// A course (`GET /api/courses/{course}`, `PUT`): its profile as stored, and how many workspaces it has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CourseView {
+    pub course_id: CourseId,
+    /// The title, or the course id when the profile has none.
+    pub title: String,
+    pub profile: crate::course::CourseBody,
+    /// Workspaces in the course, and those queued, starting, running or stopping.
+    pub workspaces: u64,
+    pub running: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/courses`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CourseList {
+    pub courses: Vec<CourseView>,
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`. Clients match on `code`.
@@ -272,6 +296,7 @@ mod tests {
         WorkspaceView {
             student_id: alice(),
             status: Status::Running,
+            course: None,
             container_id: Some("5c0f...".into()),
             last_activity: Some(at("2026-11-22T08:01:02.345Z")),
             started_at: Some(at("2026-11-22T08:01:02.345Z")),
@@ -309,9 +334,24 @@ mod tests {
 
     #[test]
     fn the_student_status_serializes_as_documented() {
+        assert_documented(&CourseView {
+            course_id: CourseId::parse("cs101").unwrap(),
+            title: "CS 101: Introduction to Programming".into(),
+            profile: crate::course::CourseBody {
+                title: Some("CS 101: Introduction to Programming".into()),
+                cpus: Some(0.5),
+                memory: Some("512m".into()),
+                ..Default::default()
+            },
+            workspaces: 42,
+            running: 7,
+            created_at: at("2026-11-22T08:00:00Z"),
+            updated_at: at("2026-11-22T08:00:00Z"),
+        });
         assert_documented(&OwnStatus {
             student_id: alice(),
             status: Status::Running,
+            course_title: None,
             queue_position: None,
             queue_estimate_seconds: None,
             started_at: Some(at("2026-11-22T08:01:02.345Z")),

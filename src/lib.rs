@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod course;
 pub mod culler;
 pub mod domain;
 pub mod fswalk;

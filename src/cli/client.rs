@@ -86,6 +86,16 @@ impl ApiClient {
         self.send(self.http.delete(self.url(path)).query(query)).await.map(drop)
     }
 
+    /// A PUT of a JSON body, its answer read as `T`.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        read(self.send(self.http.put(self.url(path)).json(body)).await?).await
+    }
+
+    /// A POST of a JSON body, its answer read as `T`.
+    pub async fn post_body<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        read(self.send(self.http.post(self.url(path)).json(body)).await?).await
+    }
+
     /// A POST whose successful answer the caller reads itself (a stream).
     pub async fn post_json(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await

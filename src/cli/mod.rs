@@ -3,6 +3,7 @@
 //! `image build`. Errors go to stderr as `error: ...` with a non-zero exit code; results go to stdout.
 
 mod client;
+mod courses;
 mod image;
 mod keys;
 mod maintenance;
@@ -57,6 +58,11 @@ pub enum Command {
         status: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Course profiles: image, limits, culling and starter files per course (through a running server).
+    Course {
+        #[command(subcommand)]
+        command: courses::CourseCommand,
     },
     /// Container images.
     Image {
@@ -316,6 +322,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             };
             image::build(tag.as_deref(), kind)
         }
+        Command::Course { command } => courses::course(settings, command).await,
         Command::Doctor(a) => storage::doctor(settings, a).await,
         Command::Export(a) => storage::export(settings, a).await,
         Command::Import(a) => storage::import(settings, a).await,

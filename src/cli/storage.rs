@@ -278,8 +278,11 @@ pub struct ArchiveArgs {
     /// Students to archive (or --all).
     pub students: Vec<String>,
     /// Every student folder below the base path.
-    #[arg(long, conflicts_with = "students")]
+    #[arg(long, conflicts_with_all = ["students", "course"])]
     pub all: bool,
+    /// Every workspace of this course (asked of the running server).
+    #[arg(long, conflicts_with = "students")]
+    pub course: Option<crate::domain::CourseId>,
     /// Folder for the archives (created owner-only if missing); existing archives are never overwritten.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -295,8 +298,12 @@ pub async fn archive(settings: &Settings, a: ArchiveArgs) -> anyhow::Result<()> 
     let storage = crate::storage::Storage::new(&settings.base_path, settings.workspace.uid, settings.workspace.gid);
     let students: Vec<StudentId> = if a.all {
         storage.student_folders().with_context(|| format!("cannot list {}", settings.base_path.display()))?
+    } else if let Some(course) = &a.course {
+        let client = super::client::ApiClient::new(super::client::server_base(settings, a.server.as_deref()))?;
+        let list: crate::api::ListView = client.get("/api/workspaces", &[("course", course.as_str())]).await?;
+        list.workspaces.into_iter().map(|w| w.student_id).collect()
     } else if a.students.is_empty() {
-        bail!("name the students to archive, or --all");
+        bail!("name the students to archive, or --all, or --course <course>");
     } else {
         a.students.iter().map(|s| parse_student(s)).collect::<Result<_, _>>()?
     };

@@ -148,6 +148,12 @@ pub(super) fn command(v: &str) -> Result<Vec<String>, String> {
     list(v, |v| v.split_whitespace().map(str::to_owned).collect())
 }
 
+/// Image names, comma-separated or a JSON array; blanks dropped.
+pub(super) fn image_list(v: &str) -> Result<Vec<String>, String> {
+    let items = list(v, |v| v.split(',').map(str::to_owned).collect())?;
+    Ok(items.into_iter().map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect())
+}
+
 /// Origins compare exactly with a browser's `Origin` header, which never has a trailing `/` or spaces.
 pub(super) fn origins(v: &str) -> Result<Vec<String>, String> {
     let origins = list(v, |v| v.split(',').map(str::to_owned).collect())?

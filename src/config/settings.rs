@@ -56,6 +56,35 @@ pub struct Settings {
     /// Host that alone serves the admin dashboard and the API (e.g. `admin.ide.example.edu`); no IDE is served on
     /// it. `None`: every host serves everything.
     pub admin_host: Option<String>,
+    pub courses: CourseSettings,
+}
+
+/// The operator's rules for course profiles (`PUT /api/courses/{course}`): an LMS key sets a course's image, limits
+/// and template only within them.
+#[derive(Debug, Clone)]
+pub struct CourseSettings {
+    /// Folder holding the templates (starter files) and assignment folders courses may name; `None`: none.
+    pub templates_path: Option<PathBuf>,
+    /// Images a course may name; empty: only the configured `image`.
+    pub allowed_images: Vec<String>,
+    /// Largest CPU limit a course may set.
+    pub max_cpus: f64,
+    /// Largest memory limit a course may set, in bytes.
+    pub max_memory_bytes: i64,
+    /// Largest process limit a course may set.
+    pub max_pids_limit: i64,
+}
+
+impl Default for CourseSettings {
+    fn default() -> Self {
+        Self {
+            templates_path: None,
+            allowed_images: Vec::new(),
+            max_cpus: 4.0,
+            max_memory_bytes: 8 << 30,
+            max_pids_limit: 4096,
+        }
+    }
 }
 
 /// API keys, launch links and browser sessions.
@@ -226,6 +255,7 @@ impl Default for Settings {
             storage_timeout: Duration::from_secs(10),
             storage_max_blocked: 16,
             admin_host: None,
+            courses: CourseSettings::default(),
         }
     }
 }

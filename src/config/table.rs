@@ -293,6 +293,24 @@ pub static SETTINGS: &[Setting] = &[
         follow), and no IDE on it: then nothing a student serves runs on the dashboard's origin. Other hosts answer \
         404 `not_found` for `/admin` and the API (but the student's heartbeat, which the SDK sends). Recommended in \
         production; see docs/security.md. Empty means unset."),
+    setting!("templates_path", "WORKSPACED_TEMPLATES_PATH",
+        courses.templates_path: p::optional_path, c::any, "unset",
+        "Folder of the operator's course templates: a course's `template` names a folder directly in it (starter \
+        files copied into a student's folder at the first start), and `distribute` copies folders from it. Unset: \
+        courses cannot name templates. Read without following symbolic links. Empty means unset."),
+    setting!("allowed_images", "WORKSPACED_ALLOWED_IMAGES",
+        courses.allowed_images: p::image_list, c::any, "empty: only `image`",
+        "Images a course profile may name (comma-separated, or a TOML array). Empty: only the configured `image`. \
+        A profile with another image is refused with 400 `image_not_allowed`."),
+    setting!("course_max_cpus", "WORKSPACED_COURSE_MAX_CPUS",
+        courses.max_cpus: p::number, c::cpus, "`4`",
+        "Largest CPU limit a course profile may set; above it: 400 `over_operator_limit`. More than 0, at most 1024."),
+    setting!("course_max_memory", "WORKSPACED_COURSE_MAX_MEMORY",
+        courses.max_memory_bytes: p::parse_bytes, c::docker_memory, "`8g`",
+        "Largest memory limit a course profile may set; above it: 400 `over_operator_limit`."),
+    setting!("course_max_pids_limit", "WORKSPACED_COURSE_MAX_PIDS_LIMIT",
+        courses.max_pids_limit: p::number, c::at_least_one, "`4096`",
+        "Largest process limit a course profile may set; above it: 400 `over_operator_limit`."),
     setting!("proxy_host_suffix", "WORKSPACED_PROXY_HOST_SUFFIX",
         proxy.host_suffix: p::host_suffix, c::any, "unset (path mode only)",
         "Host mode: with `ws.example.org`, a request for `alice.ws.example.org` goes to alice's IDE at `/`, and \

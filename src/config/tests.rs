@@ -52,6 +52,11 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_LEASE_TTL", "3s"),
         ("WORKSPACED_STORAGE_TIMEOUT", "4s"),
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "8"),
+        ("WORKSPACED_TEMPLATES_PATH", "/srv/templates"),
+        ("WORKSPACED_ALLOWED_IMAGES", "a/b:1, c/d:2"),
+        ("WORKSPACED_COURSE_MAX_CPUS", "8"),
+        ("WORKSPACED_COURSE_MAX_MEMORY", "16g"),
+        ("WORKSPACED_COURSE_MAX_PIDS_LIMIT", "8192"),
         ("WORKSPACED_ADMIN_HOST", "Admin.IDE.example.edu:8443"),
         ("WORKSPACED_START_TIMEOUT", "2m"),
         ("WORKSPACED_STOP_GRACE", "3s"),
@@ -227,6 +232,11 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "0"),
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "5000"),
         ("WORKSPACED_DISK_HARD_QUOTA", "lots"),
+        ("WORKSPACED_COURSE_MAX_CPUS", "0"),
+        ("WORKSPACED_COURSE_MAX_CPUS", "many"),
+        ("WORKSPACED_COURSE_MAX_MEMORY", "1m"),
+        ("WORKSPACED_COURSE_MAX_PIDS_LIMIT", "0"),
+        ("WORKSPACED_ALLOWED_IMAGES", "[1, 2]"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

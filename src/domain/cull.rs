@@ -63,21 +63,36 @@ fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// A workspace's own overrides of the service's culling defaults; `None` follows the default.
+/// Overrides of the service's culling defaults, a course's or a workspace's own; `None` follows the layer below.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub idle_timeout: Option<Duration>,
     pub max_age: Option<Duration>,
     pub enabled: Option<bool>,
+    /// Only a course sets it; a workspace's own overrides leave it to the course or the service.
+    pub warning_lead: Option<Duration>,
 }
 
-/// The policy for one workspace: the service's defaults with the workspace's overrides. The warning lead never
-/// exceeds the idle timeout (a 60 s timeout with a 120 s lead warns at once, not before the last activity).
+impl Overrides {
+    /// These overrides over `below` (a workspace's over its course's): each value set here wins.
+    pub fn over(&self, below: &Overrides) -> Overrides {
+        Overrides {
+            idle_timeout: self.idle_timeout.or(below.idle_timeout),
+            max_age: self.max_age.or(below.max_age),
+            enabled: self.enabled.or(below.enabled),
+            warning_lead: self.warning_lead.or(below.warning_lead),
+        }
+    }
+}
+
+/// The policy for one workspace: the service's defaults with the overrides (a workspace's over its course's). The
+/// warning lead never exceeds the idle timeout (a 60 s timeout with a 120 s lead warns at once, not before the last
+/// activity).
 pub fn effective_policy(defaults: &CullPolicy, o: &Overrides) -> CullPolicy {
     let idle_timeout = o.idle_timeout.unwrap_or(defaults.idle_timeout);
     CullPolicy {
         idle_timeout,
-        warning_lead: defaults.warning_lead.min(idle_timeout),
+        warning_lead: o.warning_lead.unwrap_or(defaults.warning_lead).min(idle_timeout),
         max_age: o.max_age.or(defaults.max_age),
         enabled: o.enabled.unwrap_or(defaults.enabled),
     }

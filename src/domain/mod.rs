@@ -1,5 +1,6 @@
 //! Pure types and rules: student ids, workspace states and stop reasons. No IO lives here.
 
+mod course;
 pub mod cull;
 mod ide_auth;
 mod role;
@@ -10,6 +11,7 @@ pub use cull::{
     cull_input, deadlines, decide, effective_policy, CullInput, CullPolicy, Deadlines, Decision, Overrides,
     MAX_DURATION,
 };
+pub use course::CourseId;
 pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_SERVER_COOKIE};
 pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};

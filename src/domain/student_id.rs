@@ -44,7 +44,7 @@ impl InstanceId {
     }
 }
 
-fn validate(raw: &str, max: usize, _what: &'static str) -> Result<(), InvalidId> {
+pub(super) fn validate(raw: &str, max: usize, _what: &'static str) -> Result<(), InvalidId> {
     if raw.is_empty() {
         return Err(InvalidId("must not be empty"));
     }

@@ -95,6 +95,11 @@ impl From<LifecycleError> for ApiError {
             },
             L::OverQuota { .. } => ApiError::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string()),
             L::StillRunning(_) => ApiError::new(StatusCode::CONFLICT, "workspace_running", e.to_string()),
+            L::CourseNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "course_not_found", e.to_string()),
+            L::CourseBusy { .. } => ApiError::new(StatusCode::CONFLICT, "course_in_use", e.to_string()),
+            L::CourseConflict { .. } => ApiError::new(StatusCode::CONFLICT, "course_conflict", e.to_string()),
+            L::CourseInvalid { .. } => ApiError::new(StatusCode::CONFLICT, "course_profile_invalid", e.to_string()),
+            L::Profile(p) => ApiError::new(StatusCode::BAD_REQUEST, p.code, p.message),
             L::Store(s) => ApiError::store(s),
             L::Panicked(m) => ApiError::internal(m),
         }

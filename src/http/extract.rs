@@ -47,6 +47,8 @@ impl<T: DeserializeOwned> JsonBody for T {
 pub enum InvalidBody {
     #[error("invalid student id: {0}")]
     StudentId(#[from] InvalidId),
+    #[error("invalid course id: {0}")]
+    CourseId(InvalidId),
 }
 
 impl From<Infallible> for InvalidBody {
@@ -67,13 +69,57 @@ where
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
-        let raw: T::Raw = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON body: {e}")))?;
-        T::try_from(raw).map(ApiJson).map_err(|e| match e.into() {
-            e @ InvalidBody::StudentId(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", e.to_string())
-            }
-        })
+        parse_body(&bytes).map(ApiJson)
+    }
+}
+
+/// The JSON body, read as its wire form and then parsed into domain types.
+fn parse_body<T>(bytes: &[u8]) -> Result<T, ApiError>
+where
+    T: JsonBody + TryFrom<<T as JsonBody>::Raw>,
+    <T as TryFrom<<T as JsonBody>::Raw>>::Error: Into<InvalidBody>,
+{
+    let raw: T::Raw = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON body: {e}")))?;
+    T::try_from(raw).map_err(|e| match e.into() {
+        e @ InvalidBody::StudentId(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_student_id", e.to_string()),
+        e @ InvalidBody::CourseId(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_course_id", e.to_string()),
+    })
+}
+
+/// A JSON body that may be left out: an empty body is `None` (a start without options), anything else must parse
+/// as [`ApiJson`] does.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: JsonBody + TryFrom<<T as JsonBody>::Raw>,
+    <T as TryFrom<<T as JsonBody>::Raw>>::Error: Into<InvalidBody>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        parse_body(&bytes).map(|b| OptionalJson(Some(b)))
+    }
+}
+
+/// The `{course}` path segment, validated.
+pub struct CoursePath(pub crate::domain::CourseId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CoursePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_course_id", format!("invalid course id: {e}"));
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| bad(e.to_string()))?;
+        crate::domain::CourseId::parse(&raw).map(CoursePath).map_err(|e| bad(e.to_string()))
     }
 }
 

@@ -389,8 +389,16 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
         None => (lc.settings().cull.idle_timeout, lc.settings().cull.warning_lead.as_secs()),
     };
     let (heartbeat_interval_seconds, poll_interval_seconds) = intervals(idle);
+    let course_title = match view.as_ref().and_then(|v| v.course.as_ref()) {
+        Some(c) => {
+            let course = lc.reads().get_course(c).await.map_err(ApiError::store)?;
+            Some(course.and_then(|r| r.profile.title).unwrap_or_else(|| c.to_string()))
+        }
+        None => None,
+    };
     Ok(match view {
         Some(v) => OwnStatus {
+            course_title,
             warning_lead_seconds: lead,
             heartbeat_interval_seconds,
             poll_interval_seconds,
@@ -414,6 +422,7 @@ async fn own_status(state: &AppState, student: &StudentId) -> Result<OwnStatus, 
         None => OwnStatus {
             student_id: student.clone(),
             status: Status::Stopped,
+            course_title: None,
             queue_position: None,
             queue_estimate_seconds: None,
             started_at: None,
@@ -513,8 +522,14 @@ async fn not_running(state: &AppState, student: &StudentId, prefix: &str, html: 
 pub async fn create_launch(
     State(state): State<Arc<AppState>>,
     super::extract::StudentPath(id): super::extract::StudentPath,
+    super::extract::OptionalJson(body): super::extract::OptionalJson<super::workspaces::CourseChoice>,
 ) -> Result<Json<LaunchLink>, ApiError> {
     let lc = &state.lifecycle;
+    // A course given with the link puts the workspace in it now (404 unknown, 409 busy in another), so the start the
+    // link makes uses the course.
+    if let Some(course) = body.and_then(|b| b.course) {
+        lc.assign_course(&id, &course).await?;
+    }
     let settings = lc.settings();
     let (token, expires_at) = state.signer.launch_token(&id, lc.clock().now(), settings.auth.launch_ttl);
     let url = format!("{}{RESERVED}launch?token={token}", workspace_url(settings, &id).trim_end_matches('/'));

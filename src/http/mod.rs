@@ -4,6 +4,7 @@
 //! dashboard's stats (`stats`).
 
 pub mod auth;
+mod courses;
 mod erase;
 mod error;
 pub mod events;
@@ -120,6 +121,10 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
         r(M::GET, "/api/admin/stats", Admin, get(admin_stats)),
         r(M::POST, "/api/admin/sessions/revoke", Admin, post(sessions::revoke)),
         r(M::DELETE, "/api/admin/workspaces/{id}", Admin, delete(erase::delete)),
+        r(M::GET, "/api/courses", Lms, get(courses::list_courses)),
+        r(M::GET, "/api/courses/{course}", Lms, get(courses::get_course)),
+        r(M::PUT, "/api/courses/{course}", Lms, put(courses::put_course)),
+        r(M::DELETE, "/api/courses/{course}", Lms, delete(courses::delete_course)),
     ]
 }
 

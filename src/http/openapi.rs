@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::Access;
 use crate::api::{ErrorBody, HeartbeatView, LaunchLink, OwnStatus, StudentToken};
-use crate::domain::{EventKind, Status, StopReason, StudentId, MAX_STUDENT_ID_LEN};
+use crate::domain::{CourseId, EventKind, Status, StopReason, StudentId, MAX_STUDENT_ID_LEN};
 use crate::store::PolicyOverrides;
 
 #[derive(OpenApi)]
@@ -54,16 +54,21 @@ use crate::store::PolicyOverrides;
         super::admin_stats,
         super::sessions::revoke,
         super::erase::delete,
+        super::courses::list_courses,
+        super::courses::get_course,
+        super::courses::put_course,
+        super::courses::delete_course,
         own_status,
         own_start,
         own_heartbeat,
     ),
-    components(schemas(ErrorBody, SseEvent, StopAs, StudentId, Status, super::sessions::RevokeRequest)),
+    components(schemas(ErrorBody, SseEvent, StopAs, StudentId, CourseId, Status, super::sessions::RevokeRequest)),
     modifiers(&FromRouteTable),
     tags(
         (name = "workspaces", description = "Start, stop and read workspaces (LMS key)"),
         (name = "launch", description = "Launch links and student tokens (LMS key)"),
         (name = "admin", description = "Operators (admin key)"),
+        (name = "courses", description = "Course profiles: image, limits, culling, starter files (LMS key)"),
         (name = "service", description = "Health, readiness, static pages and this document (no key)"),
         (name = "student", description = "The student's own routes under /w/{id}/_workspaced/ (session or student token)"),
     )
@@ -226,6 +231,20 @@ impl PartialSchema for StudentId {
 }
 impl ToSchema for StudentId {}
 
+impl PartialSchema for CourseId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_STUDENT_ID_LEN))
+            .pattern(Some(STUDENT_ID_PATTERN))
+            .description(Some("A course id: the student-id rules"))
+            .examples(["cs101"])
+            .into()
+    }
+}
+impl ToSchema for CourseId {}
+
 /// What `StudentId::parse` accepts, as a regular expression (a test compares the two).
 pub const STUDENT_ID_PATTERN: &str = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$";
 
@@ -332,9 +351,12 @@ fn event_kinds() -> RefOr<Schema> {
 /// A single-use link that opens the student's IDE in a browser; the workspace need not exist yet.
 #[utoipa::path(post, path = "/api/workspaces/{id}/launch", tag = "launch",
     params(("id" = StudentId, Path, description = "The student")),
+    request_body(content = Option<super::workspaces::CourseChoiceRequest>, description = "Optional: the course the workspace belongs to"),
     responses(
         (status = 200, description = "The link, valid for `launch_ttl` and once", body = LaunchLink),
-        (status = 400, description = "`invalid_student_id`", body = ErrorBody),
+        (status = 400, description = "`invalid_student_id`, `invalid_json`, `invalid_course_id`", body = ErrorBody),
+        (status = 404, description = "`course_not_found`", body = ErrorBody),
+        (status = 409, description = "`course_conflict`: the workspace is busy in another course", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 async fn create_launch() {}

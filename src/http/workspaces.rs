@@ -8,9 +8,9 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, StudentPath};
+use super::extract::{ApiJson, OptionalJson, StudentPath};
 use super::AppState;
-use crate::domain::{InvalidId, Status, StopReason, StudentId};
+use crate::domain::{CourseId, InvalidId, Status, StopReason, StudentId};
 use crate::lifecycle::StartMode;
 use crate::store::{PolicyOverrides, WorkspaceRecord};
 
@@ -35,9 +35,14 @@ pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
     let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
     let host_port = r.host_port.filter(|_| r.status == Status::Running);
     let stopped = r.status == Status::Stopped;
+    let limits = match &r.applied_limits {
+        Some(a) => Limits { cpus: a.cpus, memory_bytes: a.memory_bytes, pids_limit: a.pids_limit },
+        None => Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
+    };
     WorkspaceView {
         student_id: r.student_id,
         status: r.status,
+        course: r.course,
         container_id: r.container_id,
         last_activity,
         started_at: r.started_at,
@@ -47,7 +52,7 @@ pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
         error: r.error,
         url,
         host_port,
-        limits: Limits { cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit },
+        limits,
         ide_connected_at,
         warn_at: deadlines.map(|d| d.warn_at),
         stop_at: deadlines.map(|d| d.stop_at),
@@ -62,6 +67,34 @@ pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
     }
 }
 
+/// The optional body of a start or a launch: `{"course": "cs101"}`.
+#[derive(Debug, Default)]
+pub struct CourseChoice {
+    pub course: Option<CourseId>,
+}
+
+/// [`CourseChoice`] as sent: the id stays a string until parsed, so a bad one is `invalid_course_id`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CourseChoiceRequest {
+    /// The course the workspace belongs to (first start), or must belong to while busy.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")]
+    pub course: Option<String>,
+}
+
+impl super::extract::JsonBody for CourseChoice {
+    type Raw = CourseChoiceRequest;
+}
+
+impl TryFrom<CourseChoiceRequest> for CourseChoice {
+    type Error = super::extract::InvalidBody;
+    fn try_from(raw: CourseChoiceRequest) -> Result<Self, Self::Error> {
+        let course = raw.course.map(|c| CourseId::parse(&c)).transpose().map_err(super::extract::InvalidBody::CourseId)?;
+        Ok(Self { course })
+    }
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct StartQuery {
     /// `false`: answer 202 as soon as the start is queued or under way, and go on in the background.
@@ -73,11 +106,13 @@ pub struct StartQuery {
 #[utoipa::path(post, path = "/api/workspaces/{id}/start", tag = "workspaces",
     params(("id" = StudentId, Path, description = "The student"),
         ("wait" = Option<bool>, Query, description = "`false`: answer 202 once the start is queued or under way")),
+    request_body(content = Option<CourseChoiceRequest>, description = "Optional: the course (an empty body keeps the workspace's own)"),
     responses(
         (status = 200, description = "Running (ready)", body = WorkspaceView),
         (status = 202, description = "`?wait=false`: queued or starting", body = WorkspaceView),
-        (status = 400, description = "`invalid_student_id`, `invalid_query`", body = ErrorBody),
-        (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`; `quota_exceeded`: the folder is over `disk_hard_quota`", body = ErrorBody),
+        (status = 400, description = "`invalid_student_id`, `invalid_query`, `invalid_json`, `invalid_course_id`, `unknown_template`", body = ErrorBody),
+        (status = 404, description = "`course_not_found`", body = ErrorBody),
+        (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`; `quota_exceeded`: the folder is over `disk_hard_quota`; `course_conflict`: busy in another course; `course_profile_invalid`: the course no longer meets the operator's rules", body = ErrorBody),
         (status = 429, description = "`capacity_reached`, `start_queue_full` (with `Retry-After`)", body = ErrorBody),
         (status = 502, description = "`runtime_error`: the engine refused the request", body = ErrorBody),
         (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`, `store_unavailable`", body = ErrorBody),
@@ -87,10 +122,12 @@ pub async fn start(
     State(state): State<Arc<AppState>>,
     StudentPath(id): StudentPath,
     query: Result<axum::extract::Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+    OptionalJson(body): OptionalJson<CourseChoice>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     let wait = query.map_err(ApiError::query)?.wait.unwrap_or(true);
     let mode = if wait { StartMode::Wait } else { StartMode::Background };
-    let rec = state.lifecycle.start_with(&id, mode).await?;
+    let course = body.and_then(|b| b.course);
+    let rec = state.lifecycle.start_in(&id, mode, course).await?;
     let code = if rec.status == Status::Running { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((code, Json(workspace_view(&state, rec))))
 }
@@ -150,14 +187,16 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
+    course: Option<String>,
 }
 
 /// Every workspace, optionally with one status.
 #[utoipa::path(get, path = "/api/workspaces", tag = "workspaces",
-    params(("status" = Option<Status>, Query, description = "Only workspaces with this status")),
+    params(("status" = Option<Status>, Query, description = "Only workspaces with this status"),
+        ("course" = Option<String>, Query, description = "Only workspaces of this course")),
     responses(
         (status = 200, description = "The workspaces", body = ListView),
-        (status = 400, description = "`invalid_status`, `invalid_query` (an unknown parameter)", body = ErrorBody),
+        (status = 400, description = "`invalid_status`, `invalid_course_id`, `invalid_query` (an unknown parameter)", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -175,7 +214,20 @@ pub async fn list(
             )
         })?),
     };
-    let records = state.lifecycle.reads().list(status).await.map_err(ApiError::store)?;
+    let course = match q.course.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(CourseId::parse(c).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_course_id", format!("invalid course id: {e}"))
+        })?),
+    };
+    let reads = state.lifecycle.reads();
+    let records = match &course {
+        Some(c) => {
+            let all = reads.list_in_course(c).await.map_err(ApiError::store)?;
+            all.into_iter().filter(|r| status.is_none_or(|s| r.status == s)).collect()
+        }
+        None => reads.list(status).await.map_err(ApiError::store)?,
+    };
     Ok(Json(ListView { workspaces: records.into_iter().map(|r| workspace_view(&state, r)).collect() }))
 }
 

@@ -7,6 +7,7 @@
 //! `StudentId`.
 
 mod admission;
+mod course;
 mod cull;
 mod locks;
 mod quota;
@@ -57,6 +58,16 @@ pub enum LifecycleError {
     OverQuota { student: StudentId, bytes: u64, quota: u64 },
     #[error("the workspace of {0} is not stopped; stop it first")]
     StillRunning(StudentId),
+    #[error("no course {0}")]
+    CourseNotFound(crate::domain::CourseId),
+    #[error("course {course} has {busy} busy workspaces; stop them first")]
+    CourseBusy { course: crate::domain::CourseId, busy: u64 },
+    #[error("the workspace of {student} is busy in course {current}; stop it before changing its course")]
+    CourseConflict { student: StudentId, current: crate::domain::CourseId },
+    #[error("course {course}'s profile no longer meets the operator's rules: {detail}")]
+    CourseInvalid { course: crate::domain::CourseId, detail: String },
+    #[error(transparent)]
+    Profile(#[from] crate::course::ProfileError),
     #[error("an operation's task failed: {0}")]
     Panicked(String),
 }

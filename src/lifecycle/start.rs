@@ -26,11 +26,23 @@ impl Lifecycle {
         student: &StudentId,
         mode: StartMode,
     ) -> Result<WorkspaceRecord, LifecycleError> {
+        self.start_in(student, mode, None).await
+    }
+
+    /// Like [`Lifecycle::start_with`], in `course` when one is given: a first start puts the workspace in it, a
+    /// later one must name the same course while the workspace is busy (409 otherwise). Without a course the
+    /// workspace's own applies. The course's image, command, limits and culling values apply at each start.
+    pub async fn start_in(
+        self: &Arc<Self>,
+        student: &StudentId,
+        mode: StartMode,
+        course: Option<crate::domain::CourseId>,
+    ) -> Result<WorkspaceRecord, LifecycleError> {
         let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
         let (lc, s) = (self.clone(), student.clone());
         let task = tokio::spawn(async move {
             let _guard = lc.locks.lock(&s).await;
-            lc.start_locked(&s, Some(accepted_tx)).await
+            lc.start_locked(&s, course.as_ref(), Some(accepted_tx)).await
         });
         if mode == StartMode::Background && accepted_rx.await.is_ok() {
             return self.status(student).await;
@@ -41,9 +53,11 @@ impl Lifecycle {
     async fn start_locked(
         &self,
         student: &StudentId,
+        course: Option<&crate::domain::CourseId>,
         accepted: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<WorkspaceRecord, LifecycleError> {
         let previous = self.store.get(student).await?;
+        let profile = self.start_profile(student, previous.as_ref(), course).await?;
         if let Some(rec) = &previous {
             if rec.status == Status::Running {
                 if let Some(info) = self.runtime.inspect(student).await? {
@@ -66,6 +80,9 @@ impl Lifecycle {
             })
             .await?;
         self.check_hard_quota(student).await?;
+        if let Some(template) = &profile.template {
+            self.copy_starter_files(student, &host_dir, template).await?;
+        }
 
         // Admission: a permit of this process and a start slot shared by every replica, at once when both are
         // free; else a place in this process's queue (the record says `queued`) until both are.
@@ -86,8 +103,9 @@ impl Lifecycle {
             },
         };
         self.claim_place(student, ticket.is_some()).await?;
+        self.record_start_profile(student, &profile).await?;
         let Some(ticket) = ticket else {
-            let result = self.start_admitted(student, previous, host_dir, accepted).await;
+            let result = self.start_admitted(student, previous, host_dir, &profile.workspace, accepted).await;
             drop((permit, slot));
             return result;
         };
@@ -100,7 +118,7 @@ impl Lifecycle {
         drop(ticket);
         crate::metrics::queue_length(self.admission.queued());
         self.store.mark_starting(student, self.clock.now()).await?;
-        let result = self.start_admitted(student, previous, host_dir, None).await;
+        let result = self.start_admitted(student, previous, host_dir, &profile.workspace, None).await;
         drop(held);
         result
     }
@@ -168,9 +186,10 @@ impl Lifecycle {
         student: &StudentId,
         previous: Option<WorkspaceRecord>,
         host_dir: std::path::PathBuf,
+        w: &crate::config::WorkspaceSettings,
         accepted: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<WorkspaceRecord, LifecycleError> {
-        let deadline = Instant::now() + self.settings.workspace.start_timeout;
+        let deadline = Instant::now() + w.start_timeout;
         if let Some(tx) = accepted {
             let _ = tx.send(());
         }
@@ -184,7 +203,7 @@ impl Lifecycle {
         tracing::info!(student = %student, "starting workspace");
         let started = Instant::now();
 
-        let spec = self.spec(student, host_dir);
+        let spec = self.spec(student, host_dir, w);
         let info = match tokio::time::timeout_at(deadline, self.runtime.ensure_running(&spec)).await {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => return Err(self.fail_start(student, started, e.to_string(), e.into()).await),
@@ -203,8 +222,7 @@ impl Lifecycle {
         if spec.secret.is_some() && secret.is_none() {
             tracing::warn!(student = %student, "the running container carries no IDE secret; proxying without one");
         }
-        let path = &self.settings.workspace.readiness_path;
-        let probe = readiness::Probe { port, path, auth: &self.settings.workspace.ide_auth, secret: secret.as_ref() };
+        let probe = readiness::Probe { port, path: &w.readiness_path, auth: &w.ide_auth, secret: secret.as_ref() };
         if let Err(detail) = readiness::wait_ready(&self.probe, &probe, deadline).await {
             let e = self.timeout_error(student, detail);
             return Err(self.fail_start(student, started, e.to_string(), e).await);
@@ -249,8 +267,7 @@ impl Lifecycle {
         err
     }
 
-    fn spec(&self, student: &StudentId, host_dir: std::path::PathBuf) -> ContainerSpec {
-        let w = &self.settings.workspace;
+    fn spec(&self, student: &StudentId, host_dir: std::path::PathBuf, w: &crate::config::WorkspaceSettings) -> ContainerSpec {
         let labels = BTreeMap::from([
             (runtime::LABEL_MANAGED_BY.to_owned(), runtime::LABEL_MANAGED_BY_VALUE.to_owned()),
             (runtime::LABEL_STUDENT.to_owned(), student.to_string()),

@@ -32,11 +32,12 @@ impl Lifecycle {
         CullPolicy { idle_timeout: c.idle_timeout, warning_lead: c.warning_lead, max_age: c.max_age, enabled: true }
     }
 
-    /// The policy in force for a workspace: the defaults with its overrides.
+    /// The policy in force for a workspace: the defaults, under its course's values (as of its last start), under
+    /// its own overrides.
     pub fn policy_of(&self, rec: &WorkspaceRecord) -> CullPolicy {
         let o = &rec.overrides;
-        let overrides = Overrides { idle_timeout: o.idle_timeout, max_age: o.max_age, enabled: o.cull_enabled };
-        effective_policy(&self.default_policy(), &overrides)
+        let own = Overrides { idle_timeout: o.idle_timeout, max_age: o.max_age, enabled: o.cull_enabled, warning_lead: None };
+        effective_policy(&self.default_policy(), &own.over(&rec.course_policy))
     }
 
     /// What the cull decision sees for a workspace now.

@@ -16,6 +16,7 @@ use sqlx::AnyPool;
 use sqlx::Row;
 
 mod admission;
+mod courses;
 mod culling;
 mod encoding;
 mod erase;
@@ -30,6 +31,7 @@ mod schema;
 mod sessions;
 mod workspaces;
 
+pub use courses::{AppliedLimits, CourseCounts, CourseDeletion, CourseRecord};
 pub use culling::{PendingActivity, PolicyOverrides};
 pub use events::{Event, NewEvent};
 pub use keys::ApiKeyRecord;

@@ -61,6 +61,27 @@ impl Reads {
         self.store.session_generation(student).await
     }
 
+    pub async fn get_course(
+        &self,
+        course: &crate::domain::CourseId,
+    ) -> Result<Option<super::CourseRecord>, StoreError> {
+        self.store.get_course(course).await
+    }
+
+    pub async fn list_courses(&self) -> Result<Vec<super::CourseRecord>, StoreError> {
+        self.store.list_courses().await
+    }
+
+    /// Workspaces per course, and the busy ones among them.
+    pub async fn course_counts(&self) -> Result<Vec<(crate::domain::CourseId, super::CourseCounts)>, StoreError> {
+        self.store.course_counts().await
+    }
+
+    /// The workspaces of one course, by student id.
+    pub async fn list_in_course(&self, course: &crate::domain::CourseId) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        self.store.list_in_course(course).await
+    }
+
     pub async fn job_state(&self, name: &str) -> Result<i64, StoreError> {
         self.store.job_state(name).await
     }

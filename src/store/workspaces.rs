@@ -29,13 +29,22 @@ pub struct WorkspaceRecord {
     pub warned_at: Option<DateTime<Utc>>,
     /// Per-workspace culling overrides.
     pub overrides: PolicyOverrides,
+    /// The course the workspace belongs to, if any.
+    pub course: Option<crate::domain::CourseId>,
+    /// The course's culling values as of the last start (under the workspace's own overrides).
+    pub course_policy: crate::domain::Overrides,
+    /// When the course's starter files were copied into the folder; `None`: not yet, for this course.
+    pub course_setup_at: Option<DateTime<Utc>>,
+    /// The image and limits the last start used.
+    pub applied_limits: Option<super::AppliedLimits>,
 }
 
 /// The columns a [`WorkspaceRecord`] is read from. `cull_enabled` is read as a number: sqlx's `Any` driver cannot
 /// read a column SQLite declares `BOOLEAN`, and both databases cast a boolean to 0 or 1.
 const COLUMNS: &str = "student_id, status, container_id, host_port, last_activity_ms, started_at_ms, stopped_at_ms, \
     stop_reason, error, created_at_ms, updated_at_ms, ide_connected_at_ms, warned_at_ms, idle_timeout_ms, max_age_ms, \
-    CAST(cull_enabled AS INTEGER) AS cull_enabled";
+    CAST(cull_enabled AS INTEGER) AS cull_enabled, course_id, course_setup_ms, course_idle_timeout_ms, \
+    course_warning_lead_ms, course_max_age_ms, CAST(course_cull_enabled AS INTEGER) AS course_cull_enabled, applied_limits";
 
 impl Store {
     pub async fn get(&self, student: &StudentId) -> Result<Option<WorkspaceRecord>, StoreError> {
@@ -44,6 +53,15 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| record(&r)).transpose()
+    }
+
+    /// The workspaces of one course, ordered by student id.
+    pub async fn list_in_course(&self, course: &crate::domain::CourseId) -> Result<Vec<WorkspaceRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM workspaces WHERE course_id = $1 ORDER BY student_id"))
+            .bind(course.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
     }
 
     /// All workspaces, or those with one status, ordered by student id.
@@ -287,31 +305,34 @@ impl Store {
         let idle = super::duration_to_ms(defaults.idle_timeout);
         let lead = super::duration_to_ms(defaults.warning_lead);
         let max_age = defaults.max_age.map(super::duration_to_ms);
+        // Each value in force: the workspace's own override, else its course's (copied at its start), else the
+        // default. Stored durations are clamped to [0, one year] (what the API accepts), so a corrupt one can neither
+        // overflow the arithmetic nor hide a row.
         // Idle: warn_at = last + idle - min(lead, idle), so due when last <= due - max(idle - lead, 0).
         // Max age: warn_at = started + max_age - lead' with lead' <= lead, so due (at the latest) when
-        // started <= (due + lead) - max_age.
-        // $1 enabled by default, $2 due, $3 and $5 the default idle timeout, $4 and $6 the default lead, $7 due plus
-        // lead, $8 the default max age.
-        let idle_eff = |n: u8| format!("CASE WHEN idle_timeout_ms IS NULL THEN ${n} ELSE idle_timeout_ms END");
-        let (idle_a, idle_b) = (idle_eff(3), idle_eff(5));
-        let age_eff = "CASE WHEN max_age_ms IS NULL THEN $8 WHEN max_age_ms < 0 THEN 0 ELSE max_age_ms END";
+        // started <= due + lead - max_age.
+        // $1 enabled by default, $2 due, $3 the default idle timeout, $4 the default lead, $5 the default max age,
+        // $6 the longest duration accepted.
+        let clamp = |e: &str| format!("(CASE WHEN {e} < 0 THEN 0 WHEN {e} > $6 THEN $6 ELSE {e} END)");
+        let idle_eff = clamp("COALESCE(idle_timeout_ms, course_idle_timeout_ms, $3)");
+        let lead_eff = clamp("COALESCE(course_warning_lead_ms, $4)");
+        let age_eff = clamp("COALESCE(max_age_ms, course_max_age_ms, $5)");
         let sql = format!(
             "SELECT {COLUMNS} FROM workspaces WHERE status = 'running'
-               AND COALESCE(CAST(cull_enabled AS INTEGER), $1) <> 0
+               AND COALESCE(CAST(cull_enabled AS INTEGER), CAST(course_cull_enabled AS INTEGER), $1) <> 0
                AND (COALESCE(last_activity_ms, started_at_ms, updated_at_ms)
-                      <= $2 - CASE WHEN {idle_a} > $4 THEN {idle_b} - $6 ELSE 0 END
-                    OR COALESCE(started_at_ms, updated_at_ms) <= $7 - {age_eff})
+                      <= $2 - CASE WHEN {idle_eff} > {lead_eff} THEN {idle_eff} - {lead_eff} ELSE 0 END
+                    OR COALESCE(started_at_ms, updated_at_ms) <= $2 + {lead_eff} - {age_eff})
              ORDER BY student_id"
         );
+        let longest = super::duration_to_ms(crate::domain::MAX_DURATION);
         let rows = sqlx::query(&sql)
             .bind(i64::from(defaults.enabled))
             .bind(due)
-            .bind(idle)
-            .bind(lead)
-            .bind(idle)
-            .bind(lead)
-            .bind(due.saturating_add(lead))
-            .bind(max_age)
+            .bind(idle.min(longest))
+            .bind(lead.min(longest))
+            .bind(max_age.map(|a| a.min(longest)))
+            .bind(longest)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(record).collect()
@@ -376,6 +397,22 @@ fn record(r: &sqlx::any::AnyRow) -> Result<WorkspaceRecord, StoreError> {
             max_age: r.try_get::<Option<i64>, _>("max_age_ms")?.map(duration_from_ms),
             cull_enabled: r.try_get::<Option<i64>, _>("cull_enabled")?.map(|v| v != 0),
         },
+        course: r
+            .try_get::<Option<String>, _>("course_id")?
+            .map(|c| crate::domain::CourseId::parse(&c))
+            .transpose()
+            .map_err(|e| corrupt(format!("course: {e}")))?,
+        course_policy: crate::domain::Overrides {
+            idle_timeout: r.try_get::<Option<i64>, _>("course_idle_timeout_ms")?.map(duration_from_ms),
+            warning_lead: r.try_get::<Option<i64>, _>("course_warning_lead_ms")?.map(duration_from_ms),
+            max_age: r.try_get::<Option<i64>, _>("course_max_age_ms")?.map(duration_from_ms),
+            enabled: r.try_get::<Option<i64>, _>("course_cull_enabled")?.map(|v| v != 0),
+        },
+        course_setup_at: opt_time("course_setup_ms")?,
+        // Display only: an unreadable value is shown as unknown rather than failing every read of the record.
+        applied_limits: r
+            .try_get::<Option<String>, _>("applied_limits")?
+            .and_then(|j| serde_json::from_str(&j).ok()),
         student_id,
     })
 }
@@ -462,11 +499,19 @@ mod tests {
             PolicyOverrides { cull_enabled: Some(false), ..Default::default() },
             PolicyOverrides { cull_enabled: Some(true), idle_timeout: secs(3000), ..Default::default() },
         ];
+        // A course's values, copied at the start, under the workspace's own overrides.
+        let courses = [
+            Overrides::default(),
+            Overrides { idle_timeout: secs(400), warning_lead: secs(300), ..Default::default() },
+            Overrides { warning_lead: secs(600), max_age: secs(1800), ..Default::default() },
+            Overrides { enabled: Some(false), idle_timeout: secs(100), ..Default::default() },
+        ];
+        let limits = crate::store::AppliedLimits { image: "i".into(), cpus: 1.0, memory_bytes: 1 << 30, pids_limit: 64 };
         let mut n = 0;
         for start in [0, 1000] {
             for idle_for in [0, 500, 1500] {
                 for (k, o) in overrides.iter().enumerate() {
-                    for warned in [None, Some(200)] {
+                    for (warned, course) in [None, Some(200)].into_iter().flat_map(|w| courses.iter().map(move |c| (w, c))) {
                         n += 1;
                         let s = StudentId::parse(&format!("w{n:03}")).unwrap();
                         store.mark_starting(&s, t(start)).await.unwrap();
@@ -475,6 +520,9 @@ mod tests {
                         if k > 0 {
                             store.set_overrides(&s, o, t(start)).await.unwrap();
                         }
+                        if *course != Overrides::default() {
+                            store.set_start_profile(&s, course, &limits).await.unwrap();
+                        }
                         if let Some(w) = warned {
                             store.record_warning(&s, StopReason::Idle, "w", t(start + idle_for + w)).await.unwrap();
                         }
@@ -482,6 +530,7 @@ mod tests {
                 }
             }
         }
+        assert!(running_with_course(&store).await > 0, "the grid has workspaces with a course's values");
         let fresh = StudentId::parse("fresh").unwrap();
         store.mark_starting(&fresh, t(5990)).await.unwrap();
         store.mark_running(&fresh, "c", 40000, None, t(5990), &ev).await.unwrap();
@@ -505,8 +554,9 @@ mod tests {
                         idle_timeout: r.overrides.idle_timeout,
                         max_age: r.overrides.max_age,
                         enabled: r.overrides.cull_enabled,
+                        warning_lead: None,
                     };
-                    let policy = effective_policy(&defaults, &o);
+                    let policy = effective_policy(&defaults, &o.over(&r.course_policy));
                     let input = cull_input(r.last_activity, None, r.started_at, r.updated_at, r.warned_at);
                     if decide(&input, now, &policy) != Decision::Keep {
                         due_seen += 1;
@@ -521,6 +571,11 @@ mod tests {
             }
         }
         assert!(due_seen > 1000, "the grid has due workspaces to miss: {due_seen}");
+    }
+
+    async fn running_with_course(store: &Store) -> usize {
+        let all = store.list(Some(Status::Running)).await.unwrap();
+        all.iter().filter(|r| r.course_policy != crate::domain::Overrides::default()).count()
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod cli;
+mod courses;
 mod culling;
 mod erase_quota;
 mod ide_protocol;

@@ -191,6 +191,28 @@ pub struct CourseList {
     pub courses: Vec<CourseView>,
 }
 
+/// One line of `POST /api/courses/{course}/distribute`'s NDJSON answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DistributeEvent {
+    /// First: what is distributed, and to how many students.
+    Plan {
+        course: CourseId,
+        source: String,
+        target: String,
+        /// BLAKE3 of the source as read: a changed source is a new version.
+        digest: String,
+        students: usize,
+        /// Source entries left out (symlinks and the like), with why.
+        source_skipped: Vec<String>,
+    },
+    /// One per student, as each finishes: what was written, updated, kept (the student's own changes) and skipped;
+    /// `already_done` when this version reached the student before.
+    Student { student_id: StudentId, report: Option<crate::ops::coursework::DistributeReport>, error: Option<String> },
+    /// Last: the totals.
+    Done { students: usize, already_done: usize, with_kept_files: usize, failed: usize },
+}
+
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`. Clients match on `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

@@ -91,11 +91,6 @@ impl ApiClient {
         read(self.send(self.http.put(self.url(path)).json(body)).await?).await
     }
 
-    /// A POST of a JSON body, its answer read as `T`.
-    pub async fn post_body<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
-        read(self.send(self.http.post(self.url(path)).json(body)).await?).await
-    }
-
     /// A POST whose successful answer the caller reads itself (a stream).
     pub async fn post_json(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::client::{server_base, ApiClient};
 use super::ClientArgs;
-use crate::api::{CourseList, CourseView};
+use crate::api::{CourseList, CourseView, DistributeEvent};
 use crate::config::Settings;
 use crate::course::CourseBody;
 use crate::domain::CourseId;
@@ -33,6 +33,34 @@ pub enum CourseCommand {
     },
     /// List the courses.
     List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Copy an assignment folder (under the operator's templates path) into every student folder of the course,
+    /// never over a file a student changed; prints a line per student. Run again, it does only the students who do
+    /// not have this version yet.
+    Distribute {
+        course: CourseId,
+        /// The folder under the templates path, e.g. cs101/assignment-2.
+        #[arg(long)]
+        source: String,
+        /// Where it goes in each student's folder (default: the source's last name).
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Collect a folder from every student of the course into `<out>/<student>.tar.gz` plus `MANIFEST.json` (sizes,
+    /// BLAKE3 hashes, times), read on this host without following symbolic links. Run again, it skips the students
+    /// already collected and verified.
+    Collect {
+        course: CourseId,
+        /// The folder in each student's folder, e.g. assignment-2.
+        #[arg(long)]
+        path: String,
+        /// Output folder (created owner-only when missing).
+        #[arg(short = 'o', long)]
+        output: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -128,6 +156,12 @@ pub async fn course(settings: &Settings, command: CourseCommand) -> anyhow::Resu
             }
             Ok(())
         }
+        CourseCommand::Distribute { course, source, target, client } => {
+            distribute(&client_of(&client)?, &course, &source, target.as_deref(), client.json).await
+        }
+        CourseCommand::Collect { course, path, output, client } => {
+            collect(settings, &client_of(&client)?, &course, &path, &output, client.json).await
+        }
         CourseCommand::Delete { course, client } => {
             client_of(&client)?.delete(&format!("/api/courses/{course}"), &[]).await?;
             println!("{course}: deleted (its workspaces keep their files)");
@@ -143,5 +177,107 @@ fn print_course(view: &CourseView, json: bool) -> anyhow::Result<()> {
     }
     println!("{}: {} ({} workspaces, {} running)", view.course_id, view.title, view.workspaces, view.running);
     println!("{}", serde_json::to_string_pretty(&view.profile)?);
+    Ok(())
+}
+
+/// `course distribute`: the server does the work (each student under their lock); its NDJSON lines are printed as
+/// they come. Exits non-zero when a student failed.
+async fn distribute(
+    client: &ApiClient,
+    course: &CourseId,
+    source: &str,
+    target: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "source": source, "target": target });
+    let mut resp = client.post_json(&format!("/api/courses/{course}/distribute"), &body).await?;
+    let (mut buf, mut failed, mut finished) = (Vec::new(), 0usize, false);
+    while let Some(chunk) = resp.chunk().await? {
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let Ok(event) = serde_json::from_slice::<DistributeEvent>(&line) else { continue };
+            if json {
+                println!("{}", String::from_utf8_lossy(&line).trim_end());
+            }
+            match event {
+                DistributeEvent::Plan { target, students, .. } if !json => {
+                    println!("distributing into {target}/ of {students} students")
+                }
+                DistributeEvent::Student { student_id, error: Some(e), .. } => {
+                    failed += 1;
+                    if !json {
+                        println!("{student_id}: failed: {e}");
+                    }
+                }
+                DistributeEvent::Student { student_id, report: Some(r), .. } if !json => {
+                    if r.already_done {
+                        println!("{student_id}: already has this version");
+                    } else {
+                        let kept = if r.kept.is_empty() { String::new() } else { format!(" (kept: {})", r.kept.join(", ")) };
+                        println!(
+                            "{student_id}: {} written, {} updated, {} unchanged, {} kept{kept}",
+                            r.written.len(),
+                            r.updated.len(),
+                            r.unchanged.len(),
+                            r.kept.len()
+                        );
+                    }
+                }
+                DistributeEvent::Done { students, already_done, with_kept_files, failed: f } => {
+                    finished = true;
+                    if !json {
+                        println!("done: {students} students, {already_done} already had it, {with_kept_files} kept files of their own, {f} failed");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !finished {
+        anyhow::bail!("the server closed the report before the end; run again to finish (done students are skipped)");
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} students failed");
+    }
+    Ok(())
+}
+
+/// `course collect`: the course's students from the server, their folders read here (the base path must be
+/// mounted on this host), one verified archive each.
+async fn collect(
+    settings: &Settings,
+    client: &ApiClient,
+    course: &CourseId,
+    path: &str,
+    output: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = crate::ops::coursework::RelPath::parse(path).map_err(|e| anyhow::anyhow!("--path: {e}"))?;
+    let list: crate::api::ListView = client.get("/api/workspaces", &[("course", course.as_str())]).await?;
+    let storage = crate::storage::Storage::new(&settings.base_path, settings.workspace.uid, settings.workspace.gid);
+    let students: Vec<_> =
+        list.workspaces.into_iter().map(|w| (w.student_id.clone(), storage.student_dir(&w.student_id))).collect();
+    let out = output.to_path_buf();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&out)?;
+    }
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::ops::coursework::collect_to_dir(&students, &path, &out, |p| {
+            if !json && p.files == 0 && !p.student.is_empty() {
+                eprintln!("[{}/{}] {}", p.students_done, p.students_total, p.student);
+            }
+        })
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    for s in &summary.students {
+        println!("{}: {:?}, {} files, {} bytes", s.student, s.status, s.files, s.bytes);
+    }
+    println!("{} students, {} files, {} bytes; manifest in {}", summary.students.len(), summary.files, summary.bytes, output.display());
     Ok(())
 }

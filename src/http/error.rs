@@ -100,6 +100,10 @@ impl From<LifecycleError> for ApiError {
             L::CourseConflict { .. } => ApiError::new(StatusCode::CONFLICT, "course_conflict", e.to_string()),
             L::CourseInvalid { .. } => ApiError::new(StatusCode::CONFLICT, "course_profile_invalid", e.to_string()),
             L::Profile(p) => ApiError::new(StatusCode::BAD_REQUEST, p.code, p.message),
+            L::Coursework(ref c) if matches!(c, crate::ops::coursework::CourseworkError::TooManyEntries(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "source_too_large", e.to_string())
+            }
+            L::Coursework(c) => ApiError::internal(c),
             L::Store(s) => ApiError::store(s),
             L::Panicked(m) => ApiError::internal(m),
         }

@@ -17,9 +17,9 @@ use crate::http::{ApiError, AppState};
 use crate::ops::archive::{default_archive_name, export_to_writer};
 
 /// Chunks in flight between the archiver and the client.
-const CHANNEL_CHUNKS: usize = 8;
+pub(super) const CHANNEL_CHUNKS: usize = 8;
 /// Size of one chunk.
-const CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Header set when the workspace was running at the start of the export: open files may be mid-write.
 pub const RUNNING_WARNING_HEADER: &str = "x-workspaced-warning";
@@ -105,8 +105,14 @@ pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<
 }
 
 /// A blocking `Write` that sends each buffer to the response body; fails with `BrokenPipe` once the client is gone.
-struct ChannelWriter {
+pub(super) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
+}
+
+impl ChannelWriter {
+    pub(super) fn new(tx: mpsc::Sender<Result<Bytes, io::Error>>) -> Self {
+        Self { tx }
+    }
 }
 
 impl Write for ChannelWriter {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod courses;
+mod coursework;
 mod erase;
 mod error;
 pub mod events;
@@ -125,6 +126,8 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
         r(M::GET, "/api/courses/{course}", Lms, get(courses::get_course)),
         r(M::PUT, "/api/courses/{course}", Lms, put(courses::put_course)),
         r(M::DELETE, "/api/courses/{course}", Lms, delete(courses::delete_course)),
+        r(M::POST, "/api/courses/{course}/distribute", Lms, post(coursework::distribute)),
+        r(M::GET, "/api/courses/{course}/collect", Lms, get(coursework::collect_handler)),
     ]
 }
 

@@ -58,6 +58,8 @@ use crate::store::PolicyOverrides;
         super::courses::get_course,
         super::courses::put_course,
         super::courses::delete_course,
+        super::coursework::distribute,
+        super::coursework::collect_handler,
         own_status,
         own_start,
         own_heartbeat,

@@ -128,19 +128,6 @@ impl Lifecycle {
         Ok(self.store.set_start_profile(student, &p.cull, &limits).await?)
     }
 
-    /// Copies the course's starter files into the student's folder (never over anything the student has) and
-    /// records that they are there, so a later start does not bring back a file the student deleted.
-    pub(super) async fn copy_starter_files(
-        &self,
-        student: &StudentId,
-        host_dir: &std::path::Path,
-        template: &std::path::Path,
-    ) -> Result<(), LifecycleError> {
-        let _ = (host_dir, template);
-        self.store.mark_course_setup(student, self.clock.now()).await?;
-        Ok(())
-    }
-
     /// The folder of a template under `templates_path`: it must be a directory itself, not a link to one.
     async fn template_folder(&self, name: &str) -> Result<PathBuf, LifecycleError> {
         crate::course::check_template_name(name)?;

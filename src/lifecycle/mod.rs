@@ -8,6 +8,7 @@
 
 mod admission;
 mod course;
+mod coursework;
 mod cull;
 mod locks;
 mod quota;
@@ -68,6 +69,8 @@ pub enum LifecycleError {
     CourseInvalid { course: crate::domain::CourseId, detail: String },
     #[error(transparent)]
     Profile(#[from] crate::course::ProfileError),
+    #[error(transparent)]
+    Coursework(#[from] crate::ops::coursework::CourseworkError),
     #[error("an operation's task failed: {0}")]
     Panicked(String),
 }

@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod courses;
+mod coursework;
 mod culling;
 mod erase_quota;
 mod ide_protocol;

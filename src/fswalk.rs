@@ -780,6 +780,51 @@ mod tests {
     }
 
     #[test]
+    fn a_new_file_never_replaces_nor_follows_what_stands_under_its_name() {
+        let (tmp, root) = folder();
+        let secret = tmp.path().join("secret.key");
+        std::os::unix::fs::symlink(&secret, root.join("x")).unwrap();
+        let dir = DirFd::open_root(&root).unwrap();
+        let made = dir.create_file(OsStr::new("x"), 0o644, (1000, 1000), &mut &b"evil"[..]).unwrap();
+        assert!(matches!(made, Made::Exists(s) if s.kind() == Kind::Symlink), "{made:?}");
+        let made = dir.create_file(OsStr::new("f"), 0o644, (1000, 1000), &mut &b"evil"[..]).unwrap();
+        assert!(matches!(made, Made::Exists(s) if s.kind() == Kind::File), "{made:?}");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "SECRET");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "mine");
+
+        let sub = match dir.create_dir(OsStr::new("new"), 0o755, (1000, 1000)).unwrap() {
+            Made::New(sub) => sub,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            sub.create_file(OsStr::new("g"), 0o640, (1000, 1000), &mut &b"hi"[..]).unwrap(),
+            Made::New(2)
+        ));
+        let meta = std::fs::metadata(root.join("new/g")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1000, 1000, 0o640));
+        assert_eq!(std::fs::metadata(root.join("new")).unwrap().uid(), 1000);
+        assert_eq!(std::fs::read_dir(root.join("new")).unwrap().count(), 1, "a temporary file was left behind");
+        assert!(matches!(dir.create_dir(OsStr::new("l"), 0o755, (1000, 1000)).unwrap(), Made::Exists(_)));
+    }
+
+    #[test]
+    fn a_replacement_happens_only_while_the_file_is_the_one_that_was_read() {
+        let (_tmp, root) = folder();
+        let dir = DirFd::open_root(&root).unwrap();
+        let read = dir.stat_at(OsStr::new("f")).unwrap().unwrap();
+        std::fs::write(root.join("f"), "edited by the student").unwrap();
+        let made = dir.replace_file(OsStr::new("f"), &read, 0o644, (1000, 1000), &mut &b"v2"[..]).unwrap();
+        assert!(matches!(made, Made::Skipped(Skip::Changed)), "{made:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "edited by the student");
+
+        let read = dir.stat_at(OsStr::new("f")).unwrap().unwrap();
+        let made = dir.replace_file(OsStr::new("f"), &read, 0o644, (1000, 1000), &mut &b"v2"[..]).unwrap();
+        assert!(matches!(made, Made::New(2)), "{made:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "v2");
+        assert_eq!(std::fs::metadata(root.join("f")).unwrap().uid(), 1000);
+    }
+
+    #[test]
     fn a_root_that_is_a_symlink_is_not_a_directory() {
         let (tmp, root) = folder();
         let link = tmp.path().join("bob");

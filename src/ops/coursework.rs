@@ -498,7 +498,10 @@ impl Distribution {
         for name in self.target.names() {
             at.push(name);
             let why = match folder(&dir, name, 0o755, owner)? {
-                Folder::Made | Folder::There => {
+                made @ (Folder::Made | Folder::There) => {
+                    if matches!(made, Folder::Made) {
+                        report.written.push(format!("{}/", at.display()));
+                    }
                     let stat = dir.stat_at(name)?.filter(|s| s.kind() == Kind::Dir);
                     match stat.map(|s| dir.open_dir(name, &s)).transpose()? {
                         Some(Ok(next)) => {
@@ -838,8 +841,16 @@ struct Collecting<'a> {
 }
 
 impl Collecting<'_> {
+    /// `rel` (below the collected path) relative to the student folder.
+    fn under(&self, rel: &Path) -> PathBuf {
+        match rel.as_os_str().is_empty() {
+            true => self.path.as_path().to_path_buf(),
+            false => self.path.as_path().join(rel),
+        }
+    }
+
     fn row(&mut self, student: &StudentId, rel: &Path, kind: &str, note: Option<String>) {
-        let path = self.path.as_path().join(rel).to_string_lossy().into_owned();
+        let path = self.under(rel).to_string_lossy().into_owned();
         self.rows.push(ManifestRow {
             student: student.to_string(),
             path,
@@ -946,7 +957,7 @@ impl Collecting<'_> {
     }
 
     fn skip(&mut self, student: &StudentId, rel: &Path, why: &str, out: &mut StudentCollect) {
-        out.skipped.push(format!("{} ({why})", self.path.as_path().join(rel).display()));
+        out.skipped.push(format!("{} ({why})", self.under(rel).display()));
         self.row(student, rel, "skipped", Some(why.to_owned()));
     }
 
@@ -985,7 +996,7 @@ impl Collecting<'_> {
         let appended = builder.append_data(&mut header, name, &mut reader);
         let hash = reader.hasher.finalize();
         let (file, short, read_error) = reader.inner.finish();
-        let shown = self.path.as_path().join(rel);
+        let shown = self.under(rel);
         if let Some(source) = read_error {
             return Err(WalkError::Io { path: shown, source }.into());
         }

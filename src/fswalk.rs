@@ -454,6 +454,11 @@ impl DirFd {
         &self.path
     }
 
+    /// Makes the names written in this folder durable (`fsync` on the folder), before a record says they are there.
+    pub fn sync(&self) -> Result<(), WalkError> {
+        nix::unistd::fsync(&self.fd).map_err(|e| WalkError::at(self.path.clone(), e))
+    }
+
     /// Walks this folder with [`Tree::walk`] (its root check done: this descriptor is the verified folder).
     pub fn into_tree(self) -> Tree {
         Tree { path: self.path, fd: self.fd, stat: self.stat }

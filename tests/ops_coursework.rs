@@ -450,3 +450,30 @@ fn a_collect_to_a_folder_interrupted_mid_student_does_each_student_once_when_run
         listing(&out).into_iter().filter(|p| !p.ends_with(".tar.gz") && p != MANIFEST_NAME).collect();
     assert!(leftovers.iter().all(|p| p.ends_with(".partial")), "{leftovers:?}");
 }
+
+mod rel_path_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever comes in, a parsed path has only plain names, stays below any folder it is joined to, is within
+        /// its bounds, and parses to itself again; a refused one always has the code `invalid_path`.
+        #[test]
+        fn a_parsed_relative_path_never_leaves_its_folder(raw in "([a./\\\\\\x00\\n ü-]{0,6}/?){0,8}|\\PC{0,40}") {
+            match RelPath::parse(&raw) {
+                Ok(p) => {
+                    let joined = Path::new("/base/alice").join(p.as_path());
+                    prop_assert!(joined.starts_with("/base/alice"));
+                    prop_assert!(p.as_path().components().all(|c| matches!(c, std::path::Component::Normal(_))));
+                    prop_assert_eq!(p.as_path().components().count(), p.names().count());
+                    prop_assert!(p.as_str().len() <= 1024 && p.names().count() <= 32);
+                    prop_assert!(!p.as_str().chars().any(char::is_control));
+                    prop_assert_eq!(RelPath::parse(p.as_str()), Ok(p.clone()));
+                }
+                Err(e) => prop_assert_eq!(e.code(), "invalid_path"),
+            }
+        }
+    }
+}

@@ -247,11 +247,21 @@ fn hash_reader(mut r: impl Read) -> io::Result<blake3::Hash> {
 struct Cursor {
     root: Rc<DirFd>,
     at: Option<(PathBuf, Rc<DirFd>)>,
+    /// Something was written in the folder at `at` (or in the root): synced when the cursor moves on.
+    dirty: bool,
 }
 
 impl Cursor {
     fn new(root: DirFd) -> Cursor {
-        Cursor { root: Rc::new(root), at: None }
+        Cursor { root: Rc::new(root), at: None, dirty: false }
+    }
+
+    /// Syncs the folder written in, so a manifest written afterwards never records a name a crash could lose.
+    fn sync(&mut self) -> Result<(), WalkError> {
+        if std::mem::take(&mut self.dirty) {
+            self.at.as_ref().map_or(&self.root, |(_, dir)| dir).sync()?;
+        }
+        Ok(())
     }
 
     fn dir(&mut self, rel: &Path) -> Result<Result<Rc<DirFd>, Skip>, WalkError> {
@@ -260,7 +270,12 @@ impl Cursor {
                 return Ok(Ok(dir.clone()));
             }
         }
+        self.sync()?;
         let mut dir = self.root.clone();
+        if rel.as_os_str().is_empty() {
+            self.at = None;
+            return Ok(Ok(dir));
+        }
         for name in rel.iter() {
             let Some(stat) = dir.stat_at(name)? else { return Ok(Err(Skip::Vanished)) };
             if stat.kind() != Kind::Dir {
@@ -379,7 +394,10 @@ pub fn copy_template(template: &Path, student_root: &Path, owner: (u32, u32)) ->
         };
         match e.file {
             None => match folder(&dir, name, safe_mode(e.mode, true), owner)? {
-                Folder::Made => report.written.push(format!("{}/", shown(&e.rel))),
+                Folder::Made => {
+                    dest.dirty = true;
+                    report.written.push(format!("{}/", shown(&e.rel)));
+                }
                 Folder::There => {}
                 Folder::Occupied(_) => {
                     report.existing.push(shown(&e.rel));
@@ -397,13 +415,17 @@ pub fn copy_template(template: &Path, student_root: &Path, owner: (u32, u32)) ->
                 }
                 let mut file = source.source_file(&e.rel)?;
                 match dir.create_file(name, safe_mode(e.mode, false), owner, &mut file)? {
-                    Made::New(_) => report.written.push(shown(&e.rel)),
+                    Made::New(_) => {
+                        dest.dirty = true;
+                        report.written.push(shown(&e.rel));
+                    }
                     Made::Exists(_) => report.existing.push(shown(&e.rel)),
                     Made::Skipped(why) => report.skipped.push(format!("{} ({})", shown(&e.rel), why.reason())),
                 }
             }
         }
     }
+    dest.sync()?;
     Ok(report)
 }
 
@@ -500,6 +522,7 @@ impl Distribution {
             let why = match folder(&dir, name, 0o755, owner)? {
                 made @ (Folder::Made | Folder::There) => {
                     if matches!(made, Folder::Made) {
+                        dir.sync()?;
                         report.written.push(format!("{}/", at.display()));
                     }
                     let stat = dir.stat_at(name)?.filter(|s| s.kind() == Kind::Dir);
@@ -538,7 +561,10 @@ impl Distribution {
             };
             let Some(hash) = e.file else {
                 match folder(&dir, name, safe_mode(e.mode, true), owner)? {
-                    Folder::Made => report.written.push(format!("{}/", shown(&e.rel))),
+                    Folder::Made => {
+                        dest.dirty = true;
+                        report.written.push(format!("{}/", shown(&e.rel)));
+                    }
                     Folder::There => {}
                     Folder::Occupied(stat) => {
                         let why = occupied_reason(&stat);
@@ -567,7 +593,10 @@ impl Distribution {
                     let mut content = Checked::new(source.source_file(&e.rel)?, new);
                     let created = dir.create_file(name, mode, owner, &mut content);
                     match checked(&content, &self.source, &e.rel, created)? {
-                        Made::New(_) => report.written.push(shown(&e.rel)),
+                        Made::New(_) => {
+                            dest.dirty = true;
+                            report.written.push(shown(&e.rel));
+                        }
                         Made::Exists(_) => {
                             report.kept.push(shown(&e.rel));
                             record = false;
@@ -592,7 +621,10 @@ impl Distribution {
                             let mut content = Checked::new(source.source_file(&e.rel)?, new);
                             let replaced = dir.replace_file(name, &stat, mode, owner, &mut content);
                             match checked(&content, &self.source, &e.rel, replaced)? {
-                                Made::New(_) => report.updated.push(shown(&e.rel)),
+                                Made::New(_) => {
+                                    dest.dirty = true;
+                                    report.updated.push(shown(&e.rel));
+                                }
                                 // Edited between our read and the rename: the student's edit wins.
                                 Made::Exists(_) | Made::Skipped(_) => {
                                     report.kept.push(shown(&e.rel));
@@ -620,6 +652,7 @@ impl Distribution {
                 files.insert(key, last.clone());
             }
         }
+        dest.sync()?;
         let manifest = DistributedManifest {
             student: student.to_string(),
             target: self.target.to_string(),
@@ -1102,7 +1135,11 @@ pub fn collect_to_dir(
     };
     for (done, (student, root)) in students.iter().enumerate() {
         let name = out_dir.join(format!("{student}.tar.gz"));
-        if let Some(manifest) = File::open(&name).ok().and_then(|f| verify_archive(io::BufReader::new(f)).ok()) {
+        let finished = File::open(&name).ok().and_then(|f| verify_archive(io::BufReader::new(f)).ok()).filter(|m| {
+            // An archive of another path (an earlier collect into the same folder) is not this one.
+            m.path == path.as_str() && m.students == [student.to_string()]
+        });
+        if let Some(manifest) = finished {
             let rows: Vec<ManifestRow> = manifest.entries;
             let files: Vec<&ManifestRow> = rows.iter().filter(|r| r.kind == "file").collect();
             all.students.push(StudentCollect {

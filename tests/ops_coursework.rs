@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use workspaced::domain::StudentId;
 use workspaced::ops::coursework::{
-    collect, collect_to_dir, copy_template, distribute, verify_archive, CollectManifest, CollectStatus, Distribution,
-    RelPath, MANIFEST_NAME,
+    collect, collect_to_dir, copy_template, distribute, verify_archive, CollectManifest, CollectStatus,
+    CourseworkError, Distribution, RelPath, MANIFEST_NAME,
 };
 
 const OWNER: (u32, u32) = (1000, 1000);
@@ -235,6 +235,35 @@ fn a_distribution_into_a_target_the_student_filled_with_a_file_or_a_symlink_writ
     assert_eq!(read(&bob.join("hw")), "a file");
     // Not done, so not recorded: a later run tries again.
     assert!(!state.exists() || listing(&state).is_empty());
+}
+
+#[test]
+fn a_distribution_stopped_half_way_finishes_on_the_next_run_without_doing_anything_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let alice = student_folder(&tmp.path().join("base"), "alice");
+    let src = tmp.path().join("src");
+    for i in 0..20 {
+        write(&src.join(format!("f{i:02}")), &format!("version 1 of {i}"));
+    }
+    let target = RelPath::parse("hw").unwrap();
+    let plan = Distribution::prepare(&src, target.clone()).unwrap();
+    // The operator edits a file after it was hashed: the run stops there, before publishing a version nobody hashed.
+    write(&src.join("f10"), "edited after the hash");
+
+    let stopped = plan.apply(&id("alice"), &alice, &state, OWNER);
+
+    assert!(matches!(stopped, Err(CourseworkError::SourceChanged(ref p)) if p.ends_with("f10")), "{stopped:?}");
+    let written: Vec<String> = listing(&alice.join("hw")).into_iter().collect();
+    assert_eq!(written, (0..10).map(|i| format!("f{i:02}")).collect::<Vec<_>>(), "no partial or unhashed file");
+    assert!(!plan.manifest_path(&id("alice"), &state).exists(), "a manifest before the copy finished");
+
+    let again = distribute(&src, &target, &id("alice"), &alice, &state, OWNER).unwrap();
+    assert_eq!(again.unchanged.len(), 10, "{again:?}");
+    assert_eq!(again.written.len(), 10, "{again:?}");
+    assert!(again.kept.is_empty() && again.updated.is_empty(), "{again:?}");
+    assert_eq!(read(&alice.join("hw/f10")), "edited after the hash");
+    assert!(distribute(&src, &target, &id("alice"), &alice, &state, OWNER).unwrap().already_done);
 }
 
 /// Keeps swapping until told to stop; counts its rounds.

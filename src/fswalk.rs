@@ -8,6 +8,10 @@
 //! followed. Symlinks are read with `readlinkat` and handed out as links. Other file systems mounted below the
 //! root are not entered. Order is deterministic: names sorted bytewise, depth first.
 //!
+//! The write side is [`DirFd`]: a folder reached the same way (opened relative to its parent's descriptor with
+//! `O_NOFOLLOW`, identity checked), in which folders and files are created or a file replaced by names relative to
+//! that descriptor only. Templates and distributed assignments are written into student folders through it.
+//!
 //! Also here: [`set_times_nofollow`], the one place that stamps times on something we wrote.
 
 use std::ffi::{CStr, OsStr, OsString};
@@ -354,7 +358,13 @@ fn list(dir: &mut Dir) -> Result<Vec<OsString>, Errno> {
     Ok(names)
 }
 
-fn open_dir_at(parent: &Dir, name: &OsStr, listed: &Stat) -> Result<Dir, Opened> {
+fn open_dir_at(parent: &impl AsFd, name: &OsStr, listed: &Stat) -> Result<Dir, Opened> {
+    let (fd, _) = open_verified_dir(parent, name, listed)?;
+    Dir::from_fd(fd).map_err(Opened::Fail)
+}
+
+/// Opens a listed directory relative to `parent` without following a symlink, and checks it is the listed inode.
+fn open_verified_dir(parent: &impl AsFd, name: &OsStr, listed: &Stat) -> Result<(OwnedFd, Stat), Opened> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(parent, name, flags, Mode::empty()).map_err(|e| match e {
         Errno::ENOENT => Opened::Skip(Skip::Vanished),
@@ -366,14 +376,14 @@ fn open_dir_at(parent: &Dir, name: &OsStr, listed: &Stat) -> Result<Dir, Opened>
     if !now.same_inode(listed) {
         return Err(Opened::Skip(Skip::Changed));
     }
-    Dir::from_fd(fd).map_err(Opened::Fail)
+    Ok((fd, now))
 }
 
 /// Opens a listed regular file for reading. First as `O_PATH`, which opens nothing on the device side: a student
 /// can swap in a device node (containers keep `CAP_MKNOD`), and opening one for real can have effects (a watchdog
 /// arms, a tape rewinds). Only once the descriptor is known to be the listed regular file is it reopened for
 /// reading, through `/proc/self/fd`, which names that inode and no path the student controls.
-fn open_file_at(dir: &Dir, name: &OsStr, listed: &Stat) -> Result<(File, Stat), Opened> {
+fn open_file_at(dir: &impl AsFd, name: &OsStr, listed: &Stat) -> Result<(File, Stat), Opened> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let path_fd = openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
         Errno::ENOENT => Opened::Skip(Skip::Vanished),
@@ -394,13 +404,257 @@ fn open_file_at(dir: &Dir, name: &OsStr, listed: &Stat) -> Result<(File, Stat), 
     Ok((File::from(fd), stat))
 }
 
-fn read_link_at(dir: &Dir, name: &OsStr) -> Result<PathBuf, Opened> {
+fn read_link_at(dir: &impl AsFd, name: &OsStr) -> Result<PathBuf, Opened> {
     nix::fcntl::readlinkat(dir, name).map(PathBuf::from).map_err(|e| match e {
         Errno::ENOENT => Opened::Skip(Skip::Vanished),
         // No longer a symlink.
         Errno::EINVAL => Opened::Skip(Skip::Changed),
         e => Opened::Fail(e),
     })
+}
+
+/// The outcome of a write by name inside a [`DirFd`] that did not fail.
+#[derive(Debug)]
+pub enum Made<T> {
+    /// Done: the new folder, or the bytes written.
+    New(T),
+    /// Something already stands under the name (its stat, not followed): nothing was written.
+    Exists(Stat),
+    /// Not done, and reported: the name was swapped or vanished during the run, or is another file system.
+    Skipped(Skip),
+}
+
+/// A folder of a tree, reached without following any name, for writing into it (and reading from it) by names
+/// relative to its descriptor. Each one below a root is opened from its parent's descriptor with `O_NOFOLLOW` and
+/// checked to be the inode that was listed (or, for one just made, a folder we own) on the root's file system, so a
+/// student who swaps a folder for a symlink mid-run gets a skip, and nothing is ever written outside the root.
+#[derive(Debug)]
+pub struct DirFd {
+    fd: OwnedFd,
+    stat: Stat,
+    /// For messages only: never resolved again.
+    path: PathBuf,
+    /// The root's device: another file system mounted below is never entered.
+    root_dev: u64,
+}
+
+impl DirFd {
+    /// Opens `path` as the root of the writes; a symlink there is refused like any other non-directory.
+    pub fn open_root(path: &Path) -> Result<DirFd, WalkError> {
+        let Tree { path, fd, stat } = Tree::open(path)?;
+        Ok(DirFd { fd, stat, path, root_dev: stat.dev })
+    }
+
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    /// Where it is, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the names written in this folder durable (`fsync` on the folder), before a record says they are there.
+    pub fn sync(&self) -> Result<(), WalkError> {
+        nix::unistd::fsync(&self.fd).map_err(|e| WalkError::at(self.path.clone(), e))
+    }
+
+    /// Walks this folder with [`Tree::walk`] (its root check done: this descriptor is the verified folder).
+    pub fn into_tree(self) -> Tree {
+        Tree { path: self.path, fd: self.fd, stat: self.stat }
+    }
+
+    fn error(&self, name: &OsStr, errno: Errno) -> WalkError {
+        WalkError::at(self.path.join(name), errno)
+    }
+
+    /// What stands under `name`, not followed; `None` when nothing does.
+    pub fn stat_at(&self, name: &OsStr) -> Result<Option<Stat>, WalkError> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(s) => Ok(Some(s.into())),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Opens the folder `listed` under `name`: skipped when it is on another file system or no longer that folder.
+    pub fn open_dir(&self, name: &OsStr, listed: &Stat) -> Result<Result<DirFd, Skip>, WalkError> {
+        if listed.dev != self.root_dev {
+            return Ok(Err(Skip::OtherFileSystem));
+        }
+        match open_verified_dir(&self.fd, name, listed) {
+            Ok((fd, stat)) => Ok(Ok(self.child(fd, stat, name))),
+            Err(Opened::Skip(why)) => Ok(Err(why)),
+            Err(Opened::Fail(e)) => Err(self.error(name, e)),
+        }
+    }
+
+    fn child(&self, fd: OwnedFd, stat: Stat, name: &OsStr) -> DirFd {
+        DirFd { fd, stat, path: self.path.join(name), root_dev: self.root_dev }
+    }
+
+    /// Opens the regular file `listed` under `name` for reading, the way the walk does (never a device, never a
+    /// link, only the listed inode).
+    pub fn open_file(&self, name: &OsStr, listed: &Stat) -> Result<Result<(File, Stat), Skip>, WalkError> {
+        if listed.dev != self.root_dev {
+            return Ok(Err(Skip::OtherFileSystem));
+        }
+        match open_file_at(&self.fd, name, listed) {
+            Ok(opened) => Ok(Ok(opened)),
+            Err(Opened::Skip(why)) => Ok(Err(why)),
+            Err(Opened::Fail(e)) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Makes the folder `name` (`mkdirat`), opens it without following and checks it is a folder on the root's file
+    /// system that we own (the one just made, not one a student swapped in), then hands it to `owner` with `mode`.
+    pub fn create_dir(&self, name: &OsStr, mode: u32, owner: (u32, u32)) -> Result<Made<DirFd>, WalkError> {
+        match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return self.existing(name),
+            Err(e) => return Err(self.error(name, e)),
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Made::Skipped(Skip::Vanished)),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(Made::Skipped(Skip::Changed)),
+            Err(e) => return Err(self.error(name, e)),
+        };
+        let stat: Stat = fstat(&fd).map_err(|e| self.error(name, e))?.into();
+        if stat.dev != self.root_dev {
+            return Ok(Made::Skipped(Skip::OtherFileSystem));
+        }
+        if stat.uid != nix::unistd::geteuid().as_raw() {
+            return Ok(Made::Skipped(Skip::Changed));
+        }
+        self.hand_over(&fd, name, mode, owner)?;
+        let stat = fstat(&fd).map_err(|e| self.error(name, e))?.into();
+        Ok(Made::New(self.child(fd, stat, name)))
+    }
+
+    fn existing<T>(&self, name: &OsStr) -> Result<Made<T>, WalkError> {
+        Ok(match self.stat_at(name)? {
+            Some(stat) => Made::Exists(stat),
+            None => Made::Skipped(Skip::Vanished),
+        })
+    }
+
+    fn hand_over(&self, fd: &impl AsFd, name: &OsStr, mode: u32, (uid, gid): (u32, u32)) -> Result<(), WalkError> {
+        use nix::unistd::{fchown, Gid, Uid};
+        fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| self.error(name, e))?;
+        // After the chown, which clears set-id bits.
+        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(|e| self.error(name, e))
+    }
+
+    /// Writes `content` as a new file `name`, owned by `owner` with `mode`, and never replaces anything: the data
+    /// goes to a temporary name first (`O_CREAT|O_EXCL|O_NOFOLLOW`), is synced, and is then linked under `name`
+    /// (`linkat` fails on any existing entry, on every file system, NFS included), so `name` appears complete or
+    /// not at all. A read error of `content` is an error and leaves nothing behind. Returns the bytes written.
+    pub fn create_file(
+        &self,
+        name: &OsStr,
+        mode: u32,
+        owner: (u32, u32),
+        content: &mut dyn io::Read,
+    ) -> Result<Made<u64>, WalkError> {
+        if self.stat_at(name)?.is_some() {
+            return self.existing(name);
+        }
+        let (temp, bytes) = self.write_temp(name, mode, owner, content)?;
+        let linked = nix::unistd::linkat(&self.fd, temp.as_os_str(), &self.fd, name, AtFlags::empty());
+        self.remove_temp(&temp);
+        match linked {
+            Ok(()) => Ok(Made::New(bytes)),
+            Err(Errno::EEXIST) => self.existing(name),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Replaces the regular file `name` with `content` atomically (a synced temporary file renamed over it), but
+    /// only if `name` is still the file `expected` describes (same inode, size and mtime: the one the caller read);
+    /// otherwise nothing changes and it is skipped as changed.
+    pub fn replace_file(
+        &self,
+        name: &OsStr,
+        expected: &Stat,
+        mode: u32,
+        owner: (u32, u32),
+        content: &mut dyn io::Read,
+    ) -> Result<Made<u64>, WalkError> {
+        let (temp, bytes) = self.write_temp(name, mode, owner, content)?;
+        let same = |now: &Stat| {
+            now.kind() == Kind::File
+                && now.same_inode(expected)
+                && now.size == expected.size
+                && now.mtime == expected.mtime
+        };
+        match self.stat_at(name) {
+            Ok(Some(now)) if same(&now) => {}
+            Ok(_) => {
+                self.remove_temp(&temp);
+                return Ok(Made::Skipped(Skip::Changed));
+            }
+            Err(e) => {
+                self.remove_temp(&temp);
+                return Err(e);
+            }
+        }
+        // renameat replaces the name itself, whatever stands there now: it never follows a link.
+        match nix::fcntl::renameat(&self.fd, temp.as_os_str(), &self.fd, name) {
+            Ok(()) => Ok(Made::New(bytes)),
+            Err(e) => {
+                self.remove_temp(&temp);
+                Err(self.error(name, e))
+            }
+        }
+    }
+
+    /// A new file under a fresh temporary name, filled, handed over and synced (on NFS a rename or link before the
+    /// data is durable could publish an empty file after a server crash).
+    fn write_temp(
+        &self,
+        name: &OsStr,
+        mode: u32,
+        owner: (u32, u32),
+        content: &mut dyn io::Read,
+    ) -> Result<(OsString, u64), WalkError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let (temp, fd) = loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let temp = OsString::from(format!(".workspaced-{}-{n}.partial", std::process::id()));
+            match openat(&self.fd, temp.as_os_str(), flags, Mode::from_bits_truncate(0o600)) {
+                Ok(fd) => break (temp, fd),
+                // Left by a killed run of another process with our pid: take the next name.
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(self.error(name, e)),
+            }
+        };
+        let mut file = File::from(fd);
+        let written = (|| {
+            let bytes = io::copy(content, &mut file)?;
+            self.hand_over(&file, name, mode, owner).map_err(|e| match e {
+                WalkError::Io { source, .. } => source,
+                e => io::Error::other(e.to_string()),
+            })?;
+            file.sync_all()?;
+            Ok::<_, io::Error>(bytes)
+        })();
+        match written {
+            Ok(bytes) => Ok((temp, bytes)),
+            Err(source) => {
+                self.remove_temp(&temp);
+                Err(WalkError::Io { path: self.path.join(name), source })
+            }
+        }
+    }
+
+    /// Best effort: a temporary file left behind (a failed unlink) is only clutter, never a published name.
+    fn remove_temp(&self, temp: &OsStr) {
+        let _ = nix::unistd::unlinkat(&self.fd, temp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
 }
 
 /// Sets the modification time, and the access time when given, of `path` itself (a symlink's own times, never
@@ -528,6 +782,51 @@ mod tests {
             assert!(!log.iter().any(|l| l.starts_with("d/")), "{replacement}: {log:?}");
             assert!(!String::from_utf8_lossy(&read).contains("SECRET"), "{replacement}");
         }
+    }
+
+    #[test]
+    fn a_new_file_never_replaces_nor_follows_what_stands_under_its_name() {
+        let (tmp, root) = folder();
+        let secret = tmp.path().join("secret.key");
+        std::os::unix::fs::symlink(&secret, root.join("x")).unwrap();
+        let dir = DirFd::open_root(&root).unwrap();
+        let made = dir.create_file(OsStr::new("x"), 0o644, (1000, 1000), &mut &b"evil"[..]).unwrap();
+        assert!(matches!(made, Made::Exists(s) if s.kind() == Kind::Symlink), "{made:?}");
+        let made = dir.create_file(OsStr::new("f"), 0o644, (1000, 1000), &mut &b"evil"[..]).unwrap();
+        assert!(matches!(made, Made::Exists(s) if s.kind() == Kind::File), "{made:?}");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "SECRET");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "mine");
+
+        let sub = match dir.create_dir(OsStr::new("new"), 0o755, (1000, 1000)).unwrap() {
+            Made::New(sub) => sub,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            sub.create_file(OsStr::new("g"), 0o640, (1000, 1000), &mut &b"hi"[..]).unwrap(),
+            Made::New(2)
+        ));
+        let meta = std::fs::metadata(root.join("new/g")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1000, 1000, 0o640));
+        assert_eq!(std::fs::metadata(root.join("new")).unwrap().uid(), 1000);
+        assert_eq!(std::fs::read_dir(root.join("new")).unwrap().count(), 1, "a temporary file was left behind");
+        assert!(matches!(dir.create_dir(OsStr::new("l"), 0o755, (1000, 1000)).unwrap(), Made::Exists(_)));
+    }
+
+    #[test]
+    fn a_replacement_happens_only_while_the_file_is_the_one_that_was_read() {
+        let (_tmp, root) = folder();
+        let dir = DirFd::open_root(&root).unwrap();
+        let read = dir.stat_at(OsStr::new("f")).unwrap().unwrap();
+        std::fs::write(root.join("f"), "edited by the student").unwrap();
+        let made = dir.replace_file(OsStr::new("f"), &read, 0o644, (1000, 1000), &mut &b"v2"[..]).unwrap();
+        assert!(matches!(made, Made::Skipped(Skip::Changed)), "{made:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "edited by the student");
+
+        let read = dir.stat_at(OsStr::new("f")).unwrap().unwrap();
+        let made = dir.replace_file(OsStr::new("f"), &read, 0o644, (1000, 1000), &mut &b"v2"[..]).unwrap();
+        assert!(matches!(made, Made::New(2)), "{made:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "v2");
+        assert_eq!(std::fs::metadata(root.join("f")).unwrap().uid(), 1000);
     }
 
     #[test]

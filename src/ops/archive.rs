@@ -12,7 +12,7 @@ use flate2::Compression;
 use tar::{EntryType, Header};
 
 use super::import::symlink_target_escapes;
-use crate::fswalk::{Descend, Entry, Files, Node, Tree, Visit, WalkError};
+use crate::fswalk::{Descend, Entry, Files, Node, Stat, Tree, Visit, WalkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -104,12 +104,7 @@ impl Walk {
         progress: &mut impl FnMut(&Progress),
     ) -> Result<Descend, ExportError> {
         let Entry { rel, stat, node, .. } = entry;
-        let mut header = Header::new_gnu();
-        header.set_uid(u64::from(stat.uid));
-        header.set_gid(u64::from(stat.gid));
-        // Permission bits only, as GNU tar writes them; a pre-1970 mtime becomes 0 rather than a huge number.
-        header.set_mode(stat.mode & 0o7777);
-        header.set_mtime(stat.mtime.secs.max(0) as u64);
+        let mut header = header_for(&stat);
         let write = ExportError::Write;
         match node {
             Node::Dir => {
@@ -147,17 +142,9 @@ impl Walk {
                 };
                 let size = stat.size;
                 header.set_size(size);
-                let mut reader = ExactReader {
-                    file,
-                    remaining: size,
-                    short: false,
-                    progress: &mut self.progress,
-                    callback: progress,
-                    error: None,
-                };
+                let mut reader = ExactReader::new(file, size, &mut self.progress, progress);
                 let appended = builder.append_data(&mut header, rel, &mut reader);
-                let (short, read_error) = (reader.short, reader.error.take());
-                let file = reader.file;
+                let (file, short, read_error) = reader.finish();
                 if let Some(source) = read_error {
                     return Err(ExportError::Read { path: abs.to_path_buf(), source });
                 }
@@ -184,15 +171,37 @@ impl Walk {
     }
 }
 
+/// A tar header with an entry's owner, permission bits and mtime (whole seconds); type and size are the caller's.
+pub(super) fn header_for(stat: &Stat) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_uid(u64::from(stat.uid));
+    header.set_gid(u64::from(stat.gid));
+    // Permission bits only, as GNU tar writes them; a pre-1970 mtime becomes 0 rather than a huge number.
+    header.set_mode(stat.mode & 0o7777);
+    header.set_mtime(stat.mtime.secs.max(0) as u64);
+    header
+}
+
 /// Yields exactly `remaining` bytes of a file: its content, zero-padded if it shrank meanwhile, cut if it grew, so
 /// the tar header's size is always right. Read errors are kept aside so they are reported as read errors.
-struct ExactReader<'a, F: FnMut(&Progress)> {
+pub(super) struct ExactReader<'a, F: FnMut(&Progress)> {
     file: std::fs::File,
     remaining: u64,
     short: bool,
     progress: &'a mut Progress,
     callback: &'a mut F,
     error: Option<io::Error>,
+}
+
+impl<'a, F: FnMut(&Progress)> ExactReader<'a, F> {
+    pub(super) fn new(file: std::fs::File, size: u64, progress: &'a mut Progress, callback: &'a mut F) -> Self {
+        ExactReader { file, remaining: size, short: false, progress, callback, error: None }
+    }
+
+    /// The file back, whether it was shorter than its size (padded), and the read error kept aside, if any.
+    pub(super) fn finish(self) -> (std::fs::File, bool, Option<io::Error>) {
+        (self.file, self.short, self.error)
+    }
 }
 
 impl<F: FnMut(&Progress)> Read for ExactReader<'_, F> {

@@ -2,16 +2,16 @@
 //! options, small-file latency, student folders, Docker, database); `archive` exports a student's folder as tar.gz
 //! (also streamed over HTTP by `http::export`); `import` puts an archive in place atomically after checking every
 //! entry; `usage` measures folders like `du`; `migrate` copies every folder to a new base path and verifies it by
-//! checksum (run inside the service by `http::migrate`, under each student's lock). Paths come only from a
-//! `StudentId`. Only `import` replaces a student's files, and only on an operator's explicit command; nothing here
-//! deletes a source folder.
-//!
-//! `ops` imports neither axum, `http` nor the lifecycle, so the CLI can run it without a server: the HTTP handlers
-//! live in `http::{export, migrate}`, and `migrate` is told how to lock a student through a `StudentLocker`.
+//! checksum (run inside the service by `http::migrate`, under each student's lock); `coursework` copies a course's
+//! starter files, distributes assignments without overwriting students' edits, and collects them as tar.gz. Paths
+//! come only from a `StudentId`. Only `import` replaces a student's files, and only on an operator's explicit
+//! command (`coursework` replaces only a file still as it was last distributed); nothing here deletes a source
+//! folder.
 
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod coursework;
 pub mod doctor;
 pub mod import;
 pub mod migrate;

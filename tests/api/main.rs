@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod culling;
 mod erase_quota;
+mod ide_state;
 mod ide_protocol;
 mod lifecycle;
 mod openapi;

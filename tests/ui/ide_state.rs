@@ -13,16 +13,50 @@ use crate::ide::{code_server_app, open_ide, status, ACTIVE_IS, READY_JS, WORKBEN
 
 const T: Duration = Duration::from_secs(30);
 
-/// Runs a command from the palette (F1, its title, Enter), as a student would.
+/// Runs a command from the palette (F1, its title, then its row), as a student would.
 async fn run_command(b: &Browser, title: &str) {
     b.type_keys("\u{E031}").await; // F1
     b.wait_js("command palette", ACTIVE_IS, vec![".quick-input-widget input".into()], T).await;
     b.type_keys(title).await;
-    let row = "const r = document.querySelector('.quick-input-list .monaco-list-row.focused'); \
-        return !!r && (r.getAttribute('aria-label') || '').startsWith(arguments[0]);";
-    b.wait_js(&format!("{title:?} in the list"), row, vec![title.into()], T).await;
-    b.type_keys("\u{E007}").await; // Enter
+    pick_row(b, title).await;
 }
+
+/// Picks the row of the open quick pick whose label starts with `label`: Enter when it is the focused one, else a
+/// click on it.
+async fn pick_row(b: &Browser, label: &str) {
+    if !pick_row_within(b, label, T).await {
+        b.screenshot("pick-failure").await;
+        panic!("no row {label:?} in the quick pick");
+    }
+}
+
+/// [`pick_row`], giving up (`false`) after `within`.
+async fn pick_row_within(b: &Browser, label: &str, within: Duration) -> bool {
+    let rows = "return [...document.querySelectorAll('.quick-input-list .monaco-list-row')] \
+        .map((r) => (r.classList.contains('focused') ? '*' : '') + (r.getAttribute('aria-label') || ''));";
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen: Vec<String> = serde_json::from_value(b.client.execute(rows, vec![]).await.unwrap()).unwrap();
+        if seen.iter().any(|r| r.starts_with(&format!("*{label}"))) {
+            b.type_keys("\u{E007}").await; // Enter
+            return true;
+        }
+        if seen.iter().any(|r| r.starts_with(label)) {
+            let css = format!(".quick-input-list .monaco-list-row[aria-label^=\"{label}\"]");
+            b.click(&css).await;
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const IS_LIGHT: &str = "const w = document.querySelector('.monaco-workbench'); \
+    return !!w && w.classList.contains('vs') && !w.classList.contains('vs-dark');";
+const IS_DARK: &str = "const w = document.querySelector('.monaco-workbench'); \
+    return !!w && w.classList.contains('vs-dark');";
 
 /// The workbench is usable (explorer and status bar restored).
 async fn ready(b: &Browser) {
@@ -60,19 +94,27 @@ async fn a_colour_theme_and_an_extension_from_a_vsix_survive_a_stop_and_a_start(
     assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (1000, 1000, 0o700), "state folder owner and mode");
     assert!(!app.student_dir(id).join(".local").exists(), "the state stays out of the project folder");
 
-    // A light theme, picked from the palette.
-    run_command(&b, "Preferences: Color Theme").await;
-    b.wait_js("the theme list", ACTIVE_IS, vec![".quick-input-widget input".into()], T).await;
-    b.type_keys("Light Modern").await;
-    let row = "const r = document.querySelector('.quick-input-list .monaco-list-row.focused'); \
-        return !!r && (r.getAttribute('aria-label') || '').startsWith('Light Modern');";
-    b.wait_js("Light Modern in the list", row, vec![], T).await;
-    b.type_keys("\u{E007}").await;
-    let light = "const w = document.querySelector('.monaco-workbench'); return !!w && w.classList.contains('vs') \
-        && !w.classList.contains('vs-dark');";
-    b.wait_js("the light theme applied", light, vec![], T).await;
+    // Another theme, picked from the palette: the light one when the default is dark, a dark one otherwise. The
+    // picker lists the themes known when it opens, which is only once the extensions are registered (a while
+    // after the workbench shows on a busy machine): opened again until it lists them.
+    let was_light = b.client.execute(IS_LIGHT, vec![]).await.unwrap() == serde_json::Value::Bool(true);
+    let want = if was_light { "Dark Modern" } else { "Light Modern" };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        run_command(&b, "Preferences: Color Theme").await;
+        b.wait_js("the theme list", ACTIVE_IS, vec![".quick-input-widget input".into()], T).await;
+        b.type_keys(want).await;
+        if pick_row_within(&b, want, Duration::from_secs(3)).await {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the theme picker never listed {want}");
+        b.type_keys("\u{E00C}").await; // Escape
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let changed = if was_light { IS_DARK } else { IS_LIGHT };
+    b.wait_js("the other theme applied", changed, vec![], T).await;
     let settings = state.join("User/settings.json");
-    wait_file_contains(&settings, "Light Modern").await;
+    wait_file_contains(&settings, "workbench.colorTheme").await;
 
     // The extension, from the .vsix in the project folder, through "Install from VSIX..." and its file box.
     run_command(&b, "Extensions: Install from VSIX...").await;
@@ -101,7 +143,7 @@ async fn a_colour_theme_and_an_extension_from_a_vsix_survive_a_stop_and_a_start(
     b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
     ready(&b).await;
     assert_eq!(status(&app, id).await["status"], "running");
-    b.wait_js("the light theme after the restart", light, vec![], T).await;
+    b.wait_js("the theme kept after the restart", changed, vec![], T).await;
     run_command(&b, "Workspaced Hello: Say hello").await;
     b.wait_for_text("Hello from a vsix", T).await;
     assert_eq!(dialog_open(&b).await, None);

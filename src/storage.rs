@@ -1,8 +1,10 @@
 //! Student folders on the host: `<base>/<student-id>`, owned by the workspace uid/gid, mode 0700. Works the same on
-//! local disk and on an NFS/EFS mount. Nothing here ever deletes a student's files.
+//! local disk and on an NFS/EFS mount. Beside them, each student's IDE state (settings, extensions, backups of
+//! unsaved editors) in `<base>/.ide-state/<student-id>`, kept apart so the project folder stays the student's own.
+//! Nothing here ever deletes a student's files.
 
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::domain::StudentId;
@@ -82,6 +84,15 @@ impl Abandoned {
 
 /// Mode of a student folder: owner only. Never world-readable.
 pub const STUDENT_DIR_MODE: u32 = 0o700;
+
+/// The folder below the base that holds every student's IDE state folder. It starts with a dot, which no student id
+/// does, so no listing of the base ever takes it for a student. Mode 0700, owned by whoever runs the service: the
+/// engine (root) resolves the bind mount, the container sees only the student's own folder.
+pub const IDE_STATE_DIR: &str = ".ide-state";
+
+/// What a new IDE state folder starts with (never written into an existing one). Empty: code-server's own defaults
+/// keep unsaved editors (see docs/ide-state.md).
+pub const IDE_STATE_SEED: &[(&str, &str)] = &[];
 
 /// Who must own the student folders `ensure_student_dir` prepares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +177,47 @@ impl Storage {
         self.base.join(student.as_str())
     }
 
+    /// The IDE state folder of a student: `<base>/.ide-state/<id>`.
+    pub fn ide_state_dir(&self, student: &StudentId) -> PathBuf {
+        self.base.join(IDE_STATE_DIR).join(student.as_str())
+    }
+
+    /// Makes sure `<base>/.ide-state` (mode 0700) and the student's state folder in it (owned by uid:gid, mode
+    /// 0700) exist, fixing the owner and mode of an existing one. A new folder gets `seed`'s files (relative path,
+    /// content), owned by uid:gid too; an existing one is never written into. Returns the absolute path and whether
+    /// the folder was new. Blocking, like [`Storage::ensure_student_dir_unless`], and stops before each change once
+    /// `abandoned` is set.
+    pub fn ensure_ide_state_dir_unless(
+        &self,
+        student: &StudentId,
+        seed: &[(&str, &str)],
+        abandoned: &Abandoned,
+    ) -> Result<(PathBuf, bool), StorageError> {
+        let base = self.check_base()?;
+        let parent = base.join(IDE_STATE_DIR);
+        let dir = parent.join(student.as_str());
+        let gave_up =
+            || StorageError::Io { path: dir.clone(), source: io::Error::other("abandoned after its deadline") };
+        if abandoned.is_set() {
+            return Err(gave_up());
+        }
+        create_private_dir(&parent, None)?;
+        if abandoned.is_set() {
+            return Err(gave_up());
+        }
+        let owner = match self.ownership {
+            Ownership::Workspace { uid, gid } => Some((uid, gid)),
+            Ownership::Unchanged => None,
+        };
+        let created = create_private_dir(&dir, owner)?;
+        if created {
+            for (relative, content) in seed {
+                write_seed(&dir, relative, content, owner).map_err(StorageError::at(dir.join(relative)))?;
+            }
+        }
+        Ok((dir, created))
+    }
+
     /// The student folders below the base: directories named by a valid student id, sorted. Scratch, import and
     /// migration folders start with a dot, which no student id does, so they are never listed.
     pub fn student_folders(&self) -> io::Result<Vec<StudentId>> {
@@ -248,6 +300,49 @@ impl Storage {
     }
 }
 
+/// Creates `dir` (mode 0700) or checks the one there: a directory, not a symlink; fixes its owner (when `owner` is
+/// given) and mode. Returns whether it was created.
+fn create_private_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<bool, StorageError> {
+    let io_err = StorageError::at(dir);
+    let created = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(StorageError::at(dir))?;
+    if !meta.is_dir() {
+        return Err(StorageError::at(dir)(io::Error::other("exists and is not a directory")));
+    }
+    if let Some((uid, gid)) = owner {
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(StorageError::at(dir))?;
+        }
+    }
+    if meta.mode() & 0o7777 != STUDENT_DIR_MODE {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(STUDENT_DIR_MODE))
+            .map_err(StorageError::at(dir))?;
+    }
+    Ok(created)
+}
+
+/// Writes one seed file into a state folder that was just created (so nothing of the student's is there yet), with
+/// its parent folders, each owned by `owner`.
+fn write_seed(dir: &Path, relative: &str, content: &str, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let chown = |p: &Path| owner.map_or(Ok(()), |(uid, gid)| std::os::unix::fs::lchown(p, Some(uid), Some(gid)));
+    let mut at = dir.to_path_buf();
+    let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((file, folders)) = parts.split_last() else { return Ok(()) };
+    for folder in folders {
+        at.push(folder);
+        std::fs::create_dir(&at)?;
+        chown(&at)?;
+    }
+    at.push(file);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&at)?;
+    std::io::Write::write_all(&mut f, content.as_bytes())?;
+    chown(&at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +381,46 @@ mod tests {
         let file = tmp.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(matches!(Storage::new(&file, 1000, 1000).check_base(), Err(StorageError::BaseNotDirectory(_))));
+    }
+
+    #[test]
+    fn an_ide_state_folder_is_private_owned_seeded_once_and_never_listed_as_a_student() {
+        let base = tempfile::tempdir().unwrap();
+        let storage = Storage::new(base.path(), 1000, 1000);
+        let s = StudentId::parse("alice").unwrap();
+        storage.ensure_student_dir(&s).unwrap();
+        let seed = [("User/settings.json", "{}\n")];
+        let (dir, created) = storage.ensure_ide_state_dir_unless(&s, &seed, &Abandoned::default()).unwrap();
+        assert!(created);
+        assert_eq!(dir, base.path().canonicalize().unwrap().join(".ide-state/alice"));
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (1000, 1000, 0o700));
+        let parent = std::fs::metadata(base.path().join(IDE_STATE_DIR)).unwrap();
+        assert_eq!(parent.mode() & 0o777, 0o700, "the parent is closed to others");
+        let file = dir.join("User/settings.json");
+        assert_eq!(std::fs::metadata(&file).unwrap().uid(), 1000);
+        assert_eq!(std::fs::metadata(dir.join("User")).unwrap().uid(), 1000);
+
+        // The student's own settings are never overwritten by a later start.
+        std::fs::write(&file, "{\"mine\": true}").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (_, created) = storage.ensure_ide_state_dir_unless(&s, &seed, &Abandoned::default()).unwrap();
+        assert!(!created);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"mine\": true}");
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700, "a wrong mode is fixed");
+
+        assert_eq!(storage.student_folders().unwrap(), vec![s], ".ide-state is not a student");
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_state_folder_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir(base.path().join(IDE_STATE_DIR)).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), base.path().join(IDE_STATE_DIR).join("eve")).unwrap();
+        let storage = Storage::new(base.path(), 1000, 1000);
+        let s = StudentId::parse("eve").unwrap();
+        assert!(storage.ensure_ide_state_dir_unless(&s, &[], &Abandoned::default()).is_err());
+        assert_ne!(std::fs::metadata(elsewhere.path()).unwrap().uid(), 1000, "the link's target is untouched");
     }
 }

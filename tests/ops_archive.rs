@@ -557,3 +557,67 @@ fn the_end_of_term_archive_is_verified_checksummed_restorable_and_never_overwrit
     }
     assert_eq!(std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sums, "nothing added by refusals");
 }
+
+#[test]
+fn an_export_carries_the_ide_state_and_an_import_puts_it_back_in_the_state_folder() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    std::fs::create_dir_all(base.join("alice/src")).unwrap();
+    std::fs::write(base.join("alice/src/main.py"), "print(1)\n").unwrap();
+    // A student's own entry with the reserved name is left out, not taken for the state.
+    std::fs::create_dir(base.join("alice/.workspaced-ide-state")).unwrap();
+    std::fs::write(base.join("alice/.workspaced-ide-state/fake.json"), "fake").unwrap();
+    std::fs::create_dir_all(base.join(".ide-state/alice/User")).unwrap();
+    std::fs::write(base.join(".ide-state/alice/User/settings.json"), "{\"theme\": \"light\"}").unwrap();
+    std::fs::create_dir_all(base.join(".ide-state/carol")).unwrap();
+    std::fs::write(base.join(".ide-state/carol/old.json"), "old").unwrap();
+
+    let archive = base.parent().unwrap().join("alice.tar.gz");
+    let out = std::fs::File::create(&archive).unwrap();
+    let state = base.join(".ide-state/alice");
+    let stats = workspaced::ops::archive::export_student(&base.join("alice"), Some(&state), out, |_| {}).unwrap();
+    assert!(stats.skipped.iter().any(|s| s.starts_with(".workspaced-ide-state")), "{:?}", stats.skipped);
+
+    let report = import_archive(base, &id("carol"), std::fs::File::open(&archive).unwrap(), &options()).unwrap();
+    assert!(report.dir.ends_with("carol"));
+    assert_eq!(std::fs::read_to_string(base.join("carol/src/main.py")).unwrap(), "print(1)\n");
+    assert!(!base.join("carol/.workspaced-ide-state").exists(), "the state stays out of the project folder");
+    let settings = base.join(".ide-state/carol/User/settings.json");
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), "{\"theme\": \"light\"}");
+    assert!(!base.join(".ide-state/carol/old.json").exists(), "the state was replaced, not merged");
+    let meta = std::fs::metadata(base.join(".ide-state/carol")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (UID, GID, 0o700));
+    assert_eq!(std::fs::metadata(&settings).unwrap().uid(), UID);
+    let state_leftovers: Vec<_> = std::fs::read_dir(base.join(".ide-state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(state_leftovers.is_empty(), "{state_leftovers:?}");
+    assert_eq!(leftovers(base), vec![".ide-state".to_owned()]);
+}
+
+#[test]
+fn an_export_without_ide_state_imports_and_leaves_the_state_folder_alone() {
+    let s = Scene::new();
+    std::fs::create_dir_all(s.base.join(".ide-state/bob")).unwrap();
+    std::fs::write(s.base.join(".ide-state/bob/settings.json"), "mine").unwrap();
+    let archive = build(&[raw("src/", EntryType::Directory), file("src/new.py", b"new")]);
+    import_archive(&s.base, &id("bob"), archive.as_slice(), &options()).unwrap();
+    assert_eq!(std::fs::read_to_string(s.base.join("bob/src/new.py")).unwrap(), "new");
+    assert_eq!(std::fs::read_to_string(s.base.join(".ide-state/bob/settings.json")).unwrap(), "mine");
+}
+
+#[test]
+fn a_symlink_from_the_ide_state_into_the_project_folder_is_refused() {
+    let s = Scene::new();
+    let archive = build(&[
+        raw("src/", EntryType::Directory),
+        file("src/a.py", b"a"),
+        raw(".workspaced-ide-state/", EntryType::Directory),
+        link(".workspaced-ide-state/l", EntryType::Symlink, "../src/a.py"),
+    ]);
+    let err = s.assert_refused("a state link into the folder", archive, &options());
+    assert!(err.to_string().contains("IDE state"), "{err}");
+    assert!(!s.base.join(".ide-state").exists(), "no state folder was made");
+}

@@ -71,6 +71,7 @@ impl World {
             env: vec!["WORKSPACED_TEST=1".to_owned()],
             host_dir: self.home(student),
             mount_target: MOUNT.to_owned(),
+            state_dir: None,
             container_port: 8080,
             user: "1000:1000".to_owned(),
             nano_cpus: 1_000_000_000,

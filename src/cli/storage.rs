@@ -59,7 +59,8 @@ pub async fn export(settings: &Settings, a: ExportArgs) -> anyhow::Result<()> {
     };
     let bar = progress_bar(total, "export");
     let (bar2, output2) = (bar.clone(), output.clone());
-    let stats = tokio::task::spawn_blocking(move || write_archive(&dir, output2, &bar2)).await??;
+    let state = storage.ide_state_dir(&student);
+    let stats = tokio::task::spawn_blocking(move || write_archive(&dir, &state, output2, &bar2)).await??;
     bar.finish_and_clear();
     let target = output.map(|p| p.display().to_string()).unwrap_or_else(|| "stdout".to_owned());
     report_export(&student, &stats, &target);
@@ -88,14 +89,15 @@ fn export_target(output: Option<PathBuf>, student: &StudentId) -> anyhow::Result
 
 fn write_archive(
     dir: &std::path::Path,
+    state: &std::path::Path,
     output: Option<PathBuf>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<crate::ops::archive::ExportStats> {
-    use crate::ops::archive::export_to_writer;
+    use crate::ops::archive::export_student;
 
     let tick = |p: &crate::ops::archive::Progress| bar.set_position(p.bytes);
     let Some(path) = output else {
-        return Ok(export_to_writer(dir, std::io::BufWriter::new(std::io::stdout().lock()), tick)?);
+        return Ok(export_student(dir, Some(state), std::io::BufWriter::new(std::io::stdout().lock()), tick)?);
     };
     // Written under a temporary name, so a half-written archive never carries the final one.
     let mut part = path.clone().into_os_string();
@@ -103,7 +105,7 @@ fn write_archive(
     let part = PathBuf::from(part);
     let file = std::fs::File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
     let result = (|| -> anyhow::Result<_> {
-        let stats = export_to_writer(dir, std::io::BufWriter::with_capacity(256 * 1024, &file), tick)?;
+        let stats = export_student(dir, Some(state), std::io::BufWriter::with_capacity(256 * 1024, &file), tick)?;
         file.sync_all()?;
         std::fs::rename(&part, &path)?;
         Ok(stats)

@@ -78,6 +78,22 @@ pub(super) fn absolute(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path inside the container for a bind mount: absolute, and without the `:` that separates a bind's parts.
+pub(super) fn mount_path(path: &Option<String>) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    absolute(path)?;
+    if path.contains(':') || path.contains(',') {
+        return Err("must not contain ':' or ','".to_owned());
+    }
+    if path.len() > 1024 {
+        return Err("must be at most 1024 bytes".to_owned());
+    }
+    if path.split('/').any(|p| p == "..") {
+        return Err("must not contain '..'".to_owned());
+    }
+    Ok(())
+}
+
 pub(super) fn signing_key(key: &Option<String>) -> Result<(), String> {
     if key.as_ref().is_some_and(|k| k.len() < 32) {
         return Err("must be at least 32 characters (e.g. `openssl rand -hex 32`)".to_owned());

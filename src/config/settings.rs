@@ -162,6 +162,8 @@ pub struct WorkspaceSettings {
     pub readiness_path: String,
     /// Where the student's folder is mounted inside the container.
     pub mount_target: String,
+    /// Where the student's IDE state folder is mounted inside the container; `None`: no state folder.
+    pub ide_state_path: Option<String>,
     /// CPU limit in cores.
     pub cpus: f64,
     /// Memory limit in bytes; swap is set equal, so the container gets no swap.
@@ -268,6 +270,7 @@ impl Default for WorkspaceSettings {
             container_port: 8080,
             readiness_path: "/healthz".to_owned(),
             mount_target: "/home/coder/project".to_owned(),
+            ide_state_path: Some(DEFAULT_IDE_STATE_PATH.to_owned()),
             cpus: 1.0,
             memory_bytes: 1 << 30,
             pids_limit: 1024,
@@ -299,4 +302,6 @@ impl Default for CullSettings {
 }
 
 /// The code-server image that `workspaced image build` produces.
+/// Where code-server keeps its user data (settings, extensions, backups): the default `ide_state_path`.
+pub const DEFAULT_IDE_STATE_PATH: &str = "/home/coder/.local/share/code-server";
 pub const DEFAULT_IMAGE: &str = "workspaced/code-server:4.139.1";

@@ -102,6 +102,12 @@ pub static SETTINGS: &[Setting] = &[
     setting!("mount_target", "WORKSPACED_MOUNT_TARGET",
         workspace.mount_target: p::text, c::absolute, "`/home/coder/project`",
         "Where the student's folder appears in the container. Must be an absolute path."),
+    setting!("ide_state_path", "WORKSPACED_IDE_STATE_PATH",
+        workspace.ide_state_path: p::optional_text, c::mount_path, "`/home/coder/.local/share/code-server`",
+        "Where the student's IDE state folder (`<base>/.ide-state/<id>`: settings, extensions, backups of unsaved \
+        editors) appears in the container, so it survives a stop. code-server keeps it in \
+        `~/.local/share/code-server`; for Jupyter e.g. `/home/jovyan/.local/share/jupyter`. Empty: no state \
+        folder. An absolute path without `:`, at most 1024 bytes ([ide-state.md](ide-state.md))."),
     setting!("cpus", "WORKSPACED_CPUS",
         workspace.cpus: p::number, c::cpus, "`1.0`",
         "CPU limit in cores (`NanoCpus`). More than 0, at most 1024."),

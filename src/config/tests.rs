@@ -36,6 +36,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_CONTAINER_PORT", "8888"),
         ("WORKSPACED_READINESS_PATH", "/api/status"),
         ("WORKSPACED_MOUNT_TARGET", "/home/jovyan/work"),
+        ("WORKSPACED_IDE_STATE_PATH", "/home/jovyan/.local/share/jupyter"),
         ("WORKSPACED_CPUS", "2.5"),
         ("WORKSPACED_MEMORY", "2g"),
         ("WORKSPACED_PIDS_LIMIT", "512"),
@@ -206,6 +207,13 @@ fn env_wins_over_file() {
 }
 
 #[test]
+fn an_empty_ide_state_path_means_no_state_folder() {
+    assert_eq!(Settings::default().workspace.ide_state_path.as_deref(), Some("/home/coder/.local/share/code-server"));
+    assert_eq!(from_env("WORKSPACED_IDE_STATE_PATH", "").unwrap().workspace.ide_state_path, None);
+    assert_eq!(from_toml("ide_state_path = \"\"").unwrap().workspace.ide_state_path, None);
+}
+
+#[test]
 fn bad_values_name_the_setting() {
     let err = from_env("WORKSPACED_MEMORY", "lots").unwrap_err();
     assert!(err.to_string().contains("WORKSPACED_MEMORY"), "{err}");
@@ -237,6 +245,9 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_COURSE_MAX_MEMORY", "1m"),
         ("WORKSPACED_COURSE_MAX_PIDS_LIMIT", "0"),
         ("WORKSPACED_ALLOWED_IMAGES", "[1, 2]"),
+        ("WORKSPACED_IDE_STATE_PATH", "home/coder/.local"),
+        ("WORKSPACED_IDE_STATE_PATH", "/home/coder:/etc"),
+        ("WORKSPACED_IDE_STATE_PATH", "/home/../etc"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::StudentId;
 use crate::http::{ApiError, AppState};
-use crate::ops::archive::{default_archive_name, export_to_writer};
+use crate::ops::archive::{default_archive_name, export_student};
 
 /// Chunks in flight between the archiver and the client.
 pub(super) const CHANNEL_CHUNKS: usize = 8;
@@ -39,6 +39,7 @@ pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<
     })?;
     let storage = state.lifecycle.storage().clone();
     let dir = storage.student_dir(&student);
+    let state_dir = storage.ide_state_dir(&student);
     let check = {
         let (storage, dir) = (storage.clone(), dir.clone());
         tokio::task::spawn_blocking(move || {
@@ -70,7 +71,7 @@ pub async fn export_handler(State(state): State<Arc<AppState>>, Path(raw): Path<
     tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
         let writer = io::BufWriter::with_capacity(CHUNK_BYTES, ChannelWriter { tx: tx.clone() });
-        match export_to_writer(&dir, writer, |_| {}) {
+        match export_student(&dir, Some(&state_dir), writer, |_| {}) {
             Ok(stats) => tracing::info!(
                 files = stats.files,
                 bytes = stats.bytes,

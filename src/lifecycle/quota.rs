@@ -65,18 +65,28 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// The disk use of the student's folder, walked through the storage gate (the walk may take up to
-    /// `usage_interval` on EFS).
+    /// The disk use of the student's folder and IDE state folder together, walked through the storage gate (the
+    /// walk may take up to `usage_interval` on EFS).
     pub async fn measure_folder(&self, student: &StudentId) -> Result<crate::ops::usage::Usage, StorageError> {
         let dir = self.storage.student_dir(student);
+        let state = self.storage.ide_state_dir(student);
         let walk = Some(self.settings.usage_interval);
         let measure = move |_: &crate::storage::Storage, _: &_| {
-            crate::ops::usage::disk_usage(&dir).map_err(StorageError::at(dir.clone()))
+            let mut usage = crate::ops::usage::disk_usage(&dir).map_err(StorageError::at(dir.clone()))?;
+            match crate::ops::usage::disk_usage(&state) {
+                Ok(more) => {
+                    usage.bytes = usage.bytes.saturating_add(more.bytes);
+                    usage.files = usage.files.saturating_add(more.files);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::at(state)(e)),
+            }
+            Ok(usage)
         };
         self.storage.run("measuring a folder", walk, measure).await
     }
 
-    /// Erases a student: the folder and the record, for retention rules and erasure requests. Refused unless the
+    /// Erases a student: the folder, the IDE state folder and the record, for retention rules and erasure requests. Refused unless the
     /// workspace is stopped (or failed, or never started); the student's sessions end; the event log keeps its
     /// events and a `deleted` one. The one code path that removes a student's folder.
     pub async fn delete(&self, student: &StudentId) -> Result<(), LifecycleError> {
@@ -85,19 +95,25 @@ impl Lifecycle {
         if rec.as_ref().is_some_and(|r| r.status.is_busy()) {
             return Err(LifecycleError::StillRunning(student.clone()));
         }
-        let dir = self.storage.student_dir(student);
-        let had_files = {
-            let dir = dir.clone();
-            self.storage
-                .run("deleting a student's folder", Some(self.settings.usage_interval), move |_, _| {
+        // The folder and the IDE state folder; whether there were any files at all.
+        let dirs = [self.storage.student_dir(student), self.storage.ide_state_dir(student)];
+        let had_files = self
+            .storage
+            .run("deleting a student's folders", Some(self.settings.usage_interval), move |_, _| {
+                let mut had = false;
+                for dir in dirs {
                     match std::fs::symlink_metadata(&dir) {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                        Err(e) => Err(StorageError::at(dir)(e)),
-                        Ok(_) => std::fs::remove_dir_all(&dir).map(|()| true).map_err(StorageError::at(dir)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::at(dir)(e)),
+                        Ok(_) => {
+                            std::fs::remove_dir_all(&dir).map_err(StorageError::at(&dir))?;
+                            had = true;
+                        }
                     }
-                })
-                .await?
-        };
+                }
+                Ok(had)
+            })
+            .await?;
         if rec.is_none() && !had_files {
             return Err(LifecycleError::NotFound(student.clone()));
         }

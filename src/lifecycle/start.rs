@@ -73,10 +73,15 @@ impl Lifecycle {
         self.runtime.ping().await?;
         // A stalled mount fails the start within `storage_timeout` (and frees the student's lock).
         let s = student.clone();
+        let with_state = profile.workspace.ide_state_path.is_some();
         let host_dir = self
             .storage
-            .run("preparing the student's folder", None, move |st, abandoned| {
-                st.ensure_student_dir_unless(&s, abandoned)
+            .run("preparing the student's folders", None, move |st, abandoned| {
+                let dir = st.ensure_student_dir_unless(&s, abandoned)?;
+                if with_state {
+                    st.ensure_ide_state_dir_unless(&s, crate::storage::IDE_STATE_SEED, abandoned)?;
+                }
+                Ok(dir)
             })
             .await?;
         self.check_hard_quota(student).await?;
@@ -281,6 +286,8 @@ impl Lifecycle {
             env: vec![format!("WORKSPACED_STUDENT={student}")],
             host_dir,
             mount_target: w.mount_target.clone(),
+            // Prepared with the student's folder (`ensure_ide_state_dir_unless`) before the start went on.
+            state_dir: w.ide_state_path.clone().map(|target| (self.storage.ide_state_dir(student), target)),
             container_port: w.container_port,
             user: format!("{}:{}", w.uid, w.gid),
             nano_cpus: (w.cpus * 1e9).round() as i64,

@@ -59,31 +59,55 @@ pub struct ExportStats {
     pub unsafe_links: Vec<String>,
 }
 
+/// The top-level entry of an export that holds the student's IDE state folder (`<base>/.ide-state/<id>`); import
+/// puts it back there. A student's own top-level entry of that name is left out of such an export (reported in
+/// `skipped`).
+pub const IDE_STATE_ENTRY: &str = ".workspaced-ide-state";
+
 /// Writes `dir` as a tar.gz into `writer`, calling `progress` as it goes. Blocking: use `spawn_blocking`.
 /// Returns after the gzip trailer is written and the writer flushed. The folder is read through [`crate::fswalk`],
 /// so an entry the student swaps for a symlink during the export is reported in `skipped`, never followed.
 pub fn export_to_writer<W: Write>(
     dir: &Path,
     writer: W,
+    progress: impl FnMut(&Progress),
+) -> Result<ExportStats, ExportError> {
+    export_student(dir, None, writer, progress)
+}
+
+/// [`export_to_writer`], and with `state` (the student's IDE state folder, when it exists) that folder too, under
+/// [`IDE_STATE_ENTRY`], read the same way.
+pub fn export_student<W: Write>(
+    dir: &Path,
+    state: Option<&Path>,
+    writer: W,
     mut progress: impl FnMut(&Progress),
 ) -> Result<ExportStats, ExportError> {
     let tree = Tree::open(dir)?;
     let mut builder = tar::Builder::new(GzEncoder::new(writer, Compression::default()));
-    let mut state = Walk { stats: ExportStats::default(), progress: Progress::default(), links: HashMap::new() };
+    let mut walk = Walk { stats: ExportStats::default(), progress: Progress::default(), links: HashMap::new() };
+    let reserved = Path::new(IDE_STATE_ENTRY);
     tree.walk(Files::Open, |visit| match visit {
         Visit::Skipped { rel, why } => {
-            state.stats.skipped.push(format!("{} ({})", rel.display(), why.reason()));
+            walk.stats.skipped.push(format!("{} ({})", rel.display(), why.reason()));
+            Ok(Descend::Skip)
+        }
+        Visit::Entry(entry) if state.is_some() && entry.rel == reserved => {
+            walk.stats.skipped.push(format!("{IDE_STATE_ENTRY} (the name exports keep for the IDE state)"));
             Ok(Descend::Skip)
         }
         Visit::Entry(entry) => {
             let abs = dir.join(entry.rel);
-            state.add(&mut builder, &abs, entry, &mut progress)
+            walk.add(&mut builder, &abs, None, entry, &mut progress)
         }
     })?;
+    if let Some(state) = state {
+        walk.add_state(&mut builder, state, &mut progress)?;
+    }
     let encoder = builder.into_inner().map_err(ExportError::Write)?;
     let mut writer = encoder.finish().map_err(ExportError::Write)?;
     writer.flush().map_err(ExportError::Write)?;
-    Ok(state.stats)
+    Ok(walk.stats)
 }
 
 struct Walk {
@@ -94,16 +118,56 @@ struct Walk {
 }
 
 impl Walk {
-    /// Appends one entry; `abs` only names it in errors. Long because it is one match over the entry kinds, each
+    /// Appends the IDE state folder under [`IDE_STATE_ENTRY`]: its own directory entry, then its contents. A
+    /// missing folder (a student who never started an IDE with one) adds nothing.
+    fn add_state<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        state: &Path,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<(), ExportError> {
+        let tree = match Tree::open(state) {
+            Ok(tree) => tree,
+            Err(WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let root = tree.stat();
+        let mut header = Header::new_gnu();
+        header.set_uid(u64::from(root.uid));
+        header.set_gid(u64::from(root.gid));
+        header.set_mode(root.mode & 0o7777);
+        header.set_mtime(root.mtime.secs.max(0) as u64);
+        header.set_entry_type(EntryType::Directory);
+        header.set_size(0);
+        builder.append_data(&mut header, IDE_STATE_ENTRY, io::empty()).map_err(ExportError::Write)?;
+        self.stats.dirs += 1;
+        let prefix = Path::new(IDE_STATE_ENTRY);
+        tree.walk(Files::Open, |visit| match visit {
+            Visit::Skipped { rel, why } => {
+                self.stats.skipped.push(format!("{} ({})", prefix.join(rel).display(), why.reason()));
+                Ok(Descend::Skip)
+            }
+            Visit::Entry(entry) => {
+                let abs = state.join(entry.rel);
+                self.add(builder, &abs, Some(prefix), entry, progress)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Appends one entry, named in the archive by its path below `prefix` (if any); `abs` only names it in errors. Long because it is one match over the entry kinds, each
     /// writing its own tar header.
     fn add<W: Write>(
         &mut self,
         builder: &mut tar::Builder<W>,
         abs: &Path,
+        prefix: Option<&Path>,
         entry: Entry<'_>,
         progress: &mut impl FnMut(&Progress),
     ) -> Result<Descend, ExportError> {
         let Entry { rel, stat, node, .. } = entry;
+        let prefixed = prefix.map(|p| p.join(rel));
+        let rel = prefixed.as_deref().unwrap_or(rel);
         let mut header = header_for(&stat);
         let write = ExportError::Write;
         match node {

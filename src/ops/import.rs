@@ -7,6 +7,10 @@
 //! where an earlier one leads). Only then is the old folder renamed to `<base>/.previous-<id>-<timestamp>` and the
 //! new one renamed into place; the previous folder is deleted after that succeeded. A refusal or an error leaves the
 //! student's folder as it was and removes the temp folder.
+//!
+//! A top-level `.workspaced-ide-state/` (what an export writes for the IDE state) goes to the student's IDE state
+//! folder instead, `<base>/.ide-state/<id>`, swapped in the same way right after the folder; an archive without it
+//! (an older export) leaves the IDE state as it is.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -109,6 +113,8 @@ pub struct PreparedImport {
     base: PathBuf,
     student: StudentId,
     temp: Option<PathBuf>,
+    /// The archive's IDE state, moved out of `temp` into `<base>/.ide-state/.import-<id>-<rand>`.
+    state_temp: Option<PathBuf>,
     entries: u64,
     bytes: u64,
     keep_previous: bool,
@@ -116,7 +122,7 @@ pub struct PreparedImport {
 
 impl Drop for PreparedImport {
     fn drop(&mut self) {
-        if let Some(temp) = self.temp.take() {
+        for temp in [self.temp.take(), self.state_temp.take()].into_iter().flatten() {
             if let Err(e) = fs::remove_dir_all(&temp) {
                 tracing::warn!(path = %temp.display(), error = %e, "cannot remove the import temp folder");
             }
@@ -160,6 +166,7 @@ pub fn prepare_import_tar<R: Read>(
         base,
         student: student.clone(),
         temp: Some(temp.clone()),
+        state_temp: None,
         entries: 0,
         bytes: 0,
         keep_previous: options.keep_previous,
@@ -178,7 +185,46 @@ pub fn prepare_import_tar<R: Read>(
     }
     x.finish()?;
     prepared.bytes = x.bytes;
+    prepared.state_temp = take_state(&prepared.base, student, &temp, options, suffix)?;
     Ok(prepared)
+}
+
+/// Moves the archive's IDE state (`<temp>/.workspaced-ide-state`), if any, out of the extracted tree to a temp
+/// folder inside `<base>/.ide-state`, owned by uid:gid, mode 0700.
+fn take_state(
+    base: &Path,
+    student: &StudentId,
+    temp: &Path,
+    options: &ImportOptions,
+    suffix: u64,
+) -> Result<Option<PathBuf>, ImportError> {
+    let extracted = temp.join(crate::ops::archive::IDE_STATE_ENTRY);
+    match fs::symlink_metadata(&extracted) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ImportError::Io { path: extracted, source }),
+        Ok(m) if !m.is_dir() => {
+            return Err(refused(Path::new(crate::ops::archive::IDE_STATE_ENTRY), "the IDE state is not a directory"))
+        }
+        Ok(_) => {}
+    }
+    let parent = base.join(crate::storage::IDE_STATE_DIR);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImportError::Io { path, source }
+    };
+    match fs::DirBuilder::new().mode(STUDENT_DIR_MODE).create(&parent) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&parent)(e)),
+    }
+    if !fs::symlink_metadata(&parent).map_err(io(&parent))?.is_dir() {
+        return Err(io(&parent)(io::Error::other("exists and is not a directory")));
+    }
+    let target = parent.join(format!(".import-{student}-{suffix:016x}"));
+    fs::rename(&extracted, &target).map_err(io(&target))?;
+    std::os::unix::fs::chown(&target, Some(options.uid), Some(options.gid)).map_err(io(&target))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(STUDENT_DIR_MODE)).map_err(io(&target))?;
+    Ok(Some(target))
 }
 
 impl PreparedImport {
@@ -238,6 +284,7 @@ impl PreparedImport {
             return Err(ImportError::Io { path: target, source });
         }
         self.temp = None;
+        self.commit_state(&stamp.to_string())?;
         let mut report = ImportReport {
             dir: target,
             entries: self.entries,
@@ -254,6 +301,38 @@ impl PreparedImport {
             }
         }
         Ok(report)
+    }
+}
+
+impl PreparedImport {
+    /// Puts the archive's IDE state (if it had one) in place of the student's, the same way as the folder: the old
+    /// one renamed aside, the new one renamed in, the old one deleted (kept with `keep_previous`).
+    fn commit_state(&mut self, stamp: &str) -> Result<(), ImportError> {
+        let Some(temp) = self.state_temp.clone() else { return Ok(()) };
+        let parent = self.base.join(crate::storage::IDE_STATE_DIR);
+        let target = parent.join(self.student.as_str());
+        let previous = parent.join(format!(".previous-{}-{stamp}", self.student));
+        let had_previous = match fs::symlink_metadata(&target) {
+            Ok(_) => {
+                fs::rename(&target, &previous).map_err(|source| ImportError::Io { path: target.clone(), source })?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(source) => return Err(ImportError::Io { path: target, source }),
+        };
+        if let Err(source) = fs::rename(&temp, &target) {
+            if had_previous && fs::rename(&previous, &target).is_err() {
+                return Err(ImportError::Swap { previous, source });
+            }
+            return Err(ImportError::Io { path: target, source });
+        }
+        self.state_temp = None;
+        if had_previous && !self.keep_previous {
+            if let Err(e) = fs::remove_dir_all(&previous) {
+                tracing::warn!(path = %previous.display(), error = %e, "cannot remove the previous IDE state");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -455,6 +534,13 @@ impl Extractor {
             let Ok(target) = fs::read_link(self.root.join(rel)) else { continue };
             if let Err(why) = resolve_inside(&self.root, rel, &target) {
                 return Err(refused(rel, format!("symlink to {} {why}", target.display())));
+            }
+            // The IDE state goes to a folder of its own: its links must stay inside it.
+            if let Ok(inner) = rel.strip_prefix(crate::ops::archive::IDE_STATE_ENTRY) {
+                let state_root = self.root.join(crate::ops::archive::IDE_STATE_ENTRY);
+                if let Err(why) = resolve_inside(&state_root, inner, &target) {
+                    return Err(refused(rel, format!("symlink to {} {why} (the IDE state)", target.display())));
+                }
             }
         }
         let mut dirs: Vec<(&PathBuf, &(u32, Option<u64>))> = self.dirs.iter().collect();

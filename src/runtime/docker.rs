@@ -384,7 +384,7 @@ impl DockerRuntime {
 
     /// The create request for `spec`: limits, loopback-only ephemeral port, bind mount, no new privileges, no
     /// restart policy (the lifecycle decides what runs), our labels forced to their true values.
-    fn create_body(&self, spec: &ContainerSpec, host_dir: &str) -> ContainerCreateBody {
+    fn create_body(&self, spec: &ContainerSpec, host_dir: &str, state_dir: Option<&str>) -> ContainerCreateBody {
         let port_key = format!("{}/tcp", spec.container_port);
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED_BY.to_owned(), LABEL_MANAGED_BY_VALUE.to_owned());
@@ -401,6 +401,10 @@ impl DockerRuntime {
             Some(vec![PortBinding { host_ip: Some("127.0.0.1".to_owned()), host_port: Some(String::new()) }]),
         )]);
         let positive = |v: i64| (v > 0).then_some(v);
+        let mut binds = vec![format!("{host_dir}:{}:rw", spec.mount_target)];
+        if let (Some(dir), Some((_, target))) = (state_dir, &spec.state_dir) {
+            binds.push(format!("{dir}:{target}:rw"));
+        }
         ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -409,7 +413,7 @@ impl DockerRuntime {
             labels: Some(labels),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{host_dir}:{}:rw", spec.mount_target)]),
+                binds: Some(binds),
                 port_bindings: Some(port_bindings),
                 nano_cpus: positive(spec.nano_cpus),
                 memory: positive(spec.memory_bytes),
@@ -533,8 +537,9 @@ impl Runtime for DockerRuntime {
         }
 
         let host_dir = absolute_dir(&spec.host_dir)?;
+        let state_dir = spec.state_dir.as_ref().map(|(dir, _)| absolute_dir(dir)).transpose()?;
         self.prepare_network().await?;
-        let body = self.create_body(spec, &host_dir);
+        let body = self.create_body(spec, &host_dir, state_dir.as_deref());
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         tracing::info!(student, container = %spec.name, image = %spec.image, "creating container");
         let answer =

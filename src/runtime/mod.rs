@@ -59,6 +59,9 @@ pub struct ContainerSpec {
     /// Host folder bind-mounted read-write at `mount_target`.
     pub host_dir: PathBuf,
     pub mount_target: String,
+    /// The student's IDE state folder on the host and where it is bind-mounted read-write in the container
+    /// (settings, extensions: kept apart from the project folder); `None`: none.
+    pub state_dir: Option<(PathBuf, String)>,
     /// Port inside the container, published on 127.0.0.1 with an ephemeral host port.
     pub container_port: u16,
     /// `uid:gid` the container runs as.

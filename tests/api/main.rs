@@ -12,6 +12,7 @@ mod courses;
 mod coursework;
 mod culling;
 mod erase_quota;
+mod ide_state;
 mod ide_protocol;
 mod lifecycle;
 mod openapi;

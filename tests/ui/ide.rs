@@ -1,6 +1,6 @@
 //! What a student sees, in real Chromium against real code-server through the proxy, with short timeouts:
 //! launch link -> launcher -> IDE; input keeps the workspace alive; the in-IDE warning and "Keep working"; the
-//! stopped page and "Start again".
+//! stopped overlay and "Start again".
 
 use std::time::Duration;
 
@@ -9,17 +9,17 @@ use fantoccini::Locator;
 use crate::browser::Browser;
 use crate::helpers::*;
 
-const WORKBENCH: &str = ".monaco-workbench .part.editor";
+pub const WORKBENCH: &str = ".monaco-workbench .part.editor";
 
 /// The workbench is usable: folder opened in the explorer, status bar restored (see docs/testing notes).
-const READY_JS: &str = "const q = (s) => document.querySelector(s); \
+pub const READY_JS: &str = "const q = (s) => document.querySelector(s); \
     return !!(q('.monaco-workbench') && q('.explorer-folders-view .monaco-list[role=tree]') && q('#status\\\\.problems'));";
-const ACTIVE_IS: &str = "const a = document.activeElement; return !!a && a.matches(arguments[0]);";
-const EDITOR_FOCUSED: &str = "const a = document.activeElement; if (!a) return false; \
+pub const ACTIVE_IS: &str = "const a = document.activeElement; return !!a && a.matches(arguments[0]);";
+pub const EDITOR_FOCUSED: &str = "const a = document.activeElement; if (!a) return false; \
     if (!a.closest('.monaco-editor') || !a.closest('.editor-group-container.active')) return false; \
     const tab = document.querySelector('.editor-group-container.active .tab.active'); \
     return !!tab && tab.getAttribute('aria-label').startsWith(arguments[0]);";
-const EDITOR_TEXT_IS: &str = "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
+pub const EDITOR_TEXT_IS: &str = "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
     if (!ed) return false; \
     const t = [...ed.querySelectorAll('.view-lines .view-line')] \
       .sort((x, y) => parseFloat(x.style.top) - parseFloat(y.style.top)) \
@@ -46,7 +46,7 @@ async fn new_file_by_keyboard(b: &Browser, name: &str, text: &str) {
     b.type_keys("\u{E009}s\u{E009}").await; // Ctrl+S (the second Control releases it)
 }
 
-async fn code_server_app(idle: u64, lead: u64) -> TestApp {
+pub async fn code_server_app(idle: u64, lead: u64) -> TestApp {
     spawn_app_with(|s| {
         s.workspace.image = CODE_SERVER_IMAGE.to_owned();
         s.workspace.start_timeout = Duration::from_secs(120);
@@ -58,7 +58,7 @@ async fn code_server_app(idle: u64, lead: u64) -> TestApp {
 }
 
 /// Opens a launch link in the browser and waits for the IDE.
-async fn open_ide(app: &TestApp, b: &Browser, id: &str, shot: Option<&str>) {
+pub async fn open_ide(app: &TestApp, b: &Browser, id: &str, shot: Option<&str>) {
     let url = launch_url(app, id).await;
     b.client.goto(&url).await.unwrap();
     if let Some(name) = shot {
@@ -71,7 +71,7 @@ async fn open_ide(app: &TestApp, b: &Browser, id: &str, shot: Option<&str>) {
     assert!(path.starts_with(&format!("/w/{id}/")), "the IDE is served under the prefix: {path}");
 }
 
-async fn status(app: &TestApp, id: &str) -> serde_json::Value {
+pub async fn status(app: &TestApp, id: &str) -> serde_json::Value {
     app.get(&format!("/api/workspaces/{id}")).await.1
 }
 
@@ -135,8 +135,9 @@ async fn an_untouched_tab_is_warned_keep_working_saves_it_then_it_stops_and_star
     assert_eq!(after["status"], "running");
     assert!(after["stop_at"].as_str() > before["stop_at"].as_str(), "stop moved: {before} -> {after}");
 
-    // Then nothing more: warned again, stopped, and the tab shows why instead of a reconnect loop.
-    b.wait_for_text("Workspace stopped due to inactivity", Duration::from_secs(60)).await;
+    // Then nothing more: warned again, stopped, and the tab shows why over the IDE instead of a reconnect loop.
+    b.wait_for("#workspaced-stopped", Duration::from_secs(60)).await;
+    b.wait_for_text("Workspace stopped due to inactivity", Duration::from_secs(10)).await;
     let page = b.text().await;
     assert!(page.contains("files are safe") && page.contains("Stopped at"), "{page}");
     b.screenshot("stopped").await;
@@ -144,7 +145,7 @@ async fn an_untouched_tab_is_warned_keep_working_saves_it_then_it_stops_and_star
     assert_eq!((ws["status"].as_str(), ws["stop_reason"].as_str()), (Some("stopped"), Some("idle")));
 
     // "Start again" brings the IDE back, with the files.
-    b.client.find(Locator::Css("#start")).await.unwrap().click().await.unwrap();
+    b.click("#workspaced-start").await;
     b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
     b.wait_for_text("notes.txt", Duration::from_secs(30)).await;
     assert_eq!(std::fs::read_to_string(app.student_dir("lee").join("notes.txt")).unwrap(), "kept\n");

@@ -8,6 +8,8 @@ mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod a11y;
 mod browser;
 mod ide;
+mod ide_state;
 mod pages;

@@ -57,7 +57,7 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
 }
 
 /// Serves `examples/lms-page.html` on its own port: another origin than workspaced, as an LMS would be.
-async fn serve_example(listener: tokio::net::TcpListener) {
+pub async fn serve_example(listener: tokio::net::TcpListener) {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lms-page.html")).unwrap();
     let app = axum::Router::new()
         .route("/lms-page.html", axum::routing::get(move || async move { axum::response::Html(page) }));

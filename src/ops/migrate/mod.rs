@@ -10,6 +10,9 @@
 //! The caller serializes each student through a [`StudentLocker`] (see `migrate_all`): a start waits until that student's
 //! copy is verified. A running workspace is not copied (its IDE writes while we read); it is reported as skipped and
 //! the next run picks it up once it is stopped. Nothing is ever deleted from the source.
+//!
+//! A student's IDE state folder (`<base>/.ide-state/<id>`, when there is one) is copied and verified with the
+//! folder, into the same place below the target, and counted in the student's report.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -130,7 +133,23 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Size summary of a source tree, written in the done marker: a rerun skips the student only while it matches.
+/// The source's IDE state folder of a student, if there is one.
+fn state_source(from_base: &Path, student: &StudentId) -> Option<PathBuf> {
+    let dir = from_base.join(crate::storage::IDE_STATE_DIR).join(student.as_str());
+    fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()).then_some(dir)
+}
+
+/// Size summary of a student's source trees (folder, IDE state), written in the done marker: a rerun skips the
+/// student only while it matches.
+fn student_fingerprint(from_base: &Path, student: &StudentId) -> Result<String, MigrateError> {
+    let mut fp = fingerprint(&from_base.join(student.as_str()))?;
+    if let Some(state) = state_source(from_base, student) {
+        fp.push_str(&format!("ide_state {}", fingerprint(&state)?));
+    }
+    Ok(fp)
+}
+
+/// Size summary of a source tree.
 fn fingerprint(dir: &Path) -> Result<String, MigrateError> {
     let (mut files, mut bytes, mut newest) = (0u64, 0u64, 0i64);
     walk(dir, Files::StatOnly, None, &mut |_, stat, _| {
@@ -152,7 +171,7 @@ fn marker_path(to_base: &Path, student: &StudentId) -> PathBuf {
 pub fn already_done(from_base: &Path, to_base: &Path, student: &StudentId) -> Result<bool, MigrateError> {
     let marker = marker_path(to_base, student);
     match fs::read_to_string(&marker) {
-        Ok(saved) => Ok(saved == fingerprint(&from_base.join(student.as_str()))?),
+        Ok(saved) => Ok(saved == student_fingerprint(from_base, student)?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(MigrateError::Io { path: marker, source: e }),
     }
@@ -161,13 +180,16 @@ pub fn already_done(from_base: &Path, to_base: &Path, student: &StudentId) -> Re
 /// Sizes of a student's tree, for `--dry-run` and progress totals.
 pub fn measure(from_base: &Path, student: &StudentId) -> Result<StudentReport, MigrateError> {
     let mut r = StudentReport::new(student, Outcome::WouldMigrate);
-    walk(&from_base.join(student.as_str()), Files::StatOnly, None, &mut |_, stat, _| {
-        if stat.kind() == Kind::File {
-            r.files += 1;
-            r.bytes += stat.size;
-        }
-        Ok(())
-    })?;
+    let trees = std::iter::once(from_base.join(student.as_str())).chain(state_source(from_base, student));
+    for tree in trees {
+        walk(&tree, Files::StatOnly, None, &mut |_, stat, _| {
+            if stat.kind() == Kind::File {
+                r.files += 1;
+                r.bytes += stat.size;
+            }
+            Ok(())
+        })?;
+    }
     Ok(r)
 }
 
@@ -183,11 +205,40 @@ pub fn migrate_student(
     let src = from_base.join(student.as_str());
     let dst = to_base.join(student.as_str());
     let mut report = StudentReport::new(student, Outcome::Migrated);
-    let fp = fingerprint(&src)?;
+    let fp = student_fingerprint(from_base, student)?;
+    copy_tree(&src, &dst, &mut report, cancel, progress)?;
+    report.verified_files = verify(&src, &dst, student, cancel, progress)?;
+    if let Some(state) = state_source(from_base, student) {
+        let parent = to_base.join(crate::storage::IDE_STATE_DIR);
+        match fs::create_dir(&parent) {
+            Ok(()) => fs::set_permissions(&parent, fs::Permissions::from_mode(0o700)).map_err(io_at(&parent))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && parent.is_dir() => {}
+            Err(e) => return Err(MigrateError::Io { path: parent, source: e }),
+        }
+        let state_dst = parent.join(student.as_str());
+        copy_tree(&state, &state_dst, &mut report, cancel, progress)?;
+        report.verified_files += verify(&state, &state_dst, student, cancel, progress)?;
+    }
 
+    let marker = marker_path(to_base, student);
+    let marker_dir = marker.parent().expect("marker has a folder");
+    fs::create_dir_all(marker_dir).map_err(io_at(marker_dir))?;
+    fs::write(&marker, fp).map_err(io_at(&marker))?;
+    Ok(report)
+}
+
+/// Copies the tree `src` to `dst` (created, or completed from an interrupted run), counting into `report`.
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    report: &mut StudentReport,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), MigrateError> {
+    let dst = dst.to_path_buf();
     // Copy, top-down; folder modes and times are set afterwards, deepest first (writing into a folder moves its
     // mtime, and a read-only folder could not be filled).
-    let root_meta = Stat::from(&fs::symlink_metadata(&src).map_err(io_at(&src))?);
+    let root_meta = Stat::from(&fs::symlink_metadata(src).map_err(io_at(src))?);
     match fs::create_dir(&dst) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
@@ -196,7 +247,7 @@ pub fn migrate_student(
     fs::set_permissions(&dst, fs::Permissions::from_mode(0o700)).map_err(io_at(&dst))?;
     let mut dirs: Vec<(PathBuf, Stat)> = vec![(dst.clone(), root_meta)];
     let mut skipped = Vec::new();
-    walk(&src, Files::Open, Some(&mut skipped), &mut |rel, meta, node| {
+    walk(src, Files::Open, Some(&mut skipped), &mut |rel, meta, node| {
         if cancel.load(Ordering::Relaxed) {
             return Err(MigrateError::Interrupted);
         }
@@ -241,14 +292,7 @@ pub fn migrate_student(
         fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(io_at(dir))?;
         set_times_nofollow(dir, meta)?;
     }
-
-    report.verified_files = verify(&src, &dst, student, cancel, progress)?;
-
-    let marker = marker_path(to_base, student);
-    let marker_dir = marker.parent().expect("marker has a folder");
-    fs::create_dir_all(marker_dir).map_err(io_at(marker_dir))?;
-    fs::write(&marker, fp).map_err(io_at(&marker))?;
-    Ok(report)
+    Ok(())
 }
 
 /// Compares both trees entry by entry: kinds, owners, modes, link targets, and every file's BLAKE3 hash. Returns
@@ -433,6 +477,27 @@ mod tests {
         set_times_nofollow(&copy, &meta).unwrap();
         let err = verify(&from.join("alice"), &to.join("alice"), &s, &cancel, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("content differs"), "{err}");
+    }
+
+    #[test]
+    fn the_ide_state_folder_is_copied_and_verified_with_the_student() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("a"), tmp.path().join("b"));
+        let s = StudentId::parse("bob").unwrap();
+        fs::create_dir_all(from.join("bob")).unwrap();
+        fs::create_dir_all(from.join(".ide-state/bob/User")).unwrap();
+        fs::create_dir_all(&to).unwrap();
+        fs::write(from.join("bob/a.txt"), "a").unwrap();
+        fs::write(from.join(".ide-state/bob/User/settings.json"), "{}").unwrap();
+        assert_eq!(student_folders(&from).unwrap(), vec![s.clone()], ".ide-state is no student");
+        let cancel = AtomicBool::new(false);
+        let r = migrate_student(&from, &to, &s, &cancel, &mut |_| {}).unwrap();
+        assert_eq!((r.files, r.verified_files), (2, 2));
+        assert_eq!(fs::read_to_string(to.join(".ide-state/bob/User/settings.json")).unwrap(), "{}");
+        assert!(already_done(&from, &to, &s).unwrap());
+        // A changed setting makes the student due again.
+        fs::write(from.join(".ide-state/bob/User/settings.json"), "{\"x\": 1}").unwrap();
+        assert!(!already_done(&from, &to, &s).unwrap());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::ops::archive::{header_for, ExactReader, Progress};
 
 /// The name of the manifest inside a collect archive and beside the archives of `collect_to_dir`.
 pub const MANIFEST_NAME: &str = "MANIFEST.json";
+
 /// One line of a collect manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRow {
@@ -50,7 +51,7 @@ pub struct CollectManifest {
 }
 
 /// Where a collect stands; handed to the progress callback after each file and each student.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectProgress {
     pub student: String,
     pub students_done: usize,

@@ -260,7 +260,7 @@ impl Collecting<'_> {
     }
 
     fn skip(&mut self, student: &StudentId, rel: &Path, why: &str, out: &mut StudentCollect) {
-        out.skipped.push(format!("{} ({why})", self.under(rel).display()));
+        out.skipped.push(format!("{} ({why})", printable(&self.under(rel))));
         self.row(student, rel, "skipped", Some(why.to_owned()));
     }
 
@@ -306,7 +306,7 @@ impl Collecting<'_> {
         appended.map_err(CourseworkError::Write)?;
         let changed = short || file.metadata().map(|m| m.len()).unwrap_or(size) != size;
         if changed {
-            out.changed.push(shown.display().to_string());
+            out.changed.push(printable(&shown));
         }
         self.rows.push(ManifestRow {
             student: student.to_string(),
@@ -325,6 +325,20 @@ impl Collecting<'_> {
         progress(&self.progress);
         Ok(())
     }
+}
+
+/// A name the student chose, for a report that may reach a log line: control characters (a newline in a file
+/// name) escaped. The manifest keeps names as they are (JSON escapes them).
+fn printable(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct Hashing<R> {

@@ -374,6 +374,7 @@ fn a_collect_archives_exactly_each_students_folder_and_its_manifest_matches_the_
     write(&alice.join("hw/sub/b.txt"), "alice b");
     write(&alice.join("other.txt"), "not collected");
     std::os::unix::fs::symlink(tmp.path().join("secret"), alice.join("hw/leak")).unwrap();
+    nix::unistd::mkfifo(&alice.join("hw/pipe\nINFO forged"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let bob = student_folder(&base, "bob");
     write(&bob.join("hw/a.py"), "bob a");
     let carol = student_folder(&base, "carol");
@@ -406,7 +407,20 @@ fn a_collect_archives_exactly_each_students_folder_and_its_manifest_matches_the_
         .filter(|r| r.kind != "file")
         .map(|r| (r.student.as_str(), r.path.as_str(), r.kind.as_str()))
         .collect();
-    assert_eq!(other, [("alice", "hw/leak", "skipped"), ("carol", "hw", "missing"), ("dave", "hw", "missing")]);
+    assert_eq!(
+        other,
+        [
+            ("alice", "hw/leak", "skipped"),
+            ("alice", "hw/pipe\nINFO forged", "skipped"),
+            ("carol", "hw", "missing"),
+            ("dave", "hw", "missing")
+        ]
+    );
+    // What the summary says may reach a log line: the student's newline is escaped there.
+    assert_eq!(
+        summary.students[0].skipped,
+        ["hw/leak (a symlink, not followed)", "hw/pipe\\nINFO forged (a socket, fifo or device)"]
+    );
     let mtime = std::fs::metadata(students[0].1.join("hw/a.py")).unwrap().mtime();
     assert!(manifest.entries.iter().any(|r| r.path == "hw/a.py" && r.mtime == Some(mtime) && r.size == 7));
     let status: Vec<CollectStatus> = summary.students.iter().map(|s| s.status).collect();

@@ -18,6 +18,7 @@ use crate::ops::archive::{header_for, ExactReader, Progress};
 
 /// The name of the manifest inside a collect archive and beside the archives of `collect_to_dir`.
 pub const MANIFEST_NAME: &str = "MANIFEST.json";
+
 /// One line of a collect manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRow {
@@ -50,7 +51,7 @@ pub struct CollectManifest {
 }
 
 /// Where a collect stands; handed to the progress callback after each file and each student.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectProgress {
     pub student: String,
     pub students_done: usize,
@@ -259,7 +260,7 @@ impl Collecting<'_> {
     }
 
     fn skip(&mut self, student: &StudentId, rel: &Path, why: &str, out: &mut StudentCollect) {
-        out.skipped.push(format!("{} ({why})", self.under(rel).display()));
+        out.skipped.push(format!("{} ({why})", printable(&self.under(rel))));
         self.row(student, rel, "skipped", Some(why.to_owned()));
     }
 
@@ -305,7 +306,7 @@ impl Collecting<'_> {
         appended.map_err(CourseworkError::Write)?;
         let changed = short || file.metadata().map(|m| m.len()).unwrap_or(size) != size;
         if changed {
-            out.changed.push(shown.display().to_string());
+            out.changed.push(printable(&shown));
         }
         self.rows.push(ManifestRow {
             student: student.to_string(),
@@ -324,6 +325,20 @@ impl Collecting<'_> {
         progress(&self.progress);
         Ok(())
     }
+}
+
+/// A name the student chose, for a report that may reach a log line: control characters (a newline in a file
+/// name) escaped. The manifest keeps names as they are (JSON escapes them).
+fn printable(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct Hashing<R> {

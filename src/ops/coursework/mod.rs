@@ -37,6 +37,7 @@ pub use relpath::{RelPath, RelPathError, MAX_REL_PATH_DEPTH, MAX_REL_PATH_LEN};
 
 /// Most entries a template or assignment source may hold: its listing is kept in memory.
 pub const MAX_SOURCE_ENTRIES: usize = 100_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CourseworkError {
     #[error(transparent)]

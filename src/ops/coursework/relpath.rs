@@ -5,8 +5,10 @@ use std::path::Path;
 
 /// Longest [`RelPath`], in bytes.
 pub const MAX_REL_PATH_LEN: usize = 1024;
+
 /// Most names in a [`RelPath`].
 pub const MAX_REL_PATH_DEPTH: usize = 32;
+
 /// Longest name in a [`RelPath`], in bytes (`NAME_MAX`).
 const MAX_NAME_LEN: usize = 255;
 

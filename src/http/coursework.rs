@@ -78,7 +78,7 @@ pub async fn distribute(
                 }
                 Err(e) => {
                     failed += 1;
-                    tracing::warn!(course = %course, student = %student, error = %e, "distribution failed");
+                    tracing::warn!(course = %course, student = %student, error = ?e.to_string(), "distribution failed");
                     DistributeEvent::Student { student_id: student.clone(), report: None, error: Some(e.to_string()) }
                 }
             };
@@ -156,7 +156,7 @@ pub async fn collect_handler(
         match collect(&students, &path, writer, progress) {
             Ok(s) => tracing::info!(students = s.students.len(), files = s.files, bytes = s.bytes, "collect streamed"),
             Err(e) => {
-                tracing::warn!(error = %e, "collect aborted");
+                tracing::warn!(error = ?e.to_string(), "collect aborted");
                 let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
             }
         }

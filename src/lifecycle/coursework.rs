@@ -45,7 +45,9 @@ impl Lifecycle {
                 );
                 self.store.mark_course_setup(student, self.clock.now()).await?;
             }
-            Some(Err(e)) => tracing::warn!(student = %student, error = %e, "starter files not copied; tried again next start"),
+            Some(Err(e)) => {
+                tracing::warn!(student = %student, error = ?e.to_string(), "starter files not copied; tried again next start")
+            }
             None => {}
         }
         Ok(())

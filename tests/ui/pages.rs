@@ -12,7 +12,8 @@ use crate::helpers::*;
 async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     let b = Browser::start().await;
     let app = spawn_app().await;
-    app.start("ada").await;
+    assert_eq!(app.put_json("/api/courses/cs101", r#"{"title":"Intro to CS"}"#).await.0, 201);
+    assert_eq!(app.post_json("/api/workspaces/ada/start", r#"{"course":"cs101"}"#).await.0, 200);
     app.start("bea").await;
     b.client.goto(&app.url("/admin")).await.unwrap();
     // Without a key it asks for one; a wrong key is refused.
@@ -28,7 +29,13 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     // Engine stats arrive (CPU and memory columns), and the event log streams.
     b.wait_for_text(" / 1.0 GiB", Duration::from_secs(20)).await;
     b.wait_for_text("ada started", Duration::from_secs(10)).await;
+    // The courses, with their counts; "Show workspaces" filters the list to one course.
+    b.wait_for_text("Intro to CS", Duration::from_secs(10)).await;
     b.screenshot("dashboard").await;
+    b.click("#courses button[data-action='filter']").await;
+    b.wait_for_text("1 workspaces, 1 running in cs101", Duration::from_secs(10)).await;
+    let shown = b.client.execute("return [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.student)", vec![]).await.unwrap();
+    assert_eq!(shown, serde_json::json!(["ada"]), "only cs101's workspaces are listed");
 
     b.click("tr[data-student='ada'] button[data-action='stop']").await;
     let ws = app.wait_for("ada", Duration::from_secs(20), |w| w["status"] == "stopped").await;

@@ -48,6 +48,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_READ_ONLY_ROOT", "true"),
         ("WORKSPACED_IDE_AUTH", "header:Authorization:token "),
         ("WORKSPACED_IDE_SECRET_ENV", "JUPYTER_TOKEN"),
+        ("WORKSPACED_PROXY_PATH", "full"),
         ("WORKSPACED_HEADER_READ_TIMEOUT", "5s"),
         ("WORKSPACED_LEASE_TTL", "3s"),
         ("WORKSPACED_STORAGE_TIMEOUT", "4s"),
@@ -227,6 +228,8 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "0"),
         ("WORKSPACED_STORAGE_MAX_BLOCKED", "5000"),
         ("WORKSPACED_DISK_HARD_QUOTA", "lots"),
+        ("WORKSPACED_PROXY_PATH", "prefix"),
+        ("WORKSPACED_PROXY_PATH", ""),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

@@ -20,6 +20,7 @@ mod culling;
 mod encoding;
 mod erase;
 mod events;
+mod ide_cookies;
 mod jobs;
 mod keys;
 mod locks;
@@ -32,6 +33,7 @@ mod workspaces;
 
 pub use culling::{PendingActivity, PolicyOverrides};
 pub use events::{Event, NewEvent};
+pub use ide_cookies::{MAX_IDE_COOKIES, MAX_IDE_COOKIE_NAME};
 pub use keys::ApiKeyRecord;
 pub use locks::AdvisoryLock;
 pub use reads::Reads;

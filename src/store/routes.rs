@@ -5,28 +5,34 @@ use sqlx::Row;
 use super::{Store, StoreError};
 use crate::domain::{IdeSecret, StudentId};
 
-/// Where a running IDE listens and the secret it wants.
+/// Where a running IDE listens, the secret it wants, and how the proxy forwards to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub port: u16,
     pub secret: Option<IdeSecret>,
+    /// Forward `/w/<id>/...` unchanged (`proxy_path = full`) instead of stripping `/w/<id>`; fixed at the start.
+    pub full_path: bool,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Routes {
     ports: std::collections::HashMap<StudentId, Route>,
+    /// The cookie names each IDE set (`ide_cookies.rs`), cached beside its route and forgotten with it.
+    pub(super) cookies: std::collections::HashMap<StudentId, std::collections::BTreeSet<String>>,
     /// Bumped on every removal; a lookup that read the database before a removal does not cache its answer.
-    generation: u64,
+    pub(super) generation: u64,
 }
 
 impl Routes {
     pub(super) fn forget(&mut self, student: &StudentId) {
         self.ports.remove(student);
+        self.cookies.remove(student);
         self.generation += 1;
     }
 
     pub(super) fn forget_all(&mut self) {
         self.ports.clear();
+        self.cookies.clear();
         self.generation += 1;
     }
 }
@@ -42,16 +48,19 @@ impl Store {
             }
             routes.generation
         };
-        let row =
-            sqlx::query("SELECT host_port, ide_secret FROM workspaces WHERE student_id = $1 AND status = 'running'")
-                .bind(student.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT host_port, ide_secret, CAST(proxy_full_path AS INTEGER) AS full_path FROM workspaces \
+             WHERE student_id = $1 AND status = 'running'",
+        )
+        .bind(student.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let port = row.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok());
         let secret = row.try_get::<Option<String>, _>("ide_secret")?.and_then(|s: String| IdeSecret::parse(&s));
+        let full_path = row.try_get::<i64, _>("full_path")? != 0;
         let Some(port) = port else { return Ok(None) };
-        let route = Route { port, secret };
+        let route = Route { port, secret, full_path };
         let mut routes = self.routes.lock().expect("routes lock");
         if routes.generation == generation {
             routes.ports.insert(student.clone(), route.clone());

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::culling::{PendingActivity, PolicyOverrides};
 use super::events::insert_event;
-use super::{duration_from_ms, from_ms, ms, NewEvent, Store, StoreError};
+use super::{duration_from_ms, from_ms, ms, NewEvent, Route, Store, StoreError};
 use crate::domain::{CullPolicy, EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
 
 /// One workspace as stored.
@@ -92,7 +92,8 @@ impl Store {
         Ok(())
     }
 
-    /// `running` in `container_id`, reachable on `host_port` with the IDE's `secret`; the start counts as activity.
+    /// `running` in `container_id`, reachable on `host_port` with the IDE's `secret`, the path stripped
+    /// (`proxy_path = strip`); the start counts as activity. See [`Store::mark_running_route`].
     pub async fn mark_running(
         &self,
         student: &StudentId,
@@ -102,18 +103,34 @@ impl Store {
         now: DateTime<Utc>,
         event: &NewEvent<'_>,
     ) -> Result<(), StoreError> {
+        let route = Route { port: host_port, secret: secret.cloned(), full_path: false };
+        self.mark_running_route(student, container_id, &route, now, event).await
+    }
+
+    /// `running` in `container_id`, reachable by `route` (port, secret, and how the proxy forwards: the mode the
+    /// start used, kept until the next start); the start counts as activity.
+    pub async fn mark_running_route(
+        &self,
+        student: &StudentId,
+        container_id: &str,
+        route: &Route,
+        now: DateTime<Utc>,
+        event: &NewEvent<'_>,
+    ) -> Result<(), StoreError> {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = $1, host_port = $2, ide_secret = $3, started_at_ms = $4,
-             last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6 WHERE student_id = $7",
+             last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6,
+             proxy_full_path = $7 WHERE student_id = $8",
         )
         .bind(container_id)
-        .bind(i64::from(host_port))
-        .bind(secret.map(IdeSecret::expose))
+        .bind(i64::from(route.port))
+        .bind(route.secret.as_ref().map(IdeSecret::expose))
         .bind(ms(now))
         .bind(ms(now))
         .bind(ms(now))
+        .bind(route.full_path)
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;

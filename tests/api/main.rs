@@ -11,6 +11,7 @@ mod cli;
 mod culling;
 mod erase_quota;
 mod ide_protocol;
+mod jupyter;
 mod lifecycle;
 mod openapi;
 mod persistence;

@@ -10,4 +10,5 @@ mod support;
 
 mod browser;
 mod ide;
+mod jupyter;
 mod pages;

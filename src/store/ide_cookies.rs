@@ -141,4 +141,22 @@ mod tests {
             .unwrap();
         assert_eq!(rows.try_get::<i64, _>("n").unwrap(), 0);
     }
+
+    /// Two stores on one PostgreSQL database, as two replicas have (skipped without `WORKSPACED_TEST_POSTGRES`: on
+    /// SQLite there is one process).
+    #[tokio::test]
+    async fn a_name_learnt_by_one_replica_reaches_the_other_whose_cache_held_the_old_names() {
+        let Ok(server) = std::env::var("WORKSPACED_TEST_POSTGRES") else { return };
+        let url = super::super::testing::fresh_postgres_database(&server).await;
+        let (a, b) = (Store::connect(&url).await.unwrap(), Store::connect(&url).await.unwrap());
+        let s = StudentId::parse("rep").unwrap();
+        a.mark_starting(&s, t(0)).await.unwrap();
+        assert!(b.ide_cookie_names(&s).await.unwrap().is_empty(), "b caches no names");
+        a.learn_ide_cookie_names(&s, &names(&["_xsrf"])).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !b.ide_cookie_names(&s).await.unwrap().contains("_xsrf") {
+            assert!(tokio::time::Instant::now() < deadline, "b never saw the name a learnt");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -106,9 +106,12 @@ async fn api_contents_and_terminal_work(app: &TestApp, c: &reqwest::Client, cook
     let _ = ws.close(None).await;
 }
 
-/// The `<script src>` and `<link href>` of a page that end in `.js`.
+/// The scripts a page loads from its own origin (`/.../main.<hash>.js?v=<hash>`).
 fn scripts_of(html: &str) -> Vec<String> {
-    html.split(['"', '\'']).filter(|s| s.ends_with(".js") && !s.starts_with("http")).map(str::to_owned).collect()
+    html.split(['"', '\''])
+        .filter(|s| s.starts_with('/') && s.split('?').next().is_some_and(|p| p.ends_with(".js")))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]

@@ -89,10 +89,13 @@ async fn api_contents_and_terminal_work(app: &TestApp, c: &reqwest::Client, cook
     req.headers_mut().insert("origin", format!("http://{}", app.addr).parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("the terminal's WebSocket opens");
     assert_eq!(resp.status(), 101);
-    ws.send(Message::text(json!(["stdin", "echo answer-$((6*7)) in $PWD\r"]).to_string())).await.unwrap();
+    // The shell runs in the container: it computes, and sees the student's folder (the file saved above).
+    ws.send(Message::text(json!(["stdin", "echo answer-$((6*7)) $(ls /home/coder/project)\r"]).to_string()))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut seen = String::new();
-    while !seen.contains("answer-42 in /home/coder/project") {
+    while !seen.contains("answer-42 hello.py") {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await;
         let Ok(Some(Ok(msg))) = msg else { panic!("no answer from the terminal; saw {seen:?}") };
         if let Message::Text(t) = msg {

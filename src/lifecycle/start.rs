@@ -221,7 +221,7 @@ impl Lifecycle {
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
         let route = crate::store::Route { port, secret, full_path };
-        self.store.mark_running_route(student, &info.id, &route, now, &event).await?;
+        self.store.mark_running(student, &info.id, &route, now, &event).await?;
         self.activity.register(student, now, None);
         self.admission.record_start(took);
         crate::metrics::start_finished("ok", took);

@@ -14,6 +14,13 @@ pub struct Route {
     pub full_path: bool,
 }
 
+impl Route {
+    /// An IDE on `port` with `secret`, its path stripped (`proxy_path = strip`).
+    pub fn new(port: u16, secret: Option<IdeSecret>) -> Self {
+        Self { port, secret, full_path: false }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Routes {
     ports: std::collections::HashMap<StudentId, Route>,
@@ -71,5 +78,28 @@ impl Store {
     /// Forgets the student's route (before a stop, a failure, or any status change).
     pub fn forget_route(&self, student: &StudentId) {
         self.routes.lock().expect("routes lock").forget(student);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{store, t};
+    use super::super::NewEvent;
+    use super::*;
+    use crate::domain::EventKind;
+
+    #[tokio::test]
+    async fn the_path_mode_of_a_start_is_kept_with_its_route_and_read_back_from_the_database() {
+        let (store, _d) = store().await;
+        let ev = NewEvent { kind: EventKind::Started, reason: None, message: "started" };
+        for (id, full_path) in [("full", true), ("strip", false)] {
+            let s = StudentId::parse(id).unwrap();
+            store.mark_starting(&s, t(0)).await.unwrap();
+            let route = Route { port: 40000, secret: None, full_path };
+            store.mark_running(&s, "c", &route, t(1), &ev).await.unwrap();
+            assert_eq!(store.route(&s).await.unwrap(), Some(route.clone()));
+            store.forget_route(&s);
+            assert_eq!(store.route(&s).await.unwrap(), Some(route), "from the database, as after a restart");
+        }
     }
 }

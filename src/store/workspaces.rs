@@ -92,24 +92,9 @@ impl Store {
         Ok(())
     }
 
-    /// `running` in `container_id`, reachable on `host_port` with the IDE's `secret`, the path stripped
-    /// (`proxy_path = strip`); the start counts as activity. See [`Store::mark_running_route`].
-    pub async fn mark_running(
-        &self,
-        student: &StudentId,
-        container_id: &str,
-        host_port: u16,
-        secret: Option<&IdeSecret>,
-        now: DateTime<Utc>,
-        event: &NewEvent<'_>,
-    ) -> Result<(), StoreError> {
-        let route = Route { port: host_port, secret: secret.cloned(), full_path: false };
-        self.mark_running_route(student, container_id, &route, now, event).await
-    }
-
     /// `running` in `container_id`, reachable by `route` (port, secret, and how the proxy forwards: the mode the
     /// start used, kept until the next start); the start counts as activity.
-    pub async fn mark_running_route(
+    pub async fn mark_running(
         &self,
         student: &StudentId,
         container_id: &str,
@@ -412,7 +397,7 @@ mod tests {
         store.mark_starting(&s, t(0)).await.unwrap();
         assert_eq!(store.get(&s).await.unwrap().unwrap().status, Status::Starting);
         let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-        store.mark_running(&s, "c1", 40000, None, t(1), &ev).await.unwrap();
+        store.mark_running(&s, "c1", &crate::store::Route::new(40000, None), t(1), &ev).await.unwrap();
         let r = store.get(&s).await.unwrap().unwrap();
         assert_eq!((r.status, r.container_id.as_deref(), r.host_port), (Status::Running, Some("c1"), Some(40000)));
         assert_eq!(r.last_activity, Some(t(1)));
@@ -487,7 +472,7 @@ mod tests {
                         n += 1;
                         let s = StudentId::parse(&format!("w{n:03}")).unwrap();
                         store.mark_starting(&s, t(start)).await.unwrap();
-                        store.mark_running(&s, "c", 40000, None, t(start), &ev).await.unwrap();
+                        store.mark_running(&s, "c", &crate::store::Route::new(40000, None), t(start), &ev).await.unwrap();
                         store.touch_activity(&s, t(start + idle_for)).await.unwrap();
                         if k > 0 {
                             store.set_overrides(&s, o, t(start)).await.unwrap();
@@ -501,7 +486,7 @@ mod tests {
         }
         let fresh = StudentId::parse("fresh").unwrap();
         store.mark_starting(&fresh, t(5990)).await.unwrap();
-        store.mark_running(&fresh, "c", 40000, None, t(5990), &ev).await.unwrap();
+        store.mark_running(&fresh, "c", &crate::store::Route::new(40000, None), t(5990), &ev).await.unwrap();
         let running = store.list(Some(Status::Running)).await.unwrap();
         assert_eq!(running.len(), n + 1);
         assert_eq!(store.count_running().await.unwrap(), n + 1);
@@ -549,7 +534,7 @@ mod tests {
         for i in 0..1001 {
             let s = StudentId::parse(&format!("s{i:04}")).unwrap();
             store.mark_starting(&s, t(0)).await.unwrap();
-            store.mark_running(&s, "c", 40000, None, t(10), &ev).await.unwrap();
+            store.mark_running(&s, "c", &crate::store::Route::new(40000, None), t(10), &ev).await.unwrap();
             let ide = (i % 2 == 0).then(|| t(20));
             batch.push(PendingActivity { student: s, last_activity: t(30 + i), ide_connected_at: ide });
         }

@@ -1,7 +1,8 @@
 //! A Jupyter course in real Chromium: JupyterLab (the image of `build-image.sh jupyter`) behind the proxy in
-//! full-path mode loads from a launch link, shows its launcher and file browser, and opens a student's file. In
-//! strip mode the page cannot load in a browser (its scripts are asked for at `/static/...`, outside the
-//! workspace), while its API, contents and terminals work: `tests/api/jupyter.rs` shows both.
+//! full-path mode loads from a launch link, shows its launcher and file browser, opens a student's file, and runs a
+//! notebook cell on its kernel (a WebSocket through the proxy). In strip mode the page cannot load in a browser (its
+//! scripts are asked for at `/static/...`, outside the workspace), while its API, contents and terminals work:
+//! `tests/api/jupyter.rs` shows both.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use crate::browser::Browser;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn jupyterlab_loads_in_the_browser_in_full_path_mode_and_opens_a_students_file() {
+async fn jupyterlab_loads_in_the_browser_in_full_path_mode_opens_a_file_and_runs_a_notebook() {
     let b = Browser::start().await;
     let app = spawn_app_with(|s| {
         let w = &mut s.workspace;
@@ -38,7 +39,19 @@ async fn jupyterlab_loads_in_the_browser_in_full_path_mode_and_opens_a_students_
     b.client.goto(&launch_url(&app, "juno").await).await.unwrap();
     let ws = app.wait_for("juno", Duration::from_secs(150), |w| w["status"] == "running").await;
     assert_eq!(ws["status"], "running", "{ws}");
-    std::fs::write(app.student_dir("juno").join("notes.md"), "# Week 1\n\nhello from the course\n").unwrap();
+    // A student's files, as the course gave them (owned by the student's uid).
+    let dir = app.student_dir("juno");
+    std::fs::write(dir.join("notes.md"), "# Week 1\n\nhello from the course\n").unwrap();
+    let notebook = serde_json::json!({
+        "cells": [{"cell_type": "code", "execution_count": null, "id": "c1", "metadata": {}, "outputs": [],
+                   "source": ["print('answer', 6 * 7)"]}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    std::fs::write(dir.join("week1.ipynb"), notebook.to_string()).unwrap();
+    for f in ["notes.md", "week1.ipynb"] {
+        std::os::unix::fs::chown(dir.join(f), Some(1000), Some(1000)).unwrap();
+    }
     b.wait_for(".jp-Launcher", Duration::from_secs(120)).await;
     let url = b.client.current_url().await.unwrap();
     assert!(url.path().starts_with("/w/juno/lab"), "JupyterLab is served under the prefix: {url}");
@@ -58,6 +71,21 @@ async fn jupyterlab_loads_in_the_browser_in_full_path_mode_and_opens_a_students_
     )
     .await;
     b.screenshot("jupyterlab-file").await;
+
+    // A notebook runs a cell on its kernel, whose WebSocket goes through the proxy under the prefix.
+    b.client.goto(&app.url("/w/juno/lab/tree/week1.ipynb")).await.unwrap();
+    b.wait_for(".jp-Notebook .jp-Cell .cm-content", Duration::from_secs(60)).await;
+    b.click(".jp-Notebook .jp-Cell .cm-content").await;
+    b.type_keys("\u{E008}\u{E007}\u{E008}").await; // Shift+Enter: run the cell
+    b.wait_js(
+        "the cell's output",
+        "const o = document.querySelector('.jp-Notebook .jp-OutputArea-output'); \
+         return !!o && o.textContent.includes(arguments[0]);",
+        vec!["answer 42".into()],
+        Duration::from_secs(90),
+    )
+    .await;
+    b.screenshot("jupyterlab-notebook").await;
     b.close().await;
     app.stop("juno").await;
 }

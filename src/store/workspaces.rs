@@ -472,7 +472,10 @@ mod tests {
                         n += 1;
                         let s = StudentId::parse(&format!("w{n:03}")).unwrap();
                         store.mark_starting(&s, t(start)).await.unwrap();
-                        store.mark_running(&s, "c", &crate::store::Route::new(40000, None), t(start), &ev).await.unwrap();
+                        store
+                            .mark_running(&s, "c", &crate::store::Route::new(40000, None), t(start), &ev)
+                            .await
+                            .unwrap();
                         store.touch_activity(&s, t(start + idle_for)).await.unwrap();
                         if k > 0 {
                             store.set_overrides(&s, o, t(start)).await.unwrap();

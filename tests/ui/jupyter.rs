@@ -75,6 +75,8 @@ async fn jupyterlab_loads_in_the_browser_in_full_path_mode_opens_a_file_and_runs
     // A notebook runs a cell on its kernel, whose WebSocket goes through the proxy under the prefix.
     b.client.goto(&app.url("/w/juno/lab/tree/week1.ipynb")).await.unwrap();
     b.wait_for(".jp-Notebook .jp-Cell .cm-content", Duration::from_secs(60)).await;
+    // The kernel's state comes over that WebSocket; a cell run before it is connected is not queued.
+    b.wait_for_text("| Idle", Duration::from_secs(90)).await;
     b.click(".jp-Notebook .jp-Cell .cm-content").await;
     b.type_keys("\u{E008}\u{E007}\u{E008}").await; // Shift+Enter: run the cell
     b.wait_js(

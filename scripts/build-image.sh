@@ -2,11 +2,13 @@
 # Builds the workspace images offline, from Debian packages and the npm registry only (no container registry):
 #   code-server image (default tag workspaced/code-server:4.139.1): debootstrap'd bookworm + node 24 + code-server
 #   test image       (workspaced/tiny:1): busybox httpd answering /healthz, for fast lifecycle tests
+#   Jupyter image    (workspaced/jupyter:<jupyterlab version>): debootstrap'd bookworm + python3 + jupyterlab from
+#                    PyPI in a venv (/opt/jupyter), user coder (1000), for Jupyter courses (docs/configuration.md)
 #   service image    (workspaced/workspaced:<version>): workspaced itself, for a container deployment (compose,
 #                    ECS): the binary WORKSPACED_SERVICE_BINARY on a debootstrap'd bookworm base
 #                    (workspaced/service-base:bookworm: glibc, ca-certificates, git); docs/deploy/Dockerfile
-# Usage: build-image.sh [code-server|tiny|all|service|service-base]   (default: code-server; all: tiny, code-server
-#   and service-base, what scripts/test.sh needs)
+# Usage: build-image.sh [code-server|tiny|jupyter|all|service|service-base]   (default: code-server; all: tiny,
+#   code-server, jupyter and service-base, what scripts/test.sh needs)
 # Skips an image whose tag already exists with the same workspaced.image-version label; the service image itself is
 # made again every time (its binary may have changed), on the cached base, with the classic builder, offline.
 set -euo pipefail
@@ -20,6 +22,9 @@ TINY_IMAGE=${WORKSPACED_TINY_IMAGE:-workspaced/tiny:1}
 # the secret workspaced gives each workspace in HASHED_PASSWORD.)
 RECIPE_VERSION=4
 TINY_RECIPE_VERSION=4
+JUPYTERLAB_VERSION=${JUPYTERLAB_VERSION:-4.4.10}
+JUPYTER_IMAGE=${WORKSPACED_JUPYTER_IMAGE:-workspaced/jupyter:${JUPYTERLAB_VERSION}}
+JUPYTER_RECIPE_VERSION=1
 SERVICE_IMAGE=${WORKSPACED_SERVICE_IMAGE:-workspaced/workspaced:latest}
 SERVICE_BINARY=${WORKSPACED_SERVICE_BINARY:-}
 SERVICE_VERSION=${WORKSPACED_SERVICE_VERSION:-dev}
@@ -143,6 +148,53 @@ SH
   log "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
 }
 
+# JupyterLab for Jupyter courses: bookworm's python3 with jupyterlab (pinned) in a venv, installed from PyPI inside
+# the new root (its python is the one that runs it). User coder (1000), the project folder where code-server's is,
+# so the same mount target and uid serve both. The command in the image serves under `/`; a course in full-path
+# mode gives its own command with `--ServerApp.base_url={base_url}` (docs/configuration.md). The token comes from
+# JUPYTER_TOKEN, which workspaced sets at every start (`ide_secret_env`).
+build_jupyter() {
+  local version="jupyter-${JUPYTERLAB_VERSION}-${JUPYTER_RECIPE_VERSION}"
+  if have_image "$JUPYTER_IMAGE" "$version"; then log "$JUPYTER_IMAGE is up to date"; return; fi
+  apt_install debootstrap
+  mkdir -p "$BUILD_DIR"
+  local root="$BUILD_DIR/jupyter-rootfs"
+  log "debootstrap bookworm into $root"
+  remove_root "$root"
+  debootstrap --variant=minbase --include=ca-certificates,dumb-init,python3,python3-venv,procps,less,nano,git \
+    bookworm "$root" "$MIRROR" >"$BUILD_DIR/jupyter-debootstrap.log" 2>&1 \
+    || { tail -20 "$BUILD_DIR/jupyter-debootstrap.log" >&2; remove_root "$root"; exit 1; }
+  log "installing jupyterlab==${JUPYTERLAB_VERSION} from PyPI into /opt/jupyter"
+  # The host's name resolution and certificate authorities (a site proxy's CA may be among them), for pip only.
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/host-ca.crt"
+  chroot "$root" /usr/bin/python3 -m venv /opt/jupyter
+  chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      PIP_CERT=/tmp/host-ca.crt /opt/jupyter/bin/pip install --no-cache-dir -q \
+      "jupyterlab==${JUPYTERLAB_VERSION}" >"$BUILD_DIR/jupyter-pip.log" 2>&1 \
+    || { tail -40 "$BUILD_DIR/jupyter-pip.log" >&2; remove_root "$root"; exit 1; }
+  chroot "$root" /opt/jupyter/bin/jupyter lab --version >/dev/null
+  : >"$root/etc/resolv.conf"; rm -f "$root/tmp/host-ca.crt"
+  grep -q '^coder:' "$root/etc/passwd" || echo 'coder:x:1000:1000:coder:/home/coder:/bin/bash' >>"$root/etc/passwd"
+  grep -q '^coder:' "$root/etc/group" || echo 'coder:x:1000:' >>"$root/etc/group"
+  mkdir -p "$root/home/coder/project"
+  chown -R 1000:1000 "$root/home/coder"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$BUILD_DIR/jupyter-debootstrap.log" "$BUILD_DIR/jupyter-pip.log"
+  log "importing into docker as $JUPYTER_IMAGE"
+  tar -C "$root" -c . | docker import \
+    --change 'USER 1000:1000' \
+    --change 'WORKDIR /home/coder' \
+    --change 'ENV HOME=/home/coder SHELL=/bin/bash LANG=C.UTF-8 PATH=/opt/jupyter/bin:/usr/local/bin:/usr/bin:/bin' \
+    --change 'ENTRYPOINT ["/usr/bin/dumb-init", "--"]' \
+    --change 'CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--ServerApp.root_dir=/home/coder/project"]' \
+    --change 'EXPOSE 8888' \
+    --change "LABEL workspaced.image-version=$version" \
+    - "$JUPYTER_IMAGE" >/dev/null
+  remove_root "$root"
+  log "built $JUPYTER_IMAGE ($(docker image inspect -f '{{.Size}}' "$JUPYTER_IMAGE" | awk '{printf "%d MB", $1/1e6}'))"
+}
+
 # The service's base: the Debian release the binary is built on (bookworm: the binary links against its glibc),
 # ca-certificates for https webhooks and PostgreSQL with sslmode, git for the doctor's `git status` check. No docker
 # CLI, no iptables: workspaced talks to the engine's API through the mounted socket.
@@ -213,8 +265,9 @@ DOCKERFILE
 case "$what" in
   code-server) build_code_server ;;
   tiny) build_tiny ;;
-  all) build_tiny; build_code_server; build_service_base ;;
+  jupyter) build_jupyter ;;
+  all) build_tiny; build_code_server; build_jupyter; build_service_base ;;
   service) build_service ;;
   service-base) build_service_base ;;
-  *) echo "usage: $0 [code-server|tiny|all|service|service-base]" >&2; exit 2 ;;
+  *) echo "usage: $0 [code-server|tiny|jupyter|all|service|service-base]" >&2; exit 2 ;;
 esac

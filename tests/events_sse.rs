@@ -130,7 +130,7 @@ async fn start(store: &Store, student: &str) {
     let now = Utc::now();
     store.mark_starting(&sid(student), now).await.unwrap();
     let started = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-    store.mark_running(&sid(student), "cid", 1234, None, now, &started).await.unwrap();
+    store.mark_running(&sid(student), "cid", &workspaced::store::Route::new(1234, None), now, &started).await.unwrap();
 }
 
 async fn warn(store: &Store, student: &str) -> i64 {

@@ -145,7 +145,7 @@ async fn session(store: &Store, student: &str) {
     let now = Utc::now();
     store.mark_starting(&s, now).await.unwrap();
     let started = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-    store.mark_running(&s, "cid", 1234, None, now, &started).await.unwrap();
+    store.mark_running(&s, "cid", &workspaced::store::Route::new(1234, None), now, &started).await.unwrap();
     store
         .record_warning(&s, workspaced::domain::StopReason::Idle, "Your workspace stops in 2 minutes.", now)
         .await

@@ -13,6 +13,9 @@ const BUILD_SCRIPT: &str = include_str!("../../scripts/build-image.sh");
 /// The tiny test image's tag (the recipe's default).
 const TINY_IMAGE: &str = "workspaced/tiny:1";
 
+/// The JupyterLab image's tag (the recipe's default: its pinned `jupyterlab` version).
+pub const JUPYTER_IMAGE: &str = "workspaced/jupyter:4.4.10";
+
 /// Which image the recipe builds.
 #[derive(Debug, Clone)]
 pub enum ImageKind {
@@ -20,6 +23,8 @@ pub enum ImageKind {
     CodeServer,
     /// busybox httpd, for tests.
     Tiny,
+    /// JupyterLab in a venv on Debian, for Jupyter courses.
+    Jupyter,
     /// workspaced itself, for a container deployment: this binary (or another) on a Debian base.
     Service {
         /// The workspaced binary to put in the image; `None`: the running executable.
@@ -33,6 +38,7 @@ impl ImageKind {
         match self {
             Self::CodeServer => DEFAULT_IMAGE.to_owned(),
             Self::Tiny => TINY_IMAGE.to_owned(),
+            Self::Jupyter => JUPYTER_IMAGE.to_owned(),
             Self::Service { .. } => service_tag(),
         }
     }
@@ -52,6 +58,7 @@ pub fn build(tag: Option<&str>, kind: ImageKind) -> anyhow::Result<()> {
     let (what, env): (&str, Vec<(&str, std::ffi::OsString)>) = match &kind {
         ImageKind::CodeServer => ("code-server", vec![("WORKSPACED_IMAGE", tag.clone().into())]),
         ImageKind::Tiny => ("tiny", vec![("WORKSPACED_TINY_IMAGE", tag.clone().into())]),
+        ImageKind::Jupyter => ("jupyter", vec![("WORKSPACED_JUPYTER_IMAGE", tag.clone().into())]),
         ImageKind::Service { binary } => {
             let binary = match binary {
                 Some(path) => service_binary(path, "--binary")?,
@@ -90,4 +97,21 @@ fn service_binary(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
         bail!("{what} {}: not executable", path.display());
     }
     std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jupyter_tag_is_the_one_the_recipe_builds_by_default() {
+        let pinned = BUILD_SCRIPT
+            .lines()
+            .find_map(|l| l.strip_prefix("JUPYTERLAB_VERSION=${JUPYTERLAB_VERSION:-"))
+            .and_then(|rest| rest.strip_suffix('}'))
+            .expect("the recipe pins jupyterlab");
+        assert_eq!(JUPYTER_IMAGE, format!("workspaced/jupyter:{pinned}"));
+        assert!(BUILD_SCRIPT.contains("  jupyter) build_jupyter ;;"), "the recipe has the kind");
+        assert!(BUILD_SCRIPT.contains("build_code_server; build_jupyter;"), "`all` builds it");
+    }
 }

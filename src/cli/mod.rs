@@ -278,12 +278,15 @@ pub enum ImageCommand {
     /// built, but for `--service`, whose binary may have changed.
     Build {
         /// Tag of the image to build (default: workspaced/code-server:4.139.1; with --tiny workspaced/tiny:1; with
-        /// --service workspaced/workspaced:<this version>).
+        /// --jupyter workspaced/jupyter:4.4.10; with --service workspaced/workspaced:<this version>).
         #[arg(long)]
         tag: Option<String>,
         /// Build the tiny test image (busybox httpd) instead.
         #[arg(long, conflicts_with = "service")]
         tiny: bool,
+        /// Build the JupyterLab image (workspaced/jupyter:<version>; docs/configuration.md) instead.
+        #[arg(long, conflicts_with_all = ["service", "tiny"])]
+        jupyter: bool,
         /// Build the image of workspaced itself (compose, ECS): a workspaced binary on a Debian bookworm base with
         /// ca-certificates and git; ENTRYPOINT workspaced, CMD serve.
         #[arg(long)]
@@ -314,11 +317,12 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
         Command::Status(a) => workspaces::workspace(settings, &a, WorkspaceAction::Status).await,
         Command::Delete { workspace, confirm } => workspaces::delete(settings, &workspace, confirm).await,
         Command::List { status, client } => workspaces::list(settings, status.as_deref(), &client).await,
-        Command::Image { command: ImageCommand::Build { tag, tiny, service, binary } } => {
-            let kind = match (tiny, service) {
-                (_, true) => image::ImageKind::Service { binary },
-                (true, false) => image::ImageKind::Tiny,
-                (false, false) => image::ImageKind::CodeServer,
+        Command::Image { command: ImageCommand::Build { tag, tiny, jupyter, service, binary } } => {
+            let kind = match (tiny, jupyter, service) {
+                (_, _, true) => image::ImageKind::Service { binary },
+                (true, _, false) => image::ImageKind::Tiny,
+                (false, true, false) => image::ImageKind::Jupyter,
+                (false, false, false) => image::ImageKind::CodeServer,
             };
             image::build(tag.as_deref(), kind)
         }

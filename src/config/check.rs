@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::{IdeAuth, InstanceId, MAX_DURATION};
+use crate::domain::{IdeAuth, InstanceId, ProxyPath, MAX_DURATION};
 use crate::runtime::egress::EgressMode;
 
 /// Limits that hold for every setting of a type, whatever its row says.
@@ -35,7 +35,7 @@ macro_rules! unbounded {
     ($($t:ty),*) => { $(impl Bounded for $t {})* };
 }
 unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>, EgressMode);
-unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>, IdeAuth);
+unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>, IdeAuth, ProxyPath);
 
 /// For a row whose only limits are its type's.
 pub(super) fn any<T>(_: &T) -> Result<(), String> {

@@ -52,6 +52,10 @@ pub(super) fn egress_mode(v: &str) -> Result<EgressMode, String> {
     v.parse()
 }
 
+pub(super) fn proxy_path(v: &str) -> Result<crate::domain::ProxyPath, String> {
+    v.parse()
+}
+
 pub(super) fn number<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: Display,

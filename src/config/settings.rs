@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::domain::{IdeAuth, InstanceId};
+use crate::domain::{IdeAuth, InstanceId, ProxyPath};
 use crate::runtime::egress::EgressMode;
 
 /// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
@@ -190,6 +190,8 @@ pub struct WorkspaceSettings {
     /// Environment variable that carries the secret into the container; `None`: the mode's own
     /// ([`IdeAuth::default_env`]).
     pub ide_secret_env: Option<String>,
+    /// What the IDE sees of `/w/<id>/...`: the path stripped, or forwarded whole.
+    pub proxy_path: ProxyPath,
 }
 
 impl WorkspaceSettings {
@@ -284,6 +286,7 @@ impl Default for WorkspaceSettings {
             read_only_root: false,
             ide_auth: IdeAuth::CodeServer,
             ide_secret_env: None,
+            proxy_path: ProxyPath::Strip,
         }
     }
 }

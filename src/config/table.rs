@@ -91,7 +91,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!("command", "WORKSPACED_COMMAND",
         workspace.command: p::command, c::any, "image's own",
         "Command and arguments: a list (a TOML array or a JSON array of strings), or space-separated words. Empty: \
-        the image's own."),
+        the image's own. It replaces the image's command (`CMD`) and keeps its entrypoint (`ENTRYPOINT`, e.g. \
+        `dumb-init`). In each element `{student_id}` becomes the student's id and `{base_url}` the path the IDE \
+        is served under, `/w/<id>/`."),
     setting!("container_port", "WORKSPACED_CONTAINER_PORT",
         workspace.container_port: p::number, c::any, "`8080`",
         "Port the IDE listens on inside the container; published on 127.0.0.1 with an ephemeral host port."),
@@ -150,6 +152,13 @@ pub static SETTINGS: &[Setting] = &[
         workspace.ide_secret_env: p::optional_text, c::env_name, "unset: `HASHED_PASSWORD` for code-server, else \
         `WORKSPACED_IDE_SECRET`",
         "Environment variable that carries the secret into the container (Jupyter: `JUPYTER_TOKEN`)."),
+    setting!("proxy_path", "WORKSPACED_PROXY_PATH",
+        workspace.proxy_path: p::proxy_path, c::any, "`strip`",
+        "What the IDE sees of `/w/<id>/...`. `strip`: the proxy takes `/w/<id>` off and the IDE is served at its \
+        own `/` (code-server). `full`: the path is forwarded whole, as JupyterHub's proxy does, for an IDE told its \
+        base URL in `command` (`--ServerApp.base_url={base_url}`); its `readiness_path` is then asked under \
+        `/w/<id>` too. Fixed for a workspace at its start. Host mode (`<id>.<suffix>`) forwards the path as it \
+        came in both modes."),
     setting!("start_timeout", "WORKSPACED_START_TIMEOUT",
         workspace.start_timeout: p::parse_duration, c::positive, "`60s`",
         "Longest a start may take once admitted (time in the queue does not count); after it the container is \

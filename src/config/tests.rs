@@ -49,6 +49,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_READ_ONLY_ROOT", "true"),
         ("WORKSPACED_IDE_AUTH", "header:Authorization:token "),
         ("WORKSPACED_IDE_SECRET_ENV", "JUPYTER_TOKEN"),
+        ("WORKSPACED_PROXY_PATH", "full"),
         ("WORKSPACED_HEADER_READ_TIMEOUT", "5s"),
         ("WORKSPACED_LEASE_TTL", "3s"),
         ("WORKSPACED_STORAGE_TIMEOUT", "4s"),
@@ -248,6 +249,8 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_IDE_STATE_PATH", "home/coder/.local"),
         ("WORKSPACED_IDE_STATE_PATH", "/home/coder:/etc"),
         ("WORKSPACED_IDE_STATE_PATH", "/home/../etc"),
+        ("WORKSPACED_PROXY_PATH", "prefix"),
+        ("WORKSPACED_PROXY_PATH", ""),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

@@ -3,6 +3,7 @@
 mod course;
 pub mod cull;
 mod ide_auth;
+mod proxy_path;
 mod role;
 mod student_id;
 mod workspace;
@@ -13,6 +14,7 @@ pub use cull::{
 };
 pub use course::CourseId;
 pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_SERVER_COOKIE};
+pub use proxy_path::{base_url, substitute, ProxyPath};
 pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};
 pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

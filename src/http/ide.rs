@@ -132,9 +132,15 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         let msg = format!("more than {max} requests and WebSockets open to this workspace; close some tabs");
         return refuse(html, ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", msg));
     };
+    // Full-path mode (fixed at the workspace's start) forwards `/w/<id>/...` whole, the prefix spelt from the id
+    // the session named; in host mode there is no prefix to keep and the path goes as it came in both modes.
+    let full_path = route.full_path && !t.prefix.is_empty();
+    let prefix = if full_path { format!("/w/{student}") } else { t.prefix.clone() };
+    let path_and_query = if full_path { format!("{prefix}{rest}{query}") } else { format!("{rest}{query}") };
     let fwd = Forwarded {
-        prefix: &t.prefix,
-        path_and_query: format!("{rest}{query}"),
+        prefix: &prefix,
+        path_and_query,
+        full_path,
         client_addr,
         proto,
         strip_cookies: &[SESSION_COOKIE, SECURE_SESSION_COOKIE],

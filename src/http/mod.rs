@@ -57,7 +57,7 @@ impl AppState {
     /// Loads the signing key (creating its file on first run) and sets up the proxy.
     pub fn build(lifecycle: Arc<Lifecycle>) -> anyhow::Result<Self> {
         let signer = crate::auth::Signer::load(lifecycle.settings())?;
-        let proxy = crate::proxy::Proxy::new(lifecycle.settings().proxy.clone());
+        let proxy = crate::proxy::Proxy::new(lifecycle.settings().proxy.clone(), lifecycle.cookie_jar());
         let loops = Arc::new(crate::supervise::LoopHealth::new(lifecycle.clock().clone()));
         let ide_connections = limits::ConnectionLimits::new(lifecycle.settings().proxy.max_connections_per_student);
         Ok(Self {

@@ -132,7 +132,7 @@ mod tests {
         let s = StudentId::parse(id).unwrap();
         store.mark_starting(&s, t(at)).await.unwrap();
         let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-        store.mark_running(&s, &format!("c-{id}"), 40000, None, t(at), &ev).await.unwrap();
+        store.mark_running(&s, &format!("c-{id}"), &crate::store::Route::new(40000, None), t(at), &ev).await.unwrap();
         s
     }
 

@@ -157,6 +157,11 @@ impl Lifecycle {
         &self.reads
     }
 
+    /// Where the proxy keeps the names of the cookies each IDE set: the store, which writes only when a name is new.
+    pub fn cookie_jar(&self) -> Arc<dyn crate::proxy::CookieJar> {
+        Arc::new(self.store.clone())
+    }
+
     /// The store itself, for the lifecycle's own helpers in this crate that write events (usage, migrate). Writes
     /// of workspace rows stay in `lifecycle/`: `tests/architecture.rs` checks that.
     pub(crate) fn store(&self) -> &Store {

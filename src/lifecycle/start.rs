@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{readiness, Lifecycle, LifecycleError, StartMode};
-use crate::domain::{EventKind, IdeSecret, Status, StopReason, StudentId};
+use crate::domain::{base_url, substitute, EventKind, IdeSecret, Status, StopReason, StudentId};
 use crate::runtime::{self, ContainerSpec, RuntimeError};
 use crate::store::{NewEvent, WorkspaceRecord};
 
@@ -227,7 +227,13 @@ impl Lifecycle {
         if spec.secret.is_some() && secret.is_none() {
             tracing::warn!(student = %student, "the running container carries no IDE secret; proxying without one");
         }
-        let probe = readiness::Probe { port, path: &w.readiness_path, auth: &w.ide_auth, secret: secret.as_ref() };
+        // The settings this start used (`spec` read the same): in full-path mode the IDE answers under `/w/<id>`.
+        let full_path = w.proxy_path.is_full();
+        let path = match full_path {
+            true => format!("/w/{student}{}", w.readiness_path),
+            false => w.readiness_path.clone(),
+        };
+        let probe = readiness::Probe { port, path: &path, auth: &w.ide_auth, secret: secret.as_ref() };
         if let Err(detail) = readiness::wait_ready(&self.probe, &probe, deadline).await {
             let e = self.timeout_error(student, detail);
             return Err(self.fail_start(student, started, e.to_string(), e).await);
@@ -237,7 +243,8 @@ impl Lifecycle {
         let message = format!("Workspace running (ready in {} ms).", took.as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
-        self.store.mark_running(student, &info.id, port, secret.as_ref(), now, &event).await?;
+        let route = crate::store::Route { port, secret, full_path };
+        self.store.mark_running(student, &info.id, &route, now, &event).await?;
         self.activity.register(student, now, None);
         self.admission.record_start(took);
         crate::metrics::start_finished("ok", took);
@@ -282,8 +289,9 @@ impl Lifecycle {
             student: student.clone(),
             name: runtime::container_name(&self.settings.instance, student),
             image: w.image.clone(),
-            command: w.command.clone(),
-            env: vec![format!("WORKSPACED_STUDENT={student}")],
+            // `{student_id}` and `{base_url}` filled in from the id alone.
+            command: w.command.iter().map(|arg| substitute(arg, student)).collect(),
+            env: vec![format!("WORKSPACED_STUDENT={student}"), format!("WORKSPACED_BASE_URL={}", base_url(student))],
             host_dir,
             mount_target: w.mount_target.clone(),
             // Prepared with the student's folder (`ensure_ide_state_dir_unless`) before the start went on.

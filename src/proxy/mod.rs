@@ -4,10 +4,10 @@
 
 pub mod path;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -41,8 +41,11 @@ pub enum ProxyError {
 pub struct Forwarded<'a> {
     /// The path prefix the IDE is served under (`/w/alice`), prepended to absolute redirects; empty in host mode.
     pub prefix: &'a str,
-    /// The path and query to send upstream.
+    /// The path and query to send upstream: without the prefix, or with it when `full_path`.
     pub path_and_query: String,
+    /// The IDE knows its prefix (`proxy_path = full`, as under JupyterHub's proxy): the path goes upstream whole,
+    /// its redirects already name the prefix, and no `X-Forwarded-Prefix` is sent.
+    pub full_path: bool,
     pub client_addr: Option<SocketAddr>,
     /// `http` or `https`, as the browser sees this service.
     pub proto: &'a str,
@@ -63,12 +66,19 @@ pub struct Proxy {
     websockets: Arc<AtomicI64>,
     /// The names of the cookies each IDE set (by owner): the only cookies of the browser's that reach it, so that
     /// cookies of the parent domain (the university's single sign-on, a classmate's tossed cookie) never do.
-    /// Learnt from the IDE's `Set-Cookie`s by this process.
-    cookie_names: Arc<Mutex<HashMap<String, BTreeSet<String>>>>,
+    cookie_jar: Arc<dyn CookieJar>,
 }
 
-/// Cookie names remembered per IDE; an IDE that sets more has the oldest-sorted ones forgotten first.
-const MAX_COOKIE_NAMES: usize = 64;
+/// Where the proxy keeps the names of the cookies each IDE set, learnt from its `Set-Cookie`s (the store, so a
+/// restart and every replica forward the same ones). Bounded per owner by the jar; a failure is the jar's to log,
+/// and the proxy goes on with what it has.
+#[async_trait::async_trait]
+pub trait CookieJar: Send + Sync {
+    /// The cookie names `owner`'s IDE has set.
+    async fn names(&self, owner: &str) -> BTreeSet<String>;
+    /// Remembers `names`, just set by `owner`'s IDE. Cheap when none is new (no write).
+    async fn learn(&self, owner: &str, names: &[String]);
+}
 
 /// Headers meaningful only for one connection (RFC 9110 section 7.6.1); never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -83,7 +93,7 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 impl Proxy {
-    pub fn new(settings: ProxySettings) -> Self {
+    pub fn new(settings: ProxySettings, cookie_jar: Arc<dyn CookieJar>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -91,28 +101,15 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Self { client, settings, websockets: Arc::new(AtomicI64::new(0)), cookie_names: Default::default() }
-    }
-
-    /// The cookie names `owner`'s IDE has set.
-    fn cookies_of(&self, owner: &str) -> BTreeSet<String> {
-        self.cookie_names.lock().expect("cookie names lock").get(owner).cloned().unwrap_or_default()
+        Self { client, settings, websockets: Arc::new(AtomicI64::new(0)), cookie_jar }
     }
 
     /// Remembers the names of the cookies the IDE sets in this (already filtered) response.
-    fn learn_cookies(&self, owner: &str, h: &HeaderMap) {
+    async fn learn_cookies(&self, owner: &str, h: &HeaderMap) {
         let names: Vec<String> =
             h.get_all(header::SET_COOKIE).iter().filter_map(|v| cookie_name(v.to_str().ok()?)).collect();
-        if names.is_empty() {
-            return;
-        }
-        let mut all = self.cookie_names.lock().expect("cookie names lock");
-        let known = all.entry(owner.to_owned()).or_default();
-        for name in names {
-            if known.len() >= MAX_COOKIE_NAMES && !known.contains(&name) {
-                known.pop_first();
-            }
-            known.insert(name);
+        if !names.is_empty() {
+            self.cookie_jar.learn(owner, &names).await;
         }
     }
 
@@ -128,7 +125,7 @@ impl Proxy {
         }
         let (mut parts, body) = req.into_parts();
         parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
-        prepare_request_headers(&mut parts.headers, &fwd, &self.cookies_of(fwd.owner));
+        prepare_request_headers(&mut parts.headers, &fwd, &self.cookie_jar.names(fwd.owner).await);
         let body = Body::new(http_body_util::Limited::new(body, max as usize));
         let upstream = Request::from_parts(parts, body);
         let resp = match tokio::time::timeout(self.settings.timeout, self.client.request(upstream)).await {
@@ -141,8 +138,8 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         strip_origin_wide(&mut parts.headers, &fwd);
-        self.learn_cookies(fwd.owner, &parts.headers);
-        rewrite_location(&mut parts.headers, port, fwd.prefix);
+        self.learn_cookies(fwd.owner, &parts.headers).await;
+        rewrite_location(&mut parts.headers, port, fwd.prefix, fwd.full_path);
         let body = match fwd.hold {
             // The slot is given back when the body is done or dropped (the client went away).
             Some(hold) => Body::from_stream(Body::new(body).into_data_stream().map(move |chunk| {
@@ -166,7 +163,7 @@ impl Proxy {
         let upgrade_to = req.headers().get(header::UPGRADE).cloned();
         let (mut parts, _) = req.into_parts();
         parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
-        prepare_request_headers(&mut parts.headers, &fwd, &self.cookies_of(fwd.owner));
+        prepare_request_headers(&mut parts.headers, &fwd, &self.cookie_jar.names(fwd.owner).await);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         if let Some(u) = upgrade_to {
             parts.headers.insert(header::UPGRADE, u);
@@ -199,8 +196,8 @@ impl Proxy {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             strip_origin_wide(&mut parts.headers, &fwd);
-            self.learn_cookies(fwd.owner, &parts.headers);
-            rewrite_location(&mut parts.headers, port, fwd.prefix);
+            self.learn_cookies(fwd.owner, &parts.headers).await;
+            rewrite_location(&mut parts.headers, port, fwd.prefix, fwd.full_path);
             return Ok(Response::from_parts(parts, Body::new(body)));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -222,7 +219,7 @@ impl Proxy {
         });
         let mut headers = resp.headers().clone();
         strip_origin_wide(&mut headers, &fwd);
-        self.learn_cookies(fwd.owner, &headers);
+        self.learn_cookies(fwd.owner, &headers).await;
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
         for (k, v) in &headers {
             out = out.header(k, v);
@@ -376,7 +373,9 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forwarded<'_>, ide_cookies: 
     if let Some(host) = h.get(header::HOST).cloned() {
         h.insert("x-forwarded-host", host);
     }
-    if !fwd.prefix.is_empty() {
+    // Ours alone too: an IDE that builds its URLs from it must not be pointed elsewhere by the client.
+    h.remove("x-forwarded-prefix");
+    if !fwd.prefix.is_empty() && !fwd.full_path {
         if let Ok(v) = HeaderValue::from_str(fwd.prefix) {
             h.insert("x-forwarded-prefix", v);
         }
@@ -437,8 +436,10 @@ fn cookie_stays_inside(cookie: &str, fwd: &Forwarded<'_>) -> bool {
     path.is_none_or(|p| p == fwd.prefix || p.starts_with(&format!("{}/", fwd.prefix)))
 }
 
-/// An IDE that redirects to an absolute path (`/login`) or to its own address means a path under our prefix.
-fn rewrite_location(h: &mut HeaderMap, port: u16, prefix: &str) {
+/// An IDE that redirects to an absolute path (`/login`) or to its own address means a path under our prefix. With
+/// `full_path` the IDE knows its prefix: a path already under it is kept as is, any other still gets the prefix, so a
+/// redirect never leaves the student's workspace for one of the service's own paths.
+fn rewrite_location(h: &mut HeaderMap, port: u16, prefix: &str, full_path: bool) {
     let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else { return };
     let own = format!("http://127.0.0.1:{port}");
     let path = if let Some(rest) = loc.strip_prefix(&own) {
@@ -449,8 +450,30 @@ fn rewrite_location(h: &mut HeaderMap, port: u16, prefix: &str) {
         None
     };
     if let Some(path) = path {
-        if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{path}")) {
+        let inside = !prefix.is_empty()
+            && (path == prefix || path.starts_with(&format!("{prefix}/")) || path.starts_with(&format!("{prefix}?")));
+        let path = if full_path && inside { path } else { format!("{prefix}{path}") };
+        if let Ok(v) = HeaderValue::from_str(&path) {
             h.insert(header::LOCATION, v);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A cookie jar in memory, for tests of the proxy alone.
+    #[derive(Default)]
+    pub struct MemoryJar(std::sync::Mutex<std::collections::HashMap<String, BTreeSet<String>>>);
+
+    #[async_trait::async_trait]
+    impl CookieJar for MemoryJar {
+        async fn names(&self, owner: &str) -> BTreeSet<String> {
+            self.0.lock().unwrap().get(owner).cloned().unwrap_or_default()
+        }
+        async fn learn(&self, owner: &str, names: &[String]) {
+            self.0.lock().unwrap().entry(owner.to_owned()).or_default().extend(names.iter().cloned());
         }
     }
 }
@@ -473,6 +496,7 @@ mod tests {
         let fwd = Forwarded {
             prefix: "/w/alice",
             path_and_query: "/".into(),
+            full_path: false,
             client_addr: Some("10.0.0.7:5555".parse().unwrap()),
             proto: "https",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
@@ -498,6 +522,7 @@ mod tests {
         let fwd = Forwarded {
             prefix: "/w/alice",
             path_and_query: "/".into(),
+            full_path: false,
             client_addr: None,
             proto: "http",
             strip_cookies: &["workspaced_session", "__Host-workspaced_session"],
@@ -546,6 +571,7 @@ mod tests {
         let fwd = Forwarded {
             prefix: "/w/alice",
             path_and_query: "/".into(),
+            full_path: false,
             client_addr: None,
             proto: "http",
             strip_cookies: &[],
@@ -558,11 +584,12 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "ide.example.edu");
     }
 
-    #[test]
-    fn only_cookies_the_ide_set_reach_it_and_its_secret_comes_from_the_proxy_alone() {
+    #[tokio::test]
+    async fn only_cookies_the_ide_set_reach_it_and_its_secret_comes_from_the_proxy_alone() {
         let fwd = |credential| Forwarded {
             prefix: "",
             path_and_query: "/api?token=planted&x=1&%74oken=again".into(),
+            full_path: false,
             client_addr: None,
             proto: "http",
             strip_cookies: &[],
@@ -595,32 +622,63 @@ mod tests {
         assert_eq!(upstream_path(&fwd(None)), "/api?token=planted&x=1&%74oken=again");
 
         // Learnt from what the IDE sets, after the filter: never workspaced's or code-server's session cookie.
-        let proxy = Proxy::new(ProxySettings::default());
+        let jar = Arc::new(testing::MemoryJar::default());
+        let proxy = Proxy::new(ProxySettings::default(), jar.clone());
         let mut answer = HeaderMap::new();
         for c in ["_xsrf=2; Path=/", "code-server-session=x; Path=/", "workspaced_session=x"] {
             answer.append(header::SET_COOKIE, c.parse().unwrap());
         }
         let fwd = Forwarded { strip_cookies: &["workspaced_session"], ..fwd(None) };
         strip_origin_wide(&mut answer, &fwd);
-        proxy.learn_cookies("alice", &answer);
-        assert_eq!(proxy.cookies_of("alice"), BTreeSet::from(["_xsrf".to_owned()]));
-        assert!(proxy.cookies_of("bob").is_empty(), "one IDE's cookies are not another's");
+        proxy.learn_cookies("alice", &answer).await;
+        assert_eq!(jar.names("alice").await, BTreeSet::from(["_xsrf".to_owned()]));
+        assert!(jar.names("bob").await.is_empty(), "one IDE's cookies are not another's");
     }
 
     #[test]
     fn absolute_redirects_stay_under_the_prefix() {
         let mut h = HeaderMap::new();
-        for (given, want) in [
-            ("/login", "/w/a/login"),
-            ("http://127.0.0.1:4000/x?y=1", "/w/a/x?y=1"),
-            ("./?folder=/home", "./?folder=/home"),
-            ("https://elsewhere.example/", "https://elsewhere.example/"),
-            ("//evil.example/", "//evil.example/"),
+        for (given, strip, full) in [
+            ("/login", "/w/a/login", "/w/a/login"),
+            ("/w/a/lab?reset", "/w/a/w/a/lab?reset", "/w/a/lab?reset"),
+            ("/w/a", "/w/a/w/a", "/w/a"),
+            ("/w/ab/lab", "/w/a/w/ab/lab", "/w/a/w/ab/lab"),
+            ("http://127.0.0.1:4000/x?y=1", "/w/a/x?y=1", "/w/a/x?y=1"),
+            ("http://127.0.0.1:4000/w/a/tree", "/w/a/w/a/tree", "/w/a/tree"),
+            ("./?folder=/home", "./?folder=/home", "./?folder=/home"),
+            ("https://elsewhere.example/", "https://elsewhere.example/", "https://elsewhere.example/"),
+            ("//evil.example/", "//evil.example/", "//evil.example/"),
         ] {
             h.insert(header::LOCATION, given.parse().unwrap());
-            rewrite_location(&mut h, 4000, "/w/a");
-            assert_eq!(h[header::LOCATION], want, "{given}");
+            rewrite_location(&mut h, 4000, "/w/a", false);
+            assert_eq!(h[header::LOCATION], strip, "strip: {given}");
+            h.insert(header::LOCATION, given.parse().unwrap());
+            rewrite_location(&mut h, 4000, "/w/a", true);
+            assert_eq!(h[header::LOCATION], full, "full: {given}");
         }
+        // Host mode (no prefix): the path is the IDE's own in both modes.
+        h.insert(header::LOCATION, "/lab".parse().unwrap());
+        rewrite_location(&mut h, 4000, "", true);
+        assert_eq!(h[header::LOCATION], "/lab");
+    }
+
+    #[test]
+    fn in_full_path_mode_no_forwarded_prefix_is_sent() {
+        let fwd = Forwarded {
+            prefix: "/w/alice",
+            path_and_query: "/w/alice/lab".into(),
+            full_path: true,
+            client_addr: None,
+            proto: "http",
+            strip_cookies: &[],
+            hold: None,
+            owner: "alice",
+            credential: None,
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-prefix", "/planted".parse().unwrap());
+        prepare_request_headers(&mut h, &fwd, &BTreeSet::new());
+        assert!(!h.contains_key("x-forwarded-prefix"), "the path already carries the prefix");
     }
 
     #[test]

@@ -26,6 +26,7 @@ impl Store {
         if gone == 0 {
             return Ok(false);
         }
+        sqlx::query("DELETE FROM ide_cookies WHERE student_id = $1").bind(student.as_str()).execute(&mut *tx).await?;
         let id = insert_event(&mut tx, student, event, now).await?;
         tx.commit().await?;
         self.announce_all(id).await;

@@ -150,7 +150,7 @@ mod tests {
         let s = StudentId::parse("cached").unwrap();
         let started = NewEvent { kind: EventKind::Started, reason: None, message: "started" };
         a.mark_starting(&s, t(0)).await.unwrap();
-        a.mark_running(&s, "c1", 40001, None, t(1), &started).await.unwrap();
+        a.mark_running(&s, "c1", &crate::store::Route::new(40001, None), t(1), &started).await.unwrap();
         let mut events = b.subscribe_events();
         let seen = *events.borrow_and_update();
         assert_eq!(b.route(&s).await.unwrap().map(|r| r.port), Some(40001), "b caches the route");

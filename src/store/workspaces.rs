@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::culling::{PendingActivity, PolicyOverrides};
 use super::events::insert_event;
-use super::{duration_from_ms, from_ms, ms, NewEvent, Store, StoreError};
+use super::{duration_from_ms, from_ms, ms, NewEvent, Route, Store, StoreError};
 use crate::domain::{CullPolicy, EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
 
 /// One workspace as stored.
@@ -110,13 +110,13 @@ impl Store {
         Ok(())
     }
 
-    /// `running` in `container_id`, reachable on `host_port` with the IDE's `secret`; the start counts as activity.
+    /// `running` in `container_id`, reachable by `route` (port, secret, and how the proxy forwards: the mode the
+    /// start used, kept until the next start); the start counts as activity.
     pub async fn mark_running(
         &self,
         student: &StudentId,
         container_id: &str,
-        host_port: u16,
-        secret: Option<&IdeSecret>,
+        route: &Route,
         now: DateTime<Utc>,
         event: &NewEvent<'_>,
     ) -> Result<(), StoreError> {
@@ -124,14 +124,16 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = $1, host_port = $2, ide_secret = $3, started_at_ms = $4,
-             last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6 WHERE student_id = $7",
+             last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6,
+             proxy_full_path = $7 WHERE student_id = $8",
         )
         .bind(container_id)
-        .bind(i64::from(host_port))
-        .bind(secret.map(IdeSecret::expose))
+        .bind(i64::from(route.port))
+        .bind(route.secret.as_ref().map(IdeSecret::expose))
         .bind(ms(now))
         .bind(ms(now))
         .bind(ms(now))
+        .bind(route.full_path)
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;
@@ -432,7 +434,7 @@ mod tests {
         store.mark_starting(&s, t(0)).await.unwrap();
         assert_eq!(store.get(&s).await.unwrap().unwrap().status, Status::Starting);
         let ev = NewEvent { kind: EventKind::Started, reason: None, message: "Workspace running." };
-        store.mark_running(&s, "c1", 40000, None, t(1), &ev).await.unwrap();
+        store.mark_running(&s, "c1", &crate::store::Route::new(40000, None), t(1), &ev).await.unwrap();
         let r = store.get(&s).await.unwrap().unwrap();
         assert_eq!((r.status, r.container_id.as_deref(), r.host_port), (Status::Running, Some("c1"), Some(40000)));
         assert_eq!(r.last_activity, Some(t(1)));
@@ -515,7 +517,10 @@ mod tests {
                         n += 1;
                         let s = StudentId::parse(&format!("w{n:03}")).unwrap();
                         store.mark_starting(&s, t(start)).await.unwrap();
-                        store.mark_running(&s, "c", 40000, None, t(start), &ev).await.unwrap();
+                        store
+                            .mark_running(&s, "c", &crate::store::Route::new(40000, None), t(start), &ev)
+                            .await
+                            .unwrap();
                         store.touch_activity(&s, t(start + idle_for)).await.unwrap();
                         if k > 0 {
                             store.set_overrides(&s, o, t(start)).await.unwrap();
@@ -533,7 +538,7 @@ mod tests {
         assert!(running_with_course(&store).await > 0, "the grid has workspaces with a course's values");
         let fresh = StudentId::parse("fresh").unwrap();
         store.mark_starting(&fresh, t(5990)).await.unwrap();
-        store.mark_running(&fresh, "c", 40000, None, t(5990), &ev).await.unwrap();
+        store.mark_running(&fresh, "c", &crate::store::Route::new(40000, None), t(5990), &ev).await.unwrap();
         let running = store.list(Some(Status::Running)).await.unwrap();
         assert_eq!(running.len(), n + 1);
         assert_eq!(store.count_running().await.unwrap(), n + 1);
@@ -587,7 +592,7 @@ mod tests {
         for i in 0..1001 {
             let s = StudentId::parse(&format!("s{i:04}")).unwrap();
             store.mark_starting(&s, t(0)).await.unwrap();
-            store.mark_running(&s, "c", 40000, None, t(10), &ev).await.unwrap();
+            store.mark_running(&s, "c", &crate::store::Route::new(40000, None), t(10), &ev).await.unwrap();
             let ide = (i % 2 == 0).then(|| t(20));
             batch.push(PendingActivity { student: s, last_activity: t(30 + i), ide_connected_at: ide });
         }

@@ -14,6 +14,7 @@ mod culling;
 mod erase_quota;
 mod ide_state;
 mod ide_protocol;
+mod jupyter;
 mod lifecycle;
 mod openapi;
 mod persistence;

@@ -12,4 +12,5 @@ mod a11y;
 mod browser;
 mod ide;
 mod ide_state;
+mod jupyter;
 mod pages;

@@ -59,6 +59,32 @@ pub struct CourseBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 100)]
     pub template: Option<String>,
+    // What the course's image needs (another IDE than the service's, e.g. JupyterLab): each as the setting of the
+    // same name.
+    /// The port the IDE listens on in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub container_port: Option<u16>,
+    /// Path that answers 2xx once the IDE is ready (under `/w/<id>` in full-path mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_path: Option<String>,
+    /// Where the student's folder is mounted in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_target: Option<String>,
+    /// Where the IDE keeps its state in the container (kept per student across stops); `""`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ide_state_path: Option<String>,
+    /// `strip` (the IDE is served at its own `/`) or `full` (`/w/<id>/...` forwarded whole, for an IDE told its
+    /// base URL, e.g. Jupyter with `--ServerApp.base_url={base_url}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_path: Option<String>,
+    /// How the IDE gets its per-start secret: `code-server`, `header:<Name>[:<prefix>]` or `query:<param>`; never
+    /// `none` (a course cannot switch the secret off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ide_auth: Option<String>,
+    /// The environment variable that carries the secret (Jupyter: `JUPYTER_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ide_secret_env: Option<String>,
 }
 
 /// A profile that passed the operator's rules, in typed form.
@@ -72,6 +98,14 @@ pub struct CourseProfile {
     pub pids_limit: Option<i64>,
     pub cull: Overrides,
     pub template: Option<String>,
+    pub container_port: Option<u16>,
+    pub readiness_path: Option<String>,
+    pub mount_target: Option<String>,
+    /// `Some(None)`: the course keeps no IDE state.
+    pub ide_state_path: Option<Option<String>>,
+    pub proxy_path: Option<crate::domain::ProxyPath>,
+    pub ide_auth: Option<crate::domain::IdeAuth>,
+    pub ide_secret_env: Option<String>,
 }
 
 /// Why a profile is refused: a stable code and a sentence for the LMS developer.
@@ -185,7 +219,15 @@ impl CourseProfile {
             }
             check_template_name(t)?;
         }
+        let image = image_facts(body)?;
         Ok(CourseProfile {
+            container_port: image.container_port,
+            readiness_path: image.readiness_path,
+            mount_target: image.mount_target,
+            ide_state_path: image.ide_state_path,
+            proxy_path: image.proxy_path,
+            ide_auth: image.ide_auth,
+            ide_secret_env: image.ide_secret_env,
             title,
             image: body.image.clone(),
             command,
@@ -215,7 +257,109 @@ impl CourseProfile {
         if let Some(pids) = self.pids_limit {
             w.pids_limit = pids;
         }
+        if let Some(port) = self.container_port {
+            w.container_port = port;
+        }
+        if let Some(p) = &self.readiness_path {
+            w.readiness_path = p.clone();
+        }
+        if let Some(p) = &self.mount_target {
+            w.mount_target = p.clone();
+        }
+        if let Some(p) = &self.ide_state_path {
+            w.ide_state_path = p.clone();
+        }
+        if let Some(p) = self.proxy_path {
+            w.proxy_path = p;
+        }
+        if let Some(a) = &self.ide_auth {
+            w.ide_auth = a.clone();
+        }
+        if let Some(e) = &self.ide_secret_env {
+            w.ide_secret_env = Some(e.clone());
+        }
         w
+    }
+}
+
+/// The image facts of a body, checked.
+struct ImageFacts {
+    container_port: Option<u16>,
+    readiness_path: Option<String>,
+    mount_target: Option<String>,
+    ide_state_path: Option<Option<String>>,
+    proxy_path: Option<crate::domain::ProxyPath>,
+    ide_auth: Option<crate::domain::IdeAuth>,
+    ide_secret_env: Option<String>,
+}
+
+fn image_facts(body: &CourseBody) -> Result<ImageFacts, ProfileError> {
+    if body.container_port == Some(0) {
+        return Err(invalid("container_port must be 1 to 65535".into()));
+    }
+    if let Some(p) = &body.readiness_path {
+        if !p.starts_with('/') || p.len() > 256 || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid("readiness_path must be a path starting with / (at most 256 characters)".into()));
+        }
+    }
+    if let Some(p) = &body.mount_target {
+        container_path("mount_target", p)?;
+    }
+    let ide_state_path = match body.ide_state_path.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(p) => {
+            container_path("ide_state_path", p)?;
+            Some(Some(p.to_owned()))
+        }
+    };
+    let proxy_path = match &body.proxy_path {
+        None => None,
+        Some(p) => Some(p.parse().map_err(|e: String| invalid(format!("proxy_path: {e}")))?),
+    };
+    let ide_auth = match &body.ide_auth {
+        None => None,
+        Some(a) => match crate::domain::IdeAuth::parse(a) {
+            Ok(crate::domain::IdeAuth::None) => {
+                return Err(invalid("ide_auth cannot be none: a course cannot switch the IDE's secret off".into()))
+            }
+            Ok(mode) => Some(mode),
+            Err(e) => return Err(invalid(format!("ide_auth: {e}"))),
+        },
+    };
+    if let Some(n) = &body.ide_secret_env {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(invalid("ide_secret_env must be an environment variable name".into()));
+        }
+    }
+    Ok(ImageFacts {
+        container_port: body.container_port,
+        readiness_path: body.readiness_path.clone(),
+        mount_target: body.mount_target.clone(),
+        ide_state_path,
+        proxy_path,
+        ide_auth,
+        ide_secret_env: body.ide_secret_env.clone(),
+    })
+}
+
+/// A path in the container: absolute, no `.` or `..` names, nothing a bind mount's syntax would read (`:` `,`), not
+/// `/` itself, at most 256 bytes.
+fn container_path(name: &str, p: &str) -> Result<(), ProfileError> {
+    let ok = p.starts_with('/')
+        && p != "/"
+        && p.len() <= 256
+        && !p.contains([':', ','])
+        && !p.chars().any(|c| c.is_control())
+        && p.split('/').skip(1).all(|n| !n.is_empty() && n != "." && n != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("{name} must be an absolute path in the container without . or .. names, : or ,")))
     }
 }
 
@@ -269,6 +413,16 @@ mod tests {
         let w = p.apply(&WorkspaceSettings::default());
         assert_eq!((w.image.as_str(), w.cpus, w.memory_bytes, w.pids_limit), ("img/b:2", 0.5, 512 << 20, 256));
         assert_eq!(w.command, vec!["jupyter", "lab"]);
+        // A Jupyter course: its image's facts in place of the service's.
+        let j = parse(
+            r#"{"container_port":8888,"readiness_path":"/api/status","mount_target":"/home/coder/project",
+            "ide_state_path":"","proxy_path":"full","ide_auth":"header:Authorization:token ","ide_secret_env":"JUPYTER_TOKEN"}"#,
+        )
+        .unwrap()
+        .apply(&WorkspaceSettings::default());
+        assert_eq!((j.container_port, j.readiness_path.as_str(), j.ide_state_path), (8888, "/api/status", None));
+        assert!(j.proxy_path.is_full());
+        assert_eq!(j.secret_env(), Some("JUPYTER_TOKEN"));
         // An empty profile changes nothing.
         let w0 = parse("{}").unwrap().apply(&WorkspaceSettings::default());
         assert_eq!(w0.image, WorkspaceSettings::default().image);
@@ -293,6 +447,15 @@ mod tests {
             (r#"{"template":".hidden"}"#, "invalid_profile"),
             (r#"{"title":""}"#, "invalid_profile"),
             (r#"{"title":"a\nb"}"#, "invalid_profile"),
+            (r#"{"container_port":0}"#, "invalid_profile"),
+            (r#"{"readiness_path":"healthz"}"#, "invalid_profile"),
+            (r#"{"mount_target":"/home/../etc"}"#, "invalid_profile"),
+            (r#"{"mount_target":"/x:/y"}"#, "invalid_profile"),
+            (r#"{"ide_state_path":"relative"}"#, "invalid_profile"),
+            (r#"{"proxy_path":"prefix"}"#, "invalid_profile"),
+            (r#"{"ide_auth":"none"}"#, "invalid_profile"),
+            (r#"{"ide_auth":"password"}"#, "invalid_profile"),
+            (r#"{"ide_secret_env":"1X"}"#, "invalid_profile"),
         ];
         for (json, code) in cases {
             assert_eq!(parse(json).unwrap_err().code, code, "{json}");

@@ -15,4 +15,6 @@ ALTER TABLE workspaces ADD COLUMN course_warning_lead_ms BIGINT;
 ALTER TABLE workspaces ADD COLUMN course_max_age_ms BIGINT;
 ALTER TABLE workspaces ADD COLUMN course_cull_enabled BOOLEAN;
 ALTER TABLE workspaces ADD COLUMN applied_limits TEXT;
+-- How the proxy presents the IDE's secret for this start (`ide_auth`, a course may set it); NULL: the service's.
+ALTER TABLE workspaces ADD COLUMN ide_auth TEXT;
 CREATE INDEX workspaces_course ON workspaces (course_id);

@@ -106,6 +106,8 @@ pub struct ProfileArgs {
     #[arg(long)]
     template: Option<String>,
 }
+// The image facts (container_port, readiness_path, ide_auth, ...) of a course with another IDE go in a
+// `--file profile.json`.
 
 impl From<ProfileArgs> for CourseBody {
     fn from(a: ProfileArgs) -> Self {
@@ -121,6 +123,7 @@ impl From<ProfileArgs> for CourseBody {
             max_age_seconds: a.max_age,
             cull_enabled: a.cull,
             template: a.template,
+            ..Default::default()
         }
     }
 }

@@ -243,7 +243,7 @@ impl Lifecycle {
         let message = format!("Workspace running (ready in {} ms).", took.as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
-        let route = crate::store::Route { port, secret, full_path };
+        let route = crate::store::Route { port, secret, full_path, auth: Some(w.ide_auth.clone()) };
         self.store.mark_running(student, &info.id, &route, now, &event).await?;
         self.activity.register(student, now, None);
         self.admission.record_start(took);

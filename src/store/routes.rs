@@ -12,12 +12,14 @@ pub struct Route {
     pub secret: Option<IdeSecret>,
     /// Forward `/w/<id>/...` unchanged (`proxy_path = full`) instead of stripping `/w/<id>`; fixed at the start.
     pub full_path: bool,
+    /// How the secret is presented to this IDE (its course's `ide_auth`); `None`: the service's setting.
+    pub auth: Option<crate::domain::IdeAuth>,
 }
 
 impl Route {
     /// An IDE on `port` with `secret`, its path stripped (`proxy_path = strip`).
     pub fn new(port: u16, secret: Option<IdeSecret>) -> Self {
-        Self { port, secret, full_path: false }
+        Self { port, secret, full_path: false, auth: None }
     }
 }
 
@@ -56,7 +58,7 @@ impl Store {
             routes.generation
         };
         let row = sqlx::query(
-            "SELECT host_port, ide_secret, CAST(proxy_full_path AS INTEGER) AS full_path FROM workspaces \
+            "SELECT host_port, ide_secret, CAST(proxy_full_path AS INTEGER) AS full_path, ide_auth FROM workspaces \
              WHERE student_id = $1 AND status = 'running'",
         )
         .bind(student.as_str())
@@ -67,7 +69,9 @@ impl Store {
         let secret = row.try_get::<Option<String>, _>("ide_secret")?.and_then(|s: String| IdeSecret::parse(&s));
         let full_path = row.try_get::<i64, _>("full_path")? != 0;
         let Some(port) = port else { return Ok(None) };
-        let route = Route { port, secret, full_path };
+        // An unreadable mode falls back to the service's (a secret presented the wrong way opens nothing).
+        let auth = row.try_get::<Option<String>, _>("ide_auth")?.and_then(|a| crate::domain::IdeAuth::parse(&a).ok());
+        let route = Route { port, secret, full_path, auth };
         let mut routes = self.routes.lock().expect("routes lock");
         if routes.generation == generation {
             routes.ports.insert(student.clone(), route.clone());
@@ -95,7 +99,7 @@ mod tests {
         for (id, full_path) in [("full", true), ("strip", false)] {
             let s = StudentId::parse(id).unwrap();
             store.mark_starting(&s, t(0)).await.unwrap();
-            let route = Route { port: 40000, secret: None, full_path };
+            let route = Route { port: 40000, secret: None, full_path, auth: None };
             store.mark_running(&s, "c", &route, t(1), &ev).await.unwrap();
             assert_eq!(store.route(&s).await.unwrap(), Some(route.clone()));
             store.forget_route(&s);

@@ -125,7 +125,7 @@ impl Store {
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = $1, host_port = $2, ide_secret = $3, started_at_ms = $4,
              last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6,
-             proxy_full_path = $7 WHERE student_id = $8",
+             proxy_full_path = $7, ide_auth = $8 WHERE student_id = $9",
         )
         .bind(container_id)
         .bind(i64::from(route.port))
@@ -134,6 +134,7 @@ impl Store {
         .bind(ms(now))
         .bind(ms(now))
         .bind(route.full_path)
+        .bind(route.auth.as_ref().map(ToString::to_string))
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;

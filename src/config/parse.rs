@@ -52,6 +52,16 @@ pub(super) fn egress_mode(v: &str) -> Result<EgressMode, String> {
     v.parse()
 }
 
+pub(super) fn runtime_kind(v: &str) -> Result<crate::runtime::RuntimeKind, String> {
+    v.parse()
+}
+
+/// A comma-separated list (or a JSON array), each item trimmed, empty items dropped.
+pub(super) fn comma_list(v: &str) -> Result<Vec<String>, String> {
+    let items = list(v, |v| v.split(',').map(str::to_owned).collect())?;
+    Ok(items.into_iter().map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect())
+}
+
 pub(super) fn number<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: Display,

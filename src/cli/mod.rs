@@ -178,6 +178,10 @@ pub struct DoctorArgs {
     /// Files in the git repository generated for the `git status` test.
     #[arg(long, default_value_t = 1000)]
     pub git_files: usize,
+    /// Also run a one-shot probe on every swarm node that may run a workspace: base path mounted, writable by the
+    /// workspace user, the same files and file system as here (needs a swarm manager).
+    #[arg(long)]
+    pub nodes: bool,
 }
 
 #[derive(Debug, clap::Args)]

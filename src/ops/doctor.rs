@@ -623,9 +623,7 @@ async fn engine_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
         Err(_) => Check::fail("image", format!("no answer within {bound:?}"), advice),
     });
     if settings.runtime == crate::runtime::RuntimeKind::Swarm {
-        for check in swarm_egress_checks(settings, &o.firewall) {
-            checks.push(check.await);
-        }
+        checks.extend(swarm_egress_checks(settings, &o.firewall).await);
     } else {
         checks.push(egress_check(settings, &runtime, &o.firewall, bound).await);
     }
@@ -659,19 +657,23 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
 
 /// With `runtime = swarm`: the rules for the swarm network's bridge and for `docker_gwbridge` on this node (each
 /// node needs them; `workspaced serve` installs them only where it runs).
-fn swarm_egress_checks(settings: &Settings, firewall: &Firewall) -> Vec<impl std::future::Future<Output = Check>> {
+async fn swarm_egress_checks(settings: &Settings, firewall: &Firewall) -> Vec<Check> {
     use crate::runtime::swarm::{SwarmRuntime, BRIDGE};
+    let mut checks = Vec::new();
     if settings.egress_rules == EgressMode::Off {
-        return Vec::new();
+        checks.push(Check::pass(
+            "egress",
+            "not checked: egress_rules = off (the operator's firewall must drop 169.254.0.0/16 and port 2049 from \
+             wsd-swarm and docker_gwbridge on every node; docs/deploy/swarm.md)",
+        ));
+        return checks;
     }
-    SwarmRuntime::bridges()
-        .into_iter()
-        .map(|bridge| {
-            let exists = Path::new("/sys/class/net").join(bridge).exists();
-            let name = if bridge == BRIDGE { "egress_swarm" } else { "egress_gwbridge" };
-            bridge_rules_check(name, bridge.to_owned(), exists, firewall)
-        })
-        .collect()
+    for bridge in SwarmRuntime::bridges() {
+        let exists = Path::new("/sys/class/net").join(bridge).exists();
+        let name = if bridge == BRIDGE { "egress_swarm" } else { "egress_gwbridge" };
+        checks.push(bridge_rules_check(name, bridge.to_owned(), exists, firewall).await);
+    }
+    checks
 }
 
 /// Are the egress rules for `bridge` in place? `exists`: whether the bridge is there yet (missing rules for a

@@ -223,7 +223,7 @@ impl SwarmRuntime {
             driver: Some("bridge".to_owned()),
             scope: Some("swarm".to_owned()),
             config_from: Some(bollard::models::ConfigReference { network: Some(NETWORK_CONFIG.to_owned()) }),
-            labels: Some(HashMap::from([(LABEL_MANAGED_BY.to_owned(), LABEL_MANAGED_BY_VALUE.to_owned())])),
+            // No labels: the engine refuses any setting of its own on a network made from a configuration network.
             ..Default::default()
         };
         self.create_network(request).await?;
@@ -491,8 +491,8 @@ impl SwarmRuntime {
         self.await_tasks_gone(id, name, student).await
     }
 
-    /// After a removal: until the engine has no task of the service left (its container stopped), for at most the
-    /// service's grace period plus one call timeout. A task still there then is logged and left to the engine.
+    /// After a removal: until the engine has no task of the service left and no container of it is left on this
+    /// node, for at most the service's grace period plus one call timeout. A task still there then is logged and left to the engine.
     async fn await_tasks_gone(&self, id: &str, name: &str, student: &str) -> Result<(), RuntimeError> {
         let until = Instant::now() + self.options.stop_grace + self.call_timeout;
         // A removed service cannot be named in a task filter; its tasks all want `remove`.
@@ -504,7 +504,7 @@ impl SwarmRuntime {
                 .call("list tasks", self.call_timeout, |d| async move { d.list_tasks(Some(options)).await })
                 .await?
                 .map_err(classify)?;
-            if !left.iter().any(|t| t.service_id.as_deref() == Some(id)) {
+            if !left.iter().any(|t| t.service_id.as_deref() == Some(id)) && !self.local_container_left(id).await? {
                 return Ok(());
             }
             if Instant::now() >= until {
@@ -517,6 +517,20 @@ impl SwarmRuntime {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+impl SwarmRuntime {
+    /// Is a container of the service still on this node (stopped, not yet removed by the engine)?
+    async fn local_container_left(&self, service_id: &str) -> Result<bool, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.id={service_id}")])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let left = self
+            .docker
+            .call("list containers", self.call_timeout, |d| async move { d.list_containers(Some(options)).await })
+            .await?
+            .map_err(classify)?;
+        Ok(!left.is_empty())
     }
 }
 

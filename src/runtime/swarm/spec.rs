@@ -10,6 +10,8 @@
 //! - **no `no-new-privileges`**: `Privileges.NoNewPrivileges` came with API 1.46; an older engine would ignore the
 //!   field, so it is not sent. With every capability dropped a setuid program gains no capability, but it can still
 //!   change its uid inside the container;
+//! - **`/tmp` is `noexec`**: Swarm's tmpfs mounts are `noexec` and API 1.41 has no field for mount options
+//!   (`TmpfsOptions.Options` came with 1.46), so a program cannot run from `/tmp` as it can under `docker.rs`;
 //! - the published port cannot be bound to one address: host mode publishes it on every interface of the node, which
 //!   is why the runtime refuses a workspace without its IDE secret.
 

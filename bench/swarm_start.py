@@ -8,13 +8,13 @@ Needs an active swarm (`docker swarm init --advertise-addr 127.0.0.1`). Runs pri
 path, database, instance label, port) and removes every service and container it created. Only loopback addresses
 and the engine's Unix socket are contacted.
 """
-import argparse, http.client, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.parse
+import argparse, http.client as httpclient, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from start_latency import HEADERS, docker_run_floor, free_port, http, make_key, remove_labelled, wait_200  # noqa: E402
 
 
-class EngineConnection(http.client.HTTPConnection):
+class EngineConnection(httpclient.HTTPConnection):
     """HTTP over the engine's Unix socket, so polling costs no CLI process."""
 
     def __init__(self):

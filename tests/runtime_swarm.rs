@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use support::swarm::{remove_instance_services, require_swarm, task_containers};
 use workspaced::domain::{IdeSecret, InstanceId, StudentId};
 use workspaced::runtime::egress::Firewall;
+use workspaced::runtime::swarm::probe::ProbeRequest;
 use workspaced::runtime::swarm::{service_name, SwarmOptions, SwarmRuntime, BRIDGE, GWBRIDGE, NETWORK, NETWORK_CONFIG};
 use workspaced::runtime::{
     container_name, ContainerInfo, ContainerSpec, Hardening, Runtime, RuntimeError, SecretEnv, LABEL_INSTANCE,
@@ -479,4 +480,40 @@ async fn tasks_cannot_reach_each_other_and_the_egress_rules_cover_the_swarm_brid
         assert_eq!(lines_with(&chain, &["-i", bridge, "169.254.0.0/16", "DROP"]).len(), 1, "{chain}");
         assert_eq!(lines_with(&chain, &["-i", bridge, "2049", "DROP"]).len(), 2, "{chain}");
     }
+}
+
+#[tokio::test]
+async fn the_node_probe_runs_once_per_node_as_the_workspace_user_and_leaves_no_service() {
+    let world = World::new();
+    let rt = world.runtime();
+    let base = std::fs::canonicalize(world.dir.path()).unwrap();
+    let dir = base.join(".probe");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let request = ProbeRequest {
+        image: IMAGE,
+        user: "1000:1000",
+        base: &base,
+        dir: &dir,
+        constraints: &[],
+        wait: Duration::from_secs(60),
+    };
+    let nodes = rt.probe_nodes(&request).await.unwrap();
+    let local = rt.local_node().await.unwrap().to_owned();
+    assert_eq!(nodes.len(), 1, "one node in this swarm: {nodes:?}");
+    assert_eq!((nodes[0].node_id.as_str(), nodes[0].exit_code), (local.as_str(), Some(0)));
+    assert!(nodes[0].state.starts_with("complete"), "{nodes:?}");
+    let written = dir.join(&local);
+    let fs = std::fs::read_to_string(&written).expect("the probe's file arrived on the shared base path");
+    assert!(!fs.trim().is_empty() && fs.trim() != "unknown", "the probe names the file system: {fs:?}");
+    assert_eq!(std::fs::metadata(&written).unwrap().uid(), 1000, "written as the workspace user");
+    assert!(docker(&["service", "ls", "-q", "--filter", "label=workspaced.probe"]).is_empty(), "no probe service left");
+
+    // A base path the node does not have: the probe cannot even start there, and says why.
+    let missing = base.join("not-mounted");
+    let request = ProbeRequest { base: &missing, dir: &missing, ..request };
+    let nodes = rt.probe_nodes(&request).await.unwrap();
+    assert!(nodes[0].state.contains("bind source path does not exist"), "{nodes:?}");
+    assert!(docker(&["service", "ls", "-q", "--filter", "label=workspaced.probe"]).is_empty(), "no probe service left");
 }

@@ -16,7 +16,7 @@ mod ide_protocol;
 
 const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
 const CODE_SERVER: &str = "workspaced/code-server:4.139.1";
-const IDLE: &str = "40s";
+const IDLE: &str = "60s";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -178,7 +178,10 @@ async fn a_workspace_on_swarm_starts_is_proxied_with_its_websocket_survives_a_re
 
     // A restart of workspaced: the running service is adopted, an orphan service of this instance is removed.
     w.terminate();
-    let orphan_name = format!("ws-orphan-{}", w.instance);
+    // Named as the runtime names a service of this instance: the reconciler looks each student up by that name.
+    let instance = workspaced::domain::InstanceId::parse(&w.instance).unwrap();
+    let nobody = workspaced::domain::StudentId::parse("nobody").unwrap();
+    let orphan_name = workspaced::runtime::swarm::service_name(&instance, &nobody);
     let orphan = Command::new("docker")
         .args(["service", "create", "-d", "-q", "--restart-condition", "none", "--name", &orphan_name])
         .args(["--label", "workspaced.managed-by=workspaced", "--label", &format!("workspaced.instance={}", w.instance)])

@@ -363,7 +363,8 @@ async fn a_start_no_node_can_place_fails_with_no_capacity_and_leaves_no_service(
     assert!(support::swarm::instance_services(world.instance.as_str()).is_empty(), "no service is left");
 
     // A constraint no node meets is the same answer.
-    let options = SwarmOptions { constraints: vec![format!("node.labels.nowhere-{}==true", hex())], ..World::options() };
+    let options =
+        SwarmOptions { constraints: vec![format!("node.labels.nowhere-{}==true", hex())], ..World::options() };
     let constrained = SwarmRuntime::connect_lazy(world.instance.clone(), CALL_TIMEOUT, options).unwrap();
     assert!(matches!(constrained.ensure_running(&world.spec(&student)).await, Err(RuntimeError::NoCapacity(_))));
     assert!(support::swarm::instance_services(world.instance.as_str()).is_empty());
@@ -473,7 +474,11 @@ async fn tasks_cannot_reach_each_other_and_the_egress_rules_cover_the_swarm_brid
     let firewall = Firewall::default();
     for bridge in [BRIDGE, GWBRIDGE] {
         let missing = firewall.missing(bridge).expect("iptables answers");
-        assert!(missing.is_empty(), "rules missing for {bridge}: {:?}", missing.iter().map(|r| r.purpose).collect::<Vec<_>>());
+        assert!(
+            missing.is_empty(),
+            "rules missing for {bridge}: {:?}",
+            missing.iter().map(|r| r.purpose).collect::<Vec<_>>()
+        );
     }
     let chain = iptables_s(&firewall.chain);
     for bridge in [BRIDGE, GWBRIDGE] {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod support;
 #[allow(dead_code)] // try_upgrade is the API tests'
 #[path = "api/ide_protocol.rs"]
 mod ide_protocol;
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_workspaced");
 const CODE_SERVER: &str = "workspaced/code-server:4.139.1";
@@ -184,7 +184,12 @@ async fn a_workspace_on_swarm_starts_is_proxied_with_its_websocket_survives_a_re
     let orphan_name = workspaced::runtime::swarm::service_name(&instance, &nobody);
     let orphan = Command::new("docker")
         .args(["service", "create", "-d", "-q", "--restart-condition", "none", "--name", &orphan_name])
-        .args(["--label", "workspaced.managed-by=workspaced", "--label", &format!("workspaced.instance={}", w.instance)])
+        .args([
+            "--label",
+            "workspaced.managed-by=workspaced",
+            "--label",
+            &format!("workspaced.instance={}", w.instance),
+        ])
         .args(["--label", "workspaced.student=nobody", "workspaced/tiny:1"])
         .output()
         .unwrap();

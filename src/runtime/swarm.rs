@@ -524,7 +524,8 @@ impl SwarmRuntime {
     /// Is a container of the service still on this node (stopped, not yet removed by the engine)?
     async fn local_container_left(&self, service_id: &str) -> Result<bool, RuntimeError> {
         let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.id={service_id}")])]);
-        let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let options =
+            bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let left = self
             .docker
             .call("list containers", self.call_timeout, |d| async move { d.list_containers(Some(options)).await })

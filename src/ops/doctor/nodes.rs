@@ -92,20 +92,29 @@ pub(super) fn judge(nodes: &[NodeProbe], seen: &[(String, String)], local: &str,
         .iter()
         .map(|n| {
             let name = format!("node {}", n.node);
-            let details = json!({ "node_id": n.node_id, "state": n.state, "exit_code": n.exit_code, "fs": fs_of(&n.node_id) });
+            let details =
+                json!({ "node_id": n.node_id, "state": n.state, "exit_code": n.exit_code, "fs": fs_of(&n.node_id) });
             let check = match (fs_of(&n.node_id), n.exit_code) {
                 (Some(fs), _) if here.is_some_and(|h| h != fs) => Check::warn(
                     name,
-                    format!("base path mounted and writable by {user}, but on {fs} where this host has {}", here.unwrap_or("?")),
+                    format!(
+                        "base path mounted and writable by {user}, but on {fs} where this host has {}",
+                        here.unwrap_or("?")
+                    ),
                     "mount the same file system (EFS) at the base path on every node",
                 ),
-                (Some(fs), _) => Check::pass(name, format!("base path mounted ({fs}), writable by {user}, the same files as this host")),
+                (Some(fs), _) => Check::pass(
+                    name,
+                    format!("base path mounted ({fs}), writable by {user}, the same files as this host"),
+                ),
                 (None, Some(EXIT_NOT_WRITABLE)) => Check::fail(
                     name,
                     format!("the base path is there but {user} cannot write to a folder of theirs: {}", n.state),
                     "check the mount's options (root squash, access point uid) on that node",
                 ),
-                (None, Some(EXIT_NOT_MOUNTED)) => Check::fail(name, "the base path is not there", "mount it on that node"),
+                (None, Some(EXIT_NOT_MOUNTED)) => {
+                    Check::fail(name, "the base path is not there", "mount it on that node")
+                }
                 (None, Some(0)) => Check::fail(
                     name,
                     "the probe wrote its file on that node, but it did not arrive here: the node's base path is not \
@@ -117,7 +126,9 @@ pub(super) fn judge(nodes: &[NodeProbe], seen: &[(String, String)], local: &str,
                     "the base path does not exist on that node",
                     "mount the shared file system (EFS) at the base path on that node",
                 ),
-                (None, _) if !n.eligible => Check::warn(name, format!("not probed: {}", n.state), "the node is down or drained"),
+                (None, _) if !n.eligible => {
+                    Check::warn(name, format!("not probed: {}", n.state), "the node is down or drained")
+                }
                 (None, _) => Check::fail(
                     name,
                     format!("the probe did not finish there: {}", n.state),
@@ -135,7 +146,13 @@ mod tests {
     use crate::ops::check::CheckStatus;
 
     fn probe(id: &str, state: &str, exit: Option<i64>, eligible: bool) -> NodeProbe {
-        NodeProbe { node_id: id.into(), node: format!("{id}-host (10.0.0.{})", id.len()), state: state.into(), exit_code: exit, eligible }
+        NodeProbe {
+            node_id: id.into(),
+            node: format!("{id}-host (10.0.0.{})", id.len()),
+            state: state.into(),
+            exit_code: exit,
+            eligible,
+        }
     }
 
     #[test]

@@ -462,9 +462,10 @@ impl SwarmRuntime {
         let tasks = self.tasks_of(&[id.to_owned()]).await?;
         let local = self.local_node().await.ok().map(str::to_owned);
         let nodes = self.nodes().await?;
-        if let Some(Phase::Running { node, container: Some(container), .. }) =
-            tasks::newest(&tasks).map(|t| tasks::phase(t, &nodes, None))
-        {
+        let phase = tasks::newest(&tasks).map(|t| tasks::phase(t, &nodes, None));
+        // A task on a node that is down never reports its end: waiting for it would only hold the caller up.
+        let lost = matches!(&phase, Some(Phase::Ended { state, .. }) if state == "lost");
+        if let Some(Phase::Running { node, container: Some(container), .. }) = phase {
             if Some(&node) == local.as_ref() {
                 tracing::info!(student, service = name, grace_secs = secs, "stopping the task's container");
                 let budget = self.call_timeout + Duration::from_secs(secs);
@@ -487,6 +488,9 @@ impl SwarmRuntime {
             Ok(()) => tracing::info!(student, service = name, "service removed"),
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
             Err(e) => return Err(classify(e)),
+        }
+        if lost {
+            return Ok(());
         }
         self.await_tasks_gone(id, name, student).await
     }

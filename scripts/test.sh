@@ -18,9 +18,19 @@ if ! /usr/bin/python3 -c 'import fusepy' 2>/dev/null; then
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-fusepy >/dev/null; }
 fi
 
+# A single-node swarm on loopback for the Swarm runtime's tests (tests/runtime_swarm.rs, tests/swarm_smoke.rs);
+# made here when none is active, and then left at exit.
+made_swarm=""
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != "active" ]; then
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+  made_swarm=1
+fi
+leave_swarm() { if [ -n "$made_swarm" ]; then docker swarm leave --force >/dev/null || true; fi; }
+trap leave_swarm EXIT
+
 # A private PostgreSQL server: the Docker-backed API suite and the store's contract tests run on it.
 pg_url=$(bash scripts/ensure-postgres.sh)
-trap 'bash scripts/ensure-postgres.sh stop "$pg_url"' EXIT
+trap 'bash scripts/ensure-postgres.sh stop "$pg_url"; leave_swarm' EXIT
 export WORKSPACED_TEST_POSTGRES="$pg_url"
 
 # Tests mostly wait on the engine, so more threads than cores keeps the suite short.

@@ -14,7 +14,8 @@ use crate::culler::{self, Culler};
 use crate::http::{self, AppState};
 use crate::lifecycle::Lifecycle;
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::Runtime;
+use crate::runtime::swarm::{SwarmOptions, SwarmRuntime};
+use crate::runtime::{Runtime, RuntimeKind};
 use crate::store::Store;
 use crate::supervise;
 
@@ -34,20 +35,44 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds everything with the real Docker runtime and the wall clock.
+    /// Builds everything with the runtime the settings name (`runtime`: Docker or Swarm) and the wall clock.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let runtime = DockerRuntime::connect_lazy(settings.instance.clone(), ENGINE_CALL_TIMEOUT)
-            .context("cannot set up the Docker client")?
-            .with_egress(settings.egress_rules);
-        let runtime = Arc::new(runtime);
-        // The network and its egress rules before the first start, without holding up the boot: an engine that is
-        // not up yet gets them at the first start instead.
-        let early = runtime.clone();
-        tokio::spawn(async move {
-            if let Err(e) = early.prepare_network().await {
-                tracing::warn!(error = %e, "the workspaces' network is not ready yet; it is prepared at the first start");
+        let runtime: Arc<dyn Runtime> = match settings.runtime {
+            RuntimeKind::Docker => {
+                let runtime = DockerRuntime::connect_lazy(settings.instance.clone(), ENGINE_CALL_TIMEOUT)
+                    .context("cannot set up the Docker client")?
+                    .with_egress(settings.egress_rules);
+                let runtime = Arc::new(runtime);
+                // The network and its egress rules before the first start, without holding up the boot: an engine
+                // that is not up yet gets them at the first start instead.
+                let early = runtime.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = early.prepare_network().await {
+                        tracing::warn!(error = %e, "the workspaces' network is not ready yet; it is prepared at the first start");
+                    }
+                });
+                runtime
             }
-        });
+            RuntimeKind::Swarm => {
+                let options = SwarmOptions {
+                    constraints: settings.swarm_constraints.clone(),
+                    spread: settings.swarm_spread.clone(),
+                    stop_grace: settings.workspace.stop_grace,
+                    start_wait: settings.workspace.start_timeout,
+                };
+                let runtime = SwarmRuntime::connect_lazy(settings.instance.clone(), ENGINE_CALL_TIMEOUT, options)
+                    .context("cannot set up the Docker client")?
+                    .with_egress(settings.egress_rules);
+                let runtime = Arc::new(runtime);
+                let early = runtime.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = early.prepare_network().await {
+                        tracing::warn!(error = %e, "the workspaces' swarm network is not ready yet; it is prepared at the first start");
+                    }
+                });
+                runtime
+            }
+        };
         Self::build_with(settings, runtime, Arc::new(SystemClock)).await
     }
 

@@ -3,10 +3,31 @@
 
 use anyhow::Context;
 
-use super::{parse_student, BackupArgs, RepairArgs};
+use std::path::PathBuf;
+
+use super::parse_student;
 use crate::config::Settings;
 use crate::ops::repair::{repair_student, RepairReport};
 use crate::storage::Storage;
+
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// Only this student (default: every student folder).
+    pub student_id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write: `NAME.tar.gz` or `NAME.tgz` for an archive, anything else for a new folder. Never overwritten.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub async fn repair(settings: &Settings, a: RepairArgs) -> anyhow::Result<()> {
     let base = settings.base_path.clone();

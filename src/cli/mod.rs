@@ -85,10 +85,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Hand everything inside a student's folder (or every folder) to the workspace uid:gid, without following
     /// symlinks or entering other file systems.
-    Repair(RepairArgs),
+    Repair(maintenance::RepairArgs),
     /// Write a consistent copy of the database and the signing key to a tar.gz (`-o x.tar.gz`) or a new folder,
     /// owner-only; safe while the service runs. For PostgreSQL it prints the pg_dump command instead.
-    Backup(BackupArgs),
+    Backup(maintenance::BackupArgs),
     /// API keys for the LMS backend and operators (works on the database directly; no server needed).
     Key {
         #[command(subcommand)]
@@ -184,6 +184,10 @@ pub struct DoctorArgs {
     /// Files in the git repository generated for the `git status` test.
     #[arg(long, default_value_t = 1000)]
     pub git_files: usize,
+    /// Also run a one-shot probe on every swarm node that may run a workspace: base path mounted, writable by the
+    /// workspace user, the same files and file system as here (needs a swarm manager).
+    #[arg(long)]
+    pub nodes: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,25 +223,6 @@ pub struct ImportArgs {
     /// Base URL of the running server, asked whether the workspace runs (default: http://<WORKSPACED_LISTEN>).
     #[arg(long, env = "WORKSPACED_URL")]
     pub server: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RepairArgs {
-    /// Only this student (default: every student folder).
-    pub student_id: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct BackupArgs {
-    /// Where to write: `NAME.tar.gz` or `NAME.tgz` for an archive, anything else for a new folder. Never overwritten.
-    #[arg(short = 'o', long)]
-    pub output: PathBuf,
-    /// Print the manifest as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

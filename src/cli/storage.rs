@@ -12,7 +12,13 @@ use crate::domain::StudentId;
 
 pub async fn doctor(settings: &Settings, a: DoctorArgs) -> anyhow::Result<()> {
     use crate::ops::doctor::{run_doctor, DoctorOptions};
-    let options = DoctorOptions { mounts: a.mounts, files: a.files, git_files: a.git_files, ..Default::default() };
+    let options = DoctorOptions {
+        mounts: a.mounts,
+        files: a.files,
+        git_files: a.git_files,
+        nodes: a.nodes,
+        ..Default::default()
+    };
     let report = run_doctor(settings, &options).await;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);

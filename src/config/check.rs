@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::domain::{IdeAuth, InstanceId, ProxyPath, MAX_DURATION};
 use crate::runtime::egress::EgressMode;
+use crate::runtime::RuntimeKind;
 
 /// Limits that hold for every setting of a type, whatever its row says.
 pub(super) trait Bounded {
@@ -34,7 +35,18 @@ impl Bounded for Option<Duration> {
 macro_rules! unbounded {
     ($($t:ty),*) => { $(impl Bounded for $t {})* };
 }
-unbounded!(String, Option<String>, PathBuf, Option<PathBuf>, InstanceId, Vec<String>, bool, Option<bool>, EgressMode);
+unbounded!(
+    String,
+    Option<String>,
+    PathBuf,
+    Option<PathBuf>,
+    InstanceId,
+    Vec<String>,
+    bool,
+    Option<bool>,
+    EgressMode,
+    RuntimeKind
+);
 unbounded!(u16, u32, u64, i64, usize, f64, Option<u64>, Option<usize>, IdeAuth, ProxyPath);
 
 /// For a row whose only limits are its type's.
@@ -149,4 +161,38 @@ pub(super) fn lease_ttl(d: &Duration) -> Result<(), String> {
         return Err("must be between 1s and 5m".to_owned());
     }
     Ok(())
+}
+
+/// A Swarm placement constraint: `<attribute>==<value>` or `<attribute>!=<value>` (the engine checks the attribute).
+pub(super) fn swarm_constraints(list: &Vec<String>) -> Result<(), String> {
+    if list.len() > 32 {
+        return Err("at most 32 constraints".to_owned());
+    }
+    for c in list {
+        let (key, value) = c
+            .split_once("==")
+            .or_else(|| c.split_once("!="))
+            .ok_or_else(|| format!("{c:?} is not a constraint; use <attribute>==<value> or <attribute>!=<value>"))?;
+        let fine = |t: &str| !t.trim().is_empty() && t.len() <= 256 && !t.chars().any(|ch| ch.is_control());
+        if !fine(key) || !fine(value) {
+            return Err(format!("{c:?}: both sides must be non-empty text of at most 256 characters"));
+        }
+    }
+    Ok(())
+}
+
+/// A spread descriptor names a node attribute: `node.labels.<label>` (or `engine.labels.<label>`).
+pub(super) fn swarm_spread(spread: &Option<String>) -> Result<(), String> {
+    let Some(s) = spread else { return Ok(()) };
+    let label = s.strip_prefix("node.labels.").or_else(|| s.strip_prefix("engine.labels."));
+    match label {
+        Some(l)
+            if !l.is_empty()
+                && l.len() <= 128
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{s:?} is not a spread descriptor; use node.labels.<label>, e.g. node.labels.zone")),
+    }
 }

@@ -92,6 +92,13 @@ impl Settings {
         if self.cull.warning_lead >= self.cull.idle_timeout {
             return invalid("WORKSPACED_WARNING_LEAD", "must be shorter than idle_timeout");
         }
+        if self.runtime == crate::runtime::RuntimeKind::Swarm && self.workspace.secret_env().is_none() {
+            return invalid(
+                "WORKSPACED_IDE_AUTH",
+                "must give each workspace a secret (not `none`) with runtime = swarm: Swarm publishes the IDE's port \
+                 on every interface of the node, so anyone who reaches the node would reach the IDE",
+            );
+        }
         if self.notify.webhook_url.is_some() && self.notify.webhook_secret.is_none() {
             return invalid(
                 "WORKSPACED_WEBHOOK_SECRET",

@@ -56,6 +56,16 @@ pub(super) fn proxy_path(v: &str) -> Result<crate::domain::ProxyPath, String> {
     v.parse()
 }
 
+pub(super) fn runtime_kind(v: &str) -> Result<crate::runtime::RuntimeKind, String> {
+    v.parse()
+}
+
+/// A comma-separated list (or a JSON array), each item trimmed, empty items dropped.
+pub(super) fn comma_list(v: &str) -> Result<Vec<String>, String> {
+    let items = list(v, |v| v.split(',').map(str::to_owned).collect())?;
+    Ok(items.into_iter().map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect())
+}
+
 pub(super) fn number<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: Display,
@@ -150,12 +160,6 @@ fn list(v: &str, split: impl Fn(&str) -> Vec<String>) -> Result<Vec<String>, Str
 /// Command and arguments: a JSON array (an empty argument is kept), or space-separated words.
 pub(super) fn command(v: &str) -> Result<Vec<String>, String> {
     list(v, |v| v.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Image names, comma-separated or a JSON array; blanks dropped.
-pub(super) fn image_list(v: &str) -> Result<Vec<String>, String> {
-    let items = list(v, |v| v.split(',').map(str::to_owned).collect())?;
-    Ok(items.into_iter().map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect())
 }
 
 /// Origins compare exactly with a browser's `Origin` header, which never has a trailing `/` or spaces.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::domain::{IdeAuth, InstanceId, ProxyPath};
 use crate::runtime::egress::EgressMode;
+use crate::runtime::RuntimeKind;
 
 /// All settings of the service. Built by [`Settings::load`]; tests build it with [`Settings::default`] and edit fields.
 #[derive(Debug, Clone)]
@@ -22,6 +23,12 @@ pub struct Settings {
     pub instance: InstanceId,
     /// Whether the workspaces' network gets its egress rules (no link-local, no NFS) installed, checked, or neither.
     pub egress_rules: EgressMode,
+    /// Which engine runs the workspaces: plain Docker or Docker Swarm.
+    pub runtime: RuntimeKind,
+    /// Swarm placement constraints (`node.labels.workspaced==true`), all of which a node must meet.
+    pub swarm_constraints: Vec<String>,
+    /// Swarm spread preference (`node.labels.zone`): workspaces spread evenly over the values of this label.
+    pub swarm_spread: Option<String>,
     pub workspace: WorkspaceSettings,
     pub cull: CullSettings,
     pub notify: NotifySettings,
@@ -241,6 +248,9 @@ impl Default for Settings {
             public_url: None,
             instance: InstanceId::parse("default").expect("valid"),
             egress_rules: EgressMode::Install,
+            runtime: RuntimeKind::Docker,
+            swarm_constraints: Vec::new(),
+            swarm_spread: None,
             workspace: WorkspaceSettings::default(),
             cull: CullSettings::default(),
             notify: NotifySettings::default(),

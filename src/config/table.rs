@@ -85,6 +85,20 @@ pub static SETTINGS: &[Setting] = &[
         failure is logged as an error, not fatal). `check`: only log what is missing. `off`: leave the firewall \
         alone, e.g. for a remote engine or a firewall managed elsewhere. `workspaced doctor` checks the rules \
         ([deploy/aws-efs.md](deploy/aws-efs.md#egress-instance-metadata-and-nfs))."),
+    setting!("runtime", "WORKSPACED_RUNTIME",
+        runtime: p::runtime_kind, c::any, "`docker`",
+        "What runs the workspaces. `docker`: one container per workspace on the local engine, its IDE port \
+        published on 127.0.0.1. `swarm`: one Docker Swarm service per workspace, placed by the swarm's scheduler \
+        on any node (the engine must be a swarm manager; [deploy/swarm.md](deploy/swarm.md)). Swarm publishes \
+        the IDE port on every interface of the node, so `swarm` needs an `ide_auth` with a secret (not `none`)."),
+    setting!("swarm_constraints", "WORKSPACED_SWARM_CONSTRAINTS",
+        swarm_constraints: p::comma_list, c::swarm_constraints, "none",
+        "Swarm placement constraints, comma-separated, all of which a node must meet to run a workspace, e.g. \
+        `node.labels.workspaced==true,node.role==worker`. At most 32. Only with `runtime = swarm`."),
+    setting!("swarm_spread", "WORKSPACED_SWARM_SPREAD",
+        swarm_spread: p::optional_text, c::swarm_spread, "none",
+        "Swarm spread preference: workspaces are spread evenly over the values of this node label, e.g. \
+        `node.labels.zone` for availability zones (`node.labels.<label>`). Only with `runtime = swarm`."),
     setting!("image", "WORKSPACED_IMAGE",
         workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
         "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),
@@ -314,7 +328,7 @@ pub static SETTINGS: &[Setting] = &[
         files copied into a student's folder at the first start), and `distribute` copies folders from it. Unset: \
         courses cannot name templates. Read without following symbolic links. Empty means unset."),
     setting!("allowed_images", "WORKSPACED_ALLOWED_IMAGES",
-        courses.allowed_images: p::image_list, c::any, "empty: only `image`",
+        courses.allowed_images: p::comma_list, c::any, "empty: only `image`",
         "Images a course profile may name (comma-separated, or a TOML array). Empty: only the configured `image`. \
         A profile with another image is refused with 400 `image_not_allowed`."),
     setting!("course_max_cpus", "WORKSPACED_COURSE_MAX_CPUS",

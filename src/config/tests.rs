@@ -31,6 +31,9 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_PUBLIC_URL", "https://ide.example.edu"),
         ("WORKSPACED_INSTANCE", "course-7"),
         ("WORKSPACED_EGRESS_RULES", "check"),
+        ("WORKSPACED_RUNTIME", "Swarm"),
+        ("WORKSPACED_SWARM_CONSTRAINTS", "node.labels.workspaced==true, node.role!=manager"),
+        ("WORKSPACED_SWARM_SPREAD", "node.labels.zone"),
         ("WORKSPACED_IMAGE", "my/jupyter:latest"),
         ("WORKSPACED_COMMAND", "jupyter lab --ip 0.0.0.0"),
         ("WORKSPACED_CONTAINER_PORT", "8888"),
@@ -258,6 +261,38 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         };
         assert!(err.contains(env), "{env}={bad}: {err}");
     }
+}
+
+#[test]
+fn bad_swarm_settings_are_refused_by_name_and_swarm_needs_an_ide_secret() {
+    for (env, bad) in [
+        ("WORKSPACED_RUNTIME", "kubernetes"),
+        ("WORKSPACED_SWARM_CONSTRAINTS", "node.labels.workspaced"),
+        ("WORKSPACED_SWARM_CONSTRAINTS", "==true"),
+        ("WORKSPACED_SWARM_CONSTRAINTS", "node.role== "),
+        ("WORKSPACED_SWARM_SPREAD", "zone"),
+        ("WORKSPACED_SWARM_SPREAD", "node.labels."),
+        ("WORKSPACED_SWARM_SPREAD", "node.labels.a b"),
+    ] {
+        let err = match from_env(env, bad) {
+            Err(e) => e.to_string(),
+            Ok(s) => s.check().expect_err(&format!("{env}={bad} was accepted")).to_string(),
+        };
+        assert!(err.contains(env), "{env}={bad}: {err}");
+    }
+    let many = vec!["node.role==worker"; 33].join(",");
+    let err = from_env("WORKSPACED_SWARM_CONSTRAINTS", &many).unwrap().check().unwrap_err().to_string();
+    assert!(err.contains("at most 32"), "{err}");
+    let list = from_env("WORKSPACED_SWARM_CONSTRAINTS", " a==b ,, c!=d ").unwrap();
+    assert_eq!(list.swarm_constraints, vec!["a==b", "c!=d"]);
+
+    let mut s = from_env("WORKSPACED_RUNTIME", "swarm").unwrap();
+    s.check().expect("swarm with code-server's secret is fine");
+    s.workspace.ide_auth = crate::domain::IdeAuth::None;
+    let err = s.check().unwrap_err().to_string();
+    assert!(err.contains("WORKSPACED_IDE_AUTH") && err.contains("swarm"), "{err}");
+    s.runtime = crate::runtime::RuntimeKind::Docker;
+    s.check().expect("plain Docker publishes on 127.0.0.1 and may run without a secret");
 }
 
 #[test]

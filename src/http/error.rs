@@ -84,6 +84,10 @@ impl From<LifecycleError> for ApiError {
                 }
                 RuntimeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "container_conflict", e.to_string()),
                 RuntimeError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "runtime_error", e.to_string()),
+                RuntimeError::NoCapacity(_) => ApiError {
+                    retry_after: Some(30),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", e.to_string())
+                },
             },
             L::QueueFull { retry_after_secs } => ApiError {
                 retry_after: Some(retry_after_secs),

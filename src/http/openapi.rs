@@ -386,7 +386,7 @@ async fn own_status() {}
     responses(
         (status = 202, description = "The start is queued or under way", body = OwnStatus),
         (status = 429, description = "`capacity_reached`, `start_queue_full` (with `Retry-After`)", body = ErrorBody),
-        (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`", body = ErrorBody),
+        (status = 503, description = "`runtime_unavailable`, `image_missing`, `no_capacity`, `storage_unavailable`, `storage_error`", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 async fn own_start() {}

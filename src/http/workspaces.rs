@@ -115,7 +115,7 @@ pub struct StartQuery {
         (status = 409, description = "`start_cancelled`: a stop called this queued start off; `container_conflict`; `quota_exceeded`: the folder is over `disk_hard_quota`; `course_conflict`: busy in another course; `course_profile_invalid`: the course no longer meets the operator's rules", body = ErrorBody),
         (status = 429, description = "`capacity_reached`, `start_queue_full` (with `Retry-After`)", body = ErrorBody),
         (status = 502, description = "`runtime_error`: the engine refused the request", body = ErrorBody),
-        (status = 503, description = "`runtime_unavailable`, `image_missing`, `storage_unavailable`, `storage_error`, `store_unavailable`", body = ErrorBody),
+        (status = 503, description = "`runtime_unavailable`, `image_missing`, `no_capacity`, `storage_unavailable`, `storage_error`, `store_unavailable`", body = ErrorBody),
         (status = 504, description = "`start_timeout`: the IDE did not become ready in time", body = ErrorBody),
     ))]
 pub async fn start(

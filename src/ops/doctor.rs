@@ -38,6 +38,8 @@ const SLOW_GIT_STATUS_ADVICE: &str = "git status is slow here, and the IDE runs 
 
 pub use super::check::{Check, CheckStatus};
 
+mod nodes;
+
 /// What `run_doctor` found, in the order the checks ran.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -92,6 +94,10 @@ pub struct DoctorOptions {
     pub firewall: Firewall,
     /// Account database in which the workspace uid is looked up (`/etc/passwd`; tests pass a fixture).
     pub passwd: PathBuf,
+    /// Also probe every swarm node that may run a workspace (`--nodes`).
+    pub nodes: bool,
+    /// Longest wait for the node probes to finish.
+    pub nodes_wait: Duration,
 }
 
 impl Default for DoctorOptions {
@@ -103,6 +109,8 @@ impl Default for DoctorOptions {
             engine_timeout: Duration::from_secs(5),
             firewall: Firewall::default(),
             passwd: PathBuf::from("/etc/passwd"),
+            nodes: false,
+            nodes_wait: Duration::from_secs(60),
         }
     }
 }
@@ -115,6 +123,9 @@ pub async fn run_doctor(settings: &Settings, options: &DoctorOptions) -> Report 
         .unwrap_or_else(|e| vec![Check::fail("storage", format!("the storage checks crashed: {e}"), "")]);
     checks.extend(engine_checks(settings, options).await);
     checks.push(database_check(settings).await);
+    if options.nodes {
+        checks.extend(nodes::node_checks(settings, options).await);
+    }
     Report { checks }
 }
 
@@ -611,7 +622,11 @@ async fn engine_checks(settings: &Settings, o: &DoctorOptions) -> Vec<Check> {
         Ok(Err(e)) => Check::fail("image", format!("cannot inspect {image}: {e}"), advice),
         Err(_) => Check::fail("image", format!("no answer within {bound:?}"), advice),
     });
-    checks.push(egress_check(settings, &runtime, &o.firewall, bound).await);
+    if settings.runtime == crate::runtime::RuntimeKind::Swarm {
+        checks.extend(swarm_egress_checks(settings, &o.firewall).await);
+    } else {
+        checks.push(egress_check(settings, &runtime, &o.firewall, bound).await);
+    }
     // The system the seeds describe: named volumes not migrated yet, or still mounted by its containers.
     checks.push(
         match tokio::time::timeout(bound, crate::ops::volumes::old_system_check(&runtime, &settings.base_path)).await {
@@ -637,6 +652,33 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
         Ok(Err(e)) => return Check::fail("egress", format!("cannot inspect the workspaces' network: {e}"), ""),
         Err(_) => return Check::fail("egress", format!("no answer within {bound:?} about the network"), ""),
     };
+    bridge_rules_check("egress", bridge, exists, firewall).await
+}
+
+/// With `runtime = swarm`: the rules for the swarm network's bridge and for `docker_gwbridge` on this node (each
+/// node needs them; `workspaced serve` installs them only where it runs).
+async fn swarm_egress_checks(settings: &Settings, firewall: &Firewall) -> Vec<Check> {
+    use crate::runtime::swarm::{SwarmRuntime, BRIDGE};
+    let mut checks = Vec::new();
+    if settings.egress_rules == EgressMode::Off {
+        checks.push(Check::pass(
+            "egress",
+            "not checked: egress_rules = off (the operator's firewall must drop 169.254.0.0/16 and port 2049 from \
+             wsd-swarm and docker_gwbridge on every node; docs/deploy/swarm.md)",
+        ));
+        return checks;
+    }
+    for bridge in SwarmRuntime::bridges() {
+        let exists = Path::new("/sys/class/net").join(bridge).exists();
+        let name = if bridge == BRIDGE { "egress_swarm" } else { "egress_gwbridge" };
+        checks.push(bridge_rules_check(name, bridge.to_owned(), exists, firewall).await);
+    }
+    checks
+}
+
+/// Are the egress rules for `bridge` in place? `exists`: whether the bridge is there yet (missing rules for a
+/// bridge that does not exist are a warning, not a failure).
+async fn bridge_rules_check(name: &'static str, bridge: String, exists: bool, firewall: &Firewall) -> Check {
     let (fw, b) = (firewall.clone(), bridge.clone());
     let found = tokio::task::spawn_blocking(move || fw.missing(&b))
         .await
@@ -645,7 +687,7 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
     let missing = match found {
         Ok(missing) if missing.is_empty() => {
             return Check::pass(
-                "egress",
+                name,
                 format!(
                     "{chain} drops link-local (169.254.0.0/16) and NFS (2049) traffic from {bridge}, jumped to \
                          from {}",
@@ -656,11 +698,11 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
         }
         Ok(missing) => missing,
         Err(EgressError::NotPermitted(e)) => {
-            return Check::warn("egress", format!("cannot read the firewall: {e}"), "run `workspaced doctor` as root")
+            return Check::warn(name, format!("cannot read the firewall: {e}"), "run `workspaced doctor` as root")
         }
         Err(e) => {
             return Check::fail(
-                "egress",
+                name,
                 format!("cannot check the egress rules: {e}"),
                 "install iptables (Docker needs it too) and run Docker with its iptables rules on",
             )
@@ -680,13 +722,13 @@ async fn egress_check(settings: &Settings, runtime: &DockerRuntime, firewall: &F
     let details = json!({ "bridge": bridge, "chain": chain, "missing": commands });
     if exists {
         let reason = format!("workspaces on {bridge} can reach what these would stop: {}", what.join("; "));
-        Check::fail("egress", reason, advice).with_details(details)
+        Check::fail(name, reason, advice).with_details(details)
     } else {
         let reason = format!(
             "the workspaces' network does not exist yet; rules for its bridge {bridge} are missing: {}",
             what.join("; ")
         );
-        Check::warn("egress", reason, advice).with_details(details)
+        Check::warn(name, reason, advice).with_details(details)
     }
 }
 

@@ -253,7 +253,7 @@ impl DockerRuntime {
 
     /// Runs one daemon call within `budget` (connecting included). The outer error is "could not talk to the
     /// engine in time"; the inner result is the engine's answer, left raw so callers can treat 404/409 specially.
-    async fn call<'a, T, F, Fut>(
+    pub(super) async fn call<'a, T, F, Fut>(
         &'a self,
         what: &str,
         budget: Duration,
@@ -285,7 +285,7 @@ impl DockerRuntime {
     }
 
     /// Do these labels say "workspaced, this instance"? The only test of ownership.
-    fn is_ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
+    pub(super) fn is_ours(&self, labels: Option<&HashMap<String, String>>) -> bool {
         labels.is_some_and(|l| {
             l.get(LABEL_MANAGED_BY).map(String::as_str) == Some(LABEL_MANAGED_BY_VALUE)
                 && l.get(LABEL_INSTANCE).map(String::as_str) == Some(self.instance.as_str())
@@ -697,7 +697,7 @@ impl DockerRuntime {
             }
             _ => None,
         };
-        Some(ContainerInfo { id, name, student, running, state, host_port, secret: None })
+        Some(ContainerInfo { id, name, student, running, state, host_port, node_addr: None, secret: None })
     }
 }
 
@@ -731,6 +731,7 @@ fn info_from_inspect(c: &ContainerInspectResponse, student: StudentId) -> Contai
         running,
         state: state.and_then(|s| s.status.as_ref()).map(ToString::to_string).unwrap_or_default(),
         host_port: if running { published_port(ports, port) } else { None },
+        node_addr: None,
         secret,
     }
 }
@@ -754,7 +755,7 @@ fn published_port(ports: Option<&PortMap>, port: Option<u16>) -> Option<u16> {
 
 /// The host folder as an absolute, resolved path usable in a `Binds` entry (which splits on ':').
 /// The engine resolves relative binds as named volumes, which would silently put the files elsewhere.
-fn absolute_dir(dir: &Path) -> Result<String, RuntimeError> {
+pub(super) fn absolute_dir(dir: &Path) -> Result<String, RuntimeError> {
     let bad = |why: String| RuntimeError::Engine(format!("host folder {}: {why}", dir.display()));
     let resolved: PathBuf = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
     if !resolved.is_dir() {
@@ -768,7 +769,7 @@ fn absolute_dir(dir: &Path) -> Result<String, RuntimeError> {
 }
 
 /// The HTTP status of an engine refusal, if this is one.
-fn status_of(e: &BollardError) -> Option<u16> {
+pub(super) fn status_of(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -777,7 +778,7 @@ fn status_of(e: &BollardError) -> Option<u16> {
 
 /// Engine refusals become `Engine` with the engine's message; anything that means "could not talk to it"
 /// (socket missing, connection refused or reset, transport timeout) becomes `Unavailable`.
-fn classify(e: BollardError) -> RuntimeError {
+pub(super) fn classify(e: BollardError) -> RuntimeError {
     match e {
         BollardError::DockerResponseServerError { status_code, message } => {
             RuntimeError::Engine(format!("{message} (HTTP {status_code})"))

@@ -1,5 +1,6 @@
-//! The container runtime: a small trait with a written contract, and its Docker implementation (`docker.rs`).
-//! Nothing outside this module imports the Docker client.
+//! The container runtime: a small trait with a written contract, and its two implementations: `docker.rs` (one
+//! container per workspace on one engine) and `swarm.rs` (one Docker Swarm service per workspace, placed on any
+//! node), chosen by the setting `runtime` ([`RuntimeKind`]). Nothing outside this module imports the Docker client.
 //!
 //! # Contract of [`Runtime`]
 //! - Every call is bounded by a timeout; a call that times out or cannot reach the engine returns
@@ -19,6 +20,7 @@
 
 pub mod docker;
 pub mod egress;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +29,37 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{IdeSecret, InstanceId, StudentId};
+
+/// Which engine runs the workspaces (setting `runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeKind {
+    /// One container per workspace on the local engine ([`docker::DockerRuntime`]).
+    #[default]
+    Docker,
+    /// One Swarm service per workspace ([`swarm::SwarmRuntime`]); the engine must be a swarm manager.
+    Swarm,
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "docker" => Ok(Self::Docker),
+            "swarm" => Ok(Self::Swarm),
+            other => Err(format!("not a runtime: {other:?}; use docker or swarm")),
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Docker => "docker",
+            Self::Swarm => "swarm",
+        })
+    }
+}
 
 /// Label keys on every container we create.
 pub const LABEL_MANAGED_BY: &str = "workspaced.managed-by";
@@ -120,6 +153,9 @@ pub struct ContainerInfo {
     pub state: String,
     /// Host port on 127.0.0.1 that reaches `container_port`, when running.
     pub host_port: Option<u16>,
+    /// The address of the node `host_port` is published on, when that is not this host (a Swarm task on another
+    /// node); `None`: 127.0.0.1. The route and the proxy reach 127.0.0.1 only, so nothing reads it yet.
+    pub node_addr: Option<String>,
     /// The IDE's secret, read back from the container (only from an inspect; a listing leaves it `None`).
     pub secret: Option<IdeSecret>,
 }
@@ -138,6 +174,10 @@ pub enum RuntimeError {
     /// The engine refused the request.
     #[error("container engine error: {0}")]
     Engine(String),
+    /// No node can take the workspace (Swarm: no node meets the constraints with the reserved CPU and memory free).
+    /// Nothing is left behind.
+    #[error("no node has room for this workspace: {0}")]
+    NoCapacity(String),
 }
 
 #[async_trait]

@@ -2,6 +2,8 @@
 //! and the removal of an instance's containers. Included with `mod support;` (or `#[path]` from a subfolder).
 #![allow(dead_code)] // each test binary uses what it needs
 
+pub mod swarm;
+
 use std::process::Command;
 use std::time::Duration;
 

@@ -19,7 +19,8 @@ pub const EDITOR_FOCUSED: &str = "const a = document.activeElement; if (!a) retu
     if (!a.closest('.monaco-editor') || !a.closest('.editor-group-container.active')) return false; \
     const tab = document.querySelector('.editor-group-container.active .tab.active'); \
     return !!tab && tab.getAttribute('aria-label').startsWith(arguments[0]);";
-pub const EDITOR_TEXT_IS: &str = "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
+pub const EDITOR_TEXT_IS: &str =
+    "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
     if (!ed) return false; \
     const t = [...ed.querySelectorAll('.view-lines .view-line')] \
       .sort((x, y) => parseFloat(x.style.top) - parseFloat(y.style.top)) \

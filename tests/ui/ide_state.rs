@@ -150,7 +150,7 @@ async fn a_colour_theme_and_an_extension_from_a_vsix_survive_a_stop_and_a_start(
     b.wait_js("the path in the file box", typed, vec![path.into()], Duration::from_secs(5)).await;
     b.type_keys("\u{E007}").await;
     let installed = state.join("extensions");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !entries_of(&installed).iter().any(|e| e.starts_with("workspaced-test.wsd-hello-0.0.1")) {
         if std::time::Instant::now() > deadline {
             b.screenshot("vsix-failure").await;

@@ -70,11 +70,13 @@ async fn the_stopped_page_and_the_dashboard_meet_wcag_aa() {
     let app = spawn_app().await;
     app.start("ada").await;
     app.start("bea").await;
-    app.stop("ada").await;
-
-    // The stopped page: why, when, files safe, "Start again".
+    // The stopped page: why, when, files safe, "Start again" (a launch link starts the workspace, so the session
+    // comes first, the stop after).
     b.client.goto(&launch_url(&app, "ada").await).await.unwrap();
-    b.wait_for_text("Workspace stopped on request", Duration::from_secs(10)).await;
+    app.wait_for("ada", Duration::from_secs(30), |w| w["status"] == "running").await;
+    app.stop("ada").await;
+    b.client.goto(&app.url("/w/ada/")).await.unwrap();
+    b.wait_for_text("Workspace stopped on request", Duration::from_secs(20)).await;
     b.wait_for("#start", Duration::from_secs(5)).await;
     assert_no_violations(&b, None).await;
 

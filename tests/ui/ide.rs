@@ -19,7 +19,8 @@ pub const EDITOR_FOCUSED: &str = "const a = document.activeElement; if (!a) retu
     if (!a.closest('.monaco-editor') || !a.closest('.editor-group-container.active')) return false; \
     const tab = document.querySelector('.editor-group-container.active .tab.active'); \
     return !!tab && tab.getAttribute('aria-label').startsWith(arguments[0]);";
-pub const EDITOR_TEXT_IS: &str = "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
+pub const EDITOR_TEXT_IS: &str =
+    "const ed = document.activeElement && document.activeElement.closest('.monaco-editor'); \
     if (!ed) return false; \
     const t = [...ed.querySelectorAll('.view-lines .view-line')] \
       .sort((x, y) => parseFloat(x.style.top) - parseFloat(y.style.top)) \
@@ -146,6 +147,11 @@ async fn an_untouched_tab_is_warned_keep_working_saves_it_then_it_stops_and_star
 
     // "Start again" brings the IDE back, with the files.
     b.click("#workspaced-start").await;
+    app.wait_for("lee", Duration::from_secs(120), |w| w["status"] == "running").await;
+    // A fresh page: the old one, with its overlay, stays in the DOM until the reload.
+    let fresh = "return !document.getElementById('workspaced-stopped') && !!window.__workspaced \
+        && !window.__workspaced.stopped;";
+    b.wait_js("a fresh page after the start", fresh, vec![], Duration::from_secs(30)).await;
     b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
     b.wait_for_text("notes.txt", Duration::from_secs(30)).await;
     assert_eq!(std::fs::read_to_string(app.student_dir("lee").join("notes.txt")).unwrap(), "kept\n");

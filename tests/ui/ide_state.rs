@@ -9,9 +9,10 @@ use std::time::Duration;
 use fantoccini::Locator;
 
 use crate::browser::Browser;
+use crate::helpers::TestApp;
 use crate::ide::{code_server_app, open_ide, status, ACTIVE_IS, READY_JS, WORKBENCH};
 
-const T: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(60);
 
 /// Runs a command from the palette (F1, its title, then its row), as a student would.
 async fn run_command(b: &Browser, title: &str) {
@@ -62,6 +63,18 @@ const IS_DARK: &str = "const w = document.querySelector('.monaco-workbench'); \
 async fn ready(b: &Browser) {
     b.wait_js("workbench ready", READY_JS, vec![], Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// After "Start again": the workspace runs, the page was loaded anew (the old one, with its overlay, is gone), and
+/// the new workbench is usable.
+async fn started_and_reloaded(app: &TestApp, b: &Browser, id: &str) {
+    app.wait_for(id, Duration::from_secs(120), |w| w["status"] == "running").await;
+    let fresh = "return !document.getElementById('workspaced-stopped') && !!window.__workspaced \
+        && !window.__workspaced.stopped;";
+    b.wait_js("a fresh page after the start", fresh, vec![], Duration::from_secs(30)).await;
+    b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
+    ready(b).await;
+    assert_eq!(status(app, id).await["status"], "running");
 }
 
 /// Whether a browser dialog (alert, confirm, "Leave site?") is open now.
@@ -119,13 +132,25 @@ async fn a_colour_theme_and_an_extension_from_a_vsix_survive_a_stop_and_a_start(
     // The extension, from the .vsix in the project folder, through "Install from VSIX..." and its file box.
     run_command(&b, "Extensions: Install from VSIX...").await;
     b.wait_js("the file box", ACTIVE_IS, vec![".quick-input-widget input".into()], T).await;
-    let select_all = "\u{E009}a\u{E009}"; // Ctrl+A
-    b.type_keys(select_all).await;
-    b.type_keys("/home/coder/project/hello.vsix").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The box opens with a folder filled in: once it is there, select it all and type the path over it.
+    let filled = "const i = document.querySelector('.quick-input-widget input'); return !!i && i.value.endsWith('/');";
+    b.wait_js("the file box filled in", filled, vec![], T).await;
+    let path = "/home/coder/project/hello.vsix";
+    let typed =
+        "const i = document.querySelector('.quick-input-widget input'); return !!i && i.value === arguments[0];";
+    for _ in 0..3 {
+        b.type_keys("\u{E009}a\u{E009}").await; // Ctrl+A
+        b.type_keys(path).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The box completes names as they are typed; on a loaded machine keys can land in between.
+        if b.client.execute(typed, vec![path.into()]).await.unwrap() == serde_json::Value::Bool(true) {
+            break;
+        }
+    }
+    b.wait_js("the path in the file box", typed, vec![path.into()], Duration::from_secs(5)).await;
     b.type_keys("\u{E007}").await;
     let installed = state.join("extensions");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !entries_of(&installed).iter().any(|e| e.starts_with("workspaced-test.wsd-hello-0.0.1")) {
         if std::time::Instant::now() > deadline {
             b.screenshot("vsix-failure").await;
@@ -140,11 +165,21 @@ async fn a_colour_theme_and_an_extension_from_a_vsix_survive_a_stop_and_a_start(
     b.wait_for_text("Workspace stopped on request.", T).await;
     assert_eq!(dialog_open(&b).await, None);
     b.click("#workspaced-start").await;
-    b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
-    ready(&b).await;
-    assert_eq!(status(&app, id).await["status"], "running");
+    started_and_reloaded(&app, &b, id).await;
     b.wait_js("the theme kept after the restart", changed, vec![], T).await;
-    run_command(&b, "Workspaced Hello: Say hello").await;
+    // Like the themes, an extension's commands are listed once the extensions are registered: asked again until.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        b.type_keys("\u{E031}").await; // F1
+        b.wait_js("command palette", ACTIVE_IS, vec![".quick-input-widget input".into()], T).await;
+        b.type_keys("Workspaced Hello: Say hello").await;
+        if pick_row_within(&b, "Workspaced Hello: Say hello", Duration::from_secs(3)).await {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the extension's command never appeared after the restart");
+        b.type_keys("\u{E00C}").await; // Escape
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     b.wait_for_text("Hello from a vsix", T).await;
     assert_eq!(dialog_open(&b).await, None);
     b.close().await;
@@ -201,9 +236,7 @@ async fn a_cull_with_a_terminal_and_an_unsaved_editor_shows_the_overlay_without_
 
     // "Start again": started, reloaded without a dialog, and the unsaved text is back (still unsaved).
     b.click("#workspaced-start").await;
-    app.wait_for(id, Duration::from_secs(120), |w| w["status"] == "running").await;
-    b.wait_for(WORKBENCH, Duration::from_secs(120)).await;
-    ready(&b).await;
+    started_and_reloaded(&app, &b, id).await;
     assert_eq!(dialog_open(&b).await, None, "no dialog on the reload");
     let back = b.client.execute(SOME_EDITOR_HAS, vec![typed.into()]).await.unwrap();
     if back != serde_json::Value::Bool(true) {
@@ -296,7 +329,7 @@ fn stored_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
         central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
         central.extend_from_slice(&20u16.to_le_bytes()); // made by
         common(&mut central);
-        central.extend_from_slice(&[0; 8]); // comment length, disk, internal attributes
+        central.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
         central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
@@ -332,8 +365,11 @@ fn the_vsix_is_a_zip_that_unzip_reads() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the CRC-32 check value");
     // Python's zipfile checks the CRCs and the directory (python3 is on every machine the tests run on).
     let out = std::process::Command::new("python3")
-        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
-                print(' '.join(z.namelist()))"])
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+                print(' '.join(z.namelist()))",
+        ])
         .arg(&file)
         .output()
         .unwrap();

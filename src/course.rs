@@ -127,9 +127,15 @@ fn over(message: String) -> ProfileError {
 
 impl CourseProfile {
     /// Checks a body against the operator's rules. Changes nothing; the caller stores the body only when this passes.
-    pub fn parse(body: &CourseBody, rules: &CourseSettings, workspace: &WorkspaceSettings) -> Result<Self, ProfileError> {
+    pub fn parse(
+        body: &CourseBody,
+        rules: &CourseSettings,
+        workspace: &WorkspaceSettings,
+    ) -> Result<Self, ProfileError> {
         let title = match &body.title {
-            Some(t) if t.trim().is_empty() || t.chars().count() > MAX_TITLE_CHARS || t.chars().any(char::is_control) => {
+            Some(t)
+                if t.trim().is_empty() || t.chars().count() > MAX_TITLE_CHARS || t.chars().any(char::is_control) =>
+            {
                 return Err(invalid(format!(
                     "title must be 1 to {MAX_TITLE_CHARS} characters without control characters"
                 )))
@@ -153,9 +159,7 @@ impl CourseProfile {
             None => None,
             Some(c) if c.is_empty() => None,
             Some(c) => {
-                if c.len() > MAX_COMMAND_ARGS
-                    || c.iter().any(|a| a.len() > MAX_COMMAND_ARG_BYTES || a.contains('\0'))
-                {
+                if c.len() > MAX_COMMAND_ARGS || c.iter().any(|a| a.len() > MAX_COMMAND_ARG_BYTES || a.contains('\0')) {
                     return Err(invalid(format!(
                         "command must have at most {MAX_COMMAND_ARGS} elements of at most {MAX_COMMAND_ARG_BYTES} \
                          bytes each, without NUL"
@@ -193,7 +197,10 @@ impl CourseProfile {
                 return Err(invalid("pids_limit must be at least 1".into()));
             }
             if p > rules.max_pids_limit {
-                return Err(over(format!("pids_limit {p} is above the operator's maximum of {}", rules.max_pids_limit)));
+                return Err(over(format!(
+                    "pids_limit {p} is above the operator's maximum of {}",
+                    rules.max_pids_limit
+                )));
             }
         }
         let max = MAX_DURATION.as_secs();
@@ -420,7 +427,10 @@ mod tests {
         )
         .unwrap()
         .apply(&WorkspaceSettings::default());
-        assert_eq!((j.container_port, j.readiness_path.as_str(), j.ide_state_path), (8888, "/api/status", None));
+        assert_eq!(
+            (j.container_port, j.readiness_path.as_str(), j.ide_state_path.as_deref()),
+            (8888, "/api/status", None)
+        );
         assert!(j.proxy_path.is_full());
         assert_eq!(j.secret_env(), Some("JUPYTER_TOKEN"));
         // An empty profile changes nothing.
@@ -467,7 +477,10 @@ mod tests {
         r.templates_path = None;
         r.allowed_images.clear();
         let body: CourseBody = serde_json::from_str(r#"{"template":"t"}"#).unwrap();
-        assert_eq!(CourseProfile::parse(&body, &r, &WorkspaceSettings::default()).unwrap_err().code, "templates_disabled");
+        assert_eq!(
+            CourseProfile::parse(&body, &r, &WorkspaceSettings::default()).unwrap_err().code,
+            "templates_disabled"
+        );
         let body = CourseBody { image: Some(WorkspaceSettings::default().image), ..Default::default() };
         assert!(CourseProfile::parse(&body, &r, &WorkspaceSettings::default()).is_ok());
         assert!(serde_json::from_str::<CourseBody>(r#"{"imagee":"x"}"#).is_err(), "unknown fields are refused");

@@ -134,8 +134,8 @@ pub async fn course(settings: &Settings, command: CourseCommand) -> anyhow::Resu
         CourseCommand::Set { course, profile, file, client } => {
             let body: CourseBody = match file {
                 Some(f) => {
-                    let text = std::fs::read_to_string(&f)
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+                    let text =
+                        std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
                     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
                 }
                 None => profile.into(),
@@ -217,7 +217,8 @@ async fn distribute(
                     if r.already_done {
                         println!("{student_id}: already has this version");
                     } else {
-                        let kept = if r.kept.is_empty() { String::new() } else { format!(" (kept: {})", r.kept.join(", ")) };
+                        let kept =
+                            if r.kept.is_empty() { String::new() } else { format!(" (kept: {})", r.kept.join(", ")) };
                         println!(
                             "{student_id}: {} written, {} updated, {} unchanged, {} kept{kept}",
                             r.written.len(),
@@ -281,6 +282,12 @@ async fn collect(
     for s in &summary.students {
         println!("{}: {:?}, {} files, {} bytes", s.student, s.status, s.files, s.bytes);
     }
-    println!("{} students, {} files, {} bytes; manifest in {}", summary.students.len(), summary.files, summary.bytes, output.display());
+    println!(
+        "{} students, {} files, {} bytes; manifest in {}",
+        summary.students.len(),
+        summary.files,
+        summary.bytes,
+        output.display()
+    );
     Ok(())
 }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub use parse::{parse_bytes, parse_duration, parse_optional_bytes, parse_optional_duration};
 pub use settings::{
-    AuthSettings, CourseSettings, CullSettings, NotifySettings, ProxySettings, Settings, WorkspaceSettings, DEFAULT_IMAGE,
+    AuthSettings, CourseSettings, CullSettings, NotifySettings, ProxySettings, Settings, WorkspaceSettings,
+    DEFAULT_IMAGE,
 };
 pub use table::{docs_table, Setting, SETTINGS};
 

@@ -8,11 +8,11 @@ mod role;
 mod student_id;
 mod workspace;
 
+pub use course::CourseId;
 pub use cull::{
     cull_input, deadlines, decide, effective_policy, CullInput, CullPolicy, Deadlines, Decision, Overrides,
     MAX_DURATION,
 };
-pub use course::CourseId;
 pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_SERVER_COOKIE};
 pub use proxy_path::{base_url, substitute, ProxyPath};
 pub use role::Role;

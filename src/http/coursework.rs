@@ -145,7 +145,8 @@ pub async fn collect_handler(
     let span = tracing::info_span!("collect", course = %course);
     tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
-        let writer = io::BufWriter::with_capacity(super::export::CHUNK_BYTES, super::export::ChannelWriter::new(tx.clone()));
+        let writer =
+            io::BufWriter::with_capacity(super::export::CHUNK_BYTES, super::export::ChannelWriter::new(tx.clone()));
         let mut last = 0;
         let progress = |p: &crate::ops::coursework::CollectProgress| {
             if p.students_done != last {

@@ -117,7 +117,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CoursePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_course_id", format!("invalid course id: {e}"));
+        let bad =
+            |e: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_course_id", format!("invalid course id: {e}"));
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| bad(e.to_string()))?;
         crate::domain::CourseId::parse(&raw).map(CoursePath).map_err(|e| bad(e.to_string()))
     }

@@ -146,9 +146,10 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
         strip_cookies: &[SESSION_COOKIE, SECURE_SESSION_COOKIE],
         hold: Some(Box::new(slot)),
         owner: student.as_str(),
-        credential: route.secret.as_ref().and_then(|s| {
-            route.auth.as_ref().unwrap_or(&state.lifecycle.settings().workspace.ide_auth).credential(s)
-        }),
+        credential: route
+            .secret
+            .as_ref()
+            .and_then(|s| route.auth.as_ref().unwrap_or(&state.lifecycle.settings().workspace.ide_auth).credential(s)),
     };
     match state.proxy.forward(route.port, req, fwd).await {
         Ok(resp) => {

@@ -90,7 +90,8 @@ impl super::extract::JsonBody for CourseChoice {
 impl TryFrom<CourseChoiceRequest> for CourseChoice {
     type Error = super::extract::InvalidBody;
     fn try_from(raw: CourseChoiceRequest) -> Result<Self, Self::Error> {
-        let course = raw.course.map(|c| CourseId::parse(&c)).transpose().map_err(super::extract::InvalidBody::CourseId)?;
+        let course =
+            raw.course.map(|c| CourseId::parse(&c)).transpose().map_err(super::extract::InvalidBody::CourseId)?;
         Ok(Self { course })
     }
 }

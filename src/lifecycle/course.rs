@@ -123,8 +123,12 @@ impl Lifecycle {
         p: &StartProfile,
     ) -> Result<(), LifecycleError> {
         let w = &p.workspace;
-        let limits =
-            AppliedLimits { image: w.image.clone(), cpus: w.cpus, memory_bytes: w.memory_bytes, pids_limit: w.pids_limit };
+        let limits = AppliedLimits {
+            image: w.image.clone(),
+            cpus: w.cpus,
+            memory_bytes: w.memory_bytes,
+            pids_limit: w.pids_limit,
+        };
         Ok(self.store.set_start_profile(student, &p.cull, &limits).await?)
     }
 

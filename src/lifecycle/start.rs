@@ -279,7 +279,12 @@ impl Lifecycle {
         err
     }
 
-    fn spec(&self, student: &StudentId, host_dir: std::path::PathBuf, w: &crate::config::WorkspaceSettings) -> ContainerSpec {
+    fn spec(
+        &self,
+        student: &StudentId,
+        host_dir: std::path::PathBuf,
+        w: &crate::config::WorkspaceSettings,
+    ) -> ContainerSpec {
         let labels = BTreeMap::from([
             (runtime::LABEL_MANAGED_BY.to_owned(), runtime::LABEL_MANAGED_BY_VALUE.to_owned()),
             (runtime::LABEL_STUDENT.to_owned(), student.to_string()),

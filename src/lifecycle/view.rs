@@ -36,7 +36,8 @@ impl Lifecycle {
     /// its own overrides.
     pub fn policy_of(&self, rec: &WorkspaceRecord) -> CullPolicy {
         let o = &rec.overrides;
-        let own = Overrides { idle_timeout: o.idle_timeout, max_age: o.max_age, enabled: o.cull_enabled, warning_lead: None };
+        let own =
+            Overrides { idle_timeout: o.idle_timeout, max_age: o.max_age, enabled: o.cull_enabled, warning_lead: None };
         effective_policy(&self.default_policy(), &own.over(&rec.course_policy))
     }
 

@@ -88,10 +88,11 @@ impl Store {
     }
 
     pub async fn get_course(&self, course: &CourseId) -> Result<Option<CourseRecord>, StoreError> {
-        let row = sqlx::query("SELECT course_id, profile, created_at_ms, updated_at_ms FROM courses WHERE course_id = $1")
-            .bind(course.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT course_id, profile, created_at_ms, updated_at_ms FROM courses WHERE course_id = $1")
+                .bind(course.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(course_record).transpose()
     }
 
@@ -135,7 +136,8 @@ impl Store {
         if busy > 0 {
             return Ok(CourseDeletion::Busy(busy as u64));
         }
-        let gone = sqlx::query("DELETE FROM courses WHERE course_id = $1").bind(course.as_str()).execute(&mut *tx).await?;
+        let gone =
+            sqlx::query("DELETE FROM courses WHERE course_id = $1").bind(course.as_str()).execute(&mut *tx).await?;
         if gone.rows_affected() == 0 {
             return Ok(CourseDeletion::NotFound);
         }

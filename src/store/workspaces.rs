@@ -413,9 +413,7 @@ fn record(r: &sqlx::any::AnyRow) -> Result<WorkspaceRecord, StoreError> {
         },
         course_setup_at: opt_time("course_setup_ms")?,
         // Display only: an unreadable value is shown as unknown rather than failing every read of the record.
-        applied_limits: r
-            .try_get::<Option<String>, _>("applied_limits")?
-            .and_then(|j| serde_json::from_str(&j).ok()),
+        applied_limits: r.try_get::<Option<String>, _>("applied_limits")?.and_then(|j| serde_json::from_str(&j).ok()),
         student_id,
     })
 }
@@ -509,12 +507,15 @@ mod tests {
             Overrides { warning_lead: secs(600), max_age: secs(1800), ..Default::default() },
             Overrides { enabled: Some(false), idle_timeout: secs(100), ..Default::default() },
         ];
-        let limits = crate::store::AppliedLimits { image: "i".into(), cpus: 1.0, memory_bytes: 1 << 30, pids_limit: 64 };
+        let limits =
+            crate::store::AppliedLimits { image: "i".into(), cpus: 1.0, memory_bytes: 1 << 30, pids_limit: 64 };
         let mut n = 0;
         for start in [0, 1000] {
             for idle_for in [0, 500, 1500] {
                 for (k, o) in overrides.iter().enumerate() {
-                    for (warned, course) in [None, Some(200)].into_iter().flat_map(|w| courses.iter().map(move |c| (w, c))) {
+                    for (warned, course) in
+                        [None, Some(200)].into_iter().flat_map(|w| courses.iter().map(move |c| (w, c)))
+                    {
                         n += 1;
                         let s = StudentId::parse(&format!("w{n:03}")).unwrap();
                         store.mark_starting(&s, t(start)).await.unwrap();

@@ -70,7 +70,10 @@ async fn two_courses_apply_their_own_image_limits_and_timeouts_to_their_workspac
     }
     assert_eq!(a["course"], "cs101");
     assert_eq!(a["limits"]["memory_bytes"], 256 << 20);
-    assert_eq!((a["policy"]["idle_timeout_seconds"].as_u64(), a["policy"]["warning_lead_seconds"].as_u64()), (Some(600), Some(60)));
+    assert_eq!(
+        (a["policy"]["idle_timeout_seconds"].as_u64(), a["policy"]["warning_lead_seconds"].as_u64()),
+        (Some(600), Some(60))
+    );
     assert_eq!(b["policy"]["idle_timeout_seconds"], 1200);
     assert_eq!(b["policy"]["warning_lead_seconds"], 120, "math leaves the lead to the service");
     assert_eq!(plain["policy"]["idle_timeout_seconds"], 900);
@@ -103,7 +106,8 @@ async fn two_courses_apply_their_own_image_limits_and_timeouts_to_their_workspac
         .collect();
     assert_eq!(courses, [("cs101", 1), ("math", 1)]);
     let (_, only) = app.get("/api/workspaces?course=math").await;
-    let ids: Vec<&str> = only["workspaces"].as_array().unwrap().iter().map(|w| w["student_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        only["workspaces"].as_array().unwrap().iter().map(|w| w["student_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["math-bob"]);
 }
 
@@ -155,7 +159,8 @@ async fn a_busy_workspace_keeps_its_course_and_a_busy_course_is_not_deleted() {
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("course_conflict")), "{answer}");
     let (status, answer) = app.post_json("/api/workspaces/erin/launch", r#"{"course":"b"}"#).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("course_conflict")), "{answer}");
-    let (status, answer) = app.client.delete(app.url("/api/courses/a")).send().await.map(|r| (r.status().as_u16(), r)).unwrap();
+    let (status, answer) =
+        app.client.delete(app.url("/api/courses/a")).send().await.map(|r| (r.status().as_u16(), r)).unwrap();
     let answer: serde_json::Value = answer.json().await.unwrap();
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("course_in_use")));
     assert_eq!(app.get("/api/workspaces/erin").await.1["course"], "a");

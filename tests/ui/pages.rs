@@ -34,7 +34,11 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     b.screenshot("dashboard").await;
     b.click("#courses button[data-action='filter']").await;
     b.wait_for_text("1 workspaces, 1 running in cs101", Duration::from_secs(10)).await;
-    let shown = b.client.execute("return [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.student)", vec![]).await.unwrap();
+    let shown = b
+        .client
+        .execute("return [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.student)", vec![])
+        .await
+        .unwrap();
     assert_eq!(shown, serde_json::json!(["ada"]), "only cs101's workspaces are listed");
 
     b.click("tr[data-student='ada'] button[data-action='stop']").await;

@@ -127,6 +127,7 @@ fn over(message: String) -> ProfileError {
 
 impl CourseProfile {
     /// Checks a body against the operator's rules. Changes nothing; the caller stores the body only when this passes.
+    /// Long because it is one check per field, in the body's order, each with its code.
     pub fn parse(
         body: &CourseBody,
         rules: &CourseSettings,

@@ -1,5 +1,5 @@
 //! The course routes: profiles put, read, listed and deleted with an LMS key. Every check of a profile is the
-//! lifecycle's (`Lifecycle::put_course`); handlers parse and answer.
+//! lifecycle's (`Lifecycle::set_course_profile`); handlers parse and answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub async fn put_course(
     CoursePath(course): CoursePath,
     ApiJson(body): ApiJson<CourseBody>,
 ) -> Result<(StatusCode, Json<CourseView>), ApiError> {
-    let created = state.lifecycle.put_course(&course, &body).await?;
+    let created = state.lifecycle.set_course_profile(&course, &body).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(view_of(&state, &course).await?)))
 }
@@ -105,6 +105,6 @@ pub async fn delete_course(
     State(state): State<Arc<AppState>>,
     CoursePath(course): CoursePath,
 ) -> Result<StatusCode, ApiError> {
-    state.lifecycle.delete_course(&course).await?;
+    state.lifecycle.remove_course(&course).await?;
     Ok(StatusCode::NO_CONTENT)
 }

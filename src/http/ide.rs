@@ -81,6 +81,8 @@ fn refuse(html: bool, e: ApiError) -> Response {
     e.into_response()
 }
 
+/// A request for a student's IDE: session, own routes, route lookup, activity, forwarding. Long because it is the
+/// one path every IDE request takes, in order, and splitting it would hide that order.
 async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Response {
     let Some(rest) = t.rest.clone() else {
         // `/w/alice` -> `/w/alice/`: the IDE's relative links need the slash.

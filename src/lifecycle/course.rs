@@ -22,7 +22,7 @@ pub(super) struct StartProfile {
 impl Lifecycle {
     /// Checks a profile against the operator's rules (and that its template exists) and stores it. Returns whether
     /// the course was created. Changes nothing when refused.
-    pub async fn put_course(&self, course: &CourseId, body: &CourseBody) -> Result<bool, LifecycleError> {
+    pub async fn set_course_profile(&self, course: &CourseId, body: &CourseBody) -> Result<bool, LifecycleError> {
         let profile = CourseProfile::parse(body, &self.settings.courses, &self.settings.workspace)?;
         if let Some(name) = &profile.template {
             self.template_folder(name).await?;
@@ -33,7 +33,7 @@ impl Lifecycle {
     }
 
     /// Deletes a course, refused (409) while workspaces of it are busy. Its workspaces leave it; no file is touched.
-    pub async fn delete_course(&self, course: &CourseId) -> Result<(), LifecycleError> {
+    pub async fn remove_course(&self, course: &CourseId) -> Result<(), LifecycleError> {
         match self.store.delete_course(course).await? {
             CourseDeletion::Deleted => {
                 tracing::info!(course = %course, "course deleted");

@@ -61,10 +61,12 @@ async fn the_code_server_container_has_the_configured_limits_user_labels_and_loo
     for b in c["NetworkSettings"]["Ports"]["8080/tcp"].as_array().unwrap() {
         assert_eq!(b["HostIp"], "127.0.0.1");
     }
+    // The project folder and the IDE state (settings, extensions), both bind mounts, nothing else.
     let mounts = c["Mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 1);
-    assert_eq!(mounts[0]["Destination"], "/home/coder/project");
-    assert_eq!(mounts[0]["Type"], "bind");
+    let mut targets: Vec<&str> = mounts.iter().map(|m| m["Destination"].as_str().unwrap()).collect();
+    targets.sort();
+    assert_eq!(targets, ["/home/coder/.local/share/code-server", "/home/coder/project"]);
+    assert!(mounts.iter().all(|m| m["Type"] == "bind"), "{mounts:?}");
 
     // code-server itself answers through the published port, but without the workspace's secret (only the proxy
     // has it) it shows its login page, not the IDE.

@@ -27,6 +27,8 @@ fn jupyter(s: &mut Settings, mode: ProxyPath) {
     w.ide_secret_env = Some("JUPYTER_TOKEN".to_owned());
     w.start_timeout = Duration::from_secs(120);
     w.proxy_path = mode;
+    // code-server's state path would make Docker create `~/.local/share` as root, where Jupyter writes its runtime.
+    w.ide_state_path = None;
     if mode == ProxyPath::Full {
         w.command = [
             "jupyter",

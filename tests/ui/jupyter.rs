@@ -21,6 +21,8 @@ async fn jupyterlab_loads_in_the_browser_in_full_path_mode_opens_a_file_and_runs
         w.ide_secret_env = Some("JUPYTER_TOKEN".to_owned());
         w.start_timeout = Duration::from_secs(120);
         w.proxy_path = workspaced::domain::ProxyPath::Full;
+        // code-server's state path would make Docker create `~/.local/share` as root, where Jupyter writes.
+        w.ide_state_path = None;
         w.command = [
             "jupyter",
             "lab",

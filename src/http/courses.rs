@@ -43,7 +43,7 @@ async fn view_of(state: &AppState, course: &CourseId) -> Result<CourseView, ApiE
 
 /// Creates or replaces a course's profile (every field optional; what is left out follows the service's settings).
 #[utoipa::path(put, path = "/api/courses/{course}", tag = "courses",
-    params(("course" = String, Path, description = "The course id (student-id rules)")),
+    params(("course" = crate::domain::CourseId, Path, description = "The course id (student-id rules)")),
     request_body = CourseBody,
     responses(
         (status = 200, description = "Replaced", body = CourseView),
@@ -62,7 +62,7 @@ pub async fn put_course(
 
 /// One course.
 #[utoipa::path(get, path = "/api/courses/{course}", tag = "courses",
-    params(("course" = String, Path, description = "The course id")),
+    params(("course" = crate::domain::CourseId, Path, description = "The course id")),
     responses(
         (status = 200, description = "The course", body = CourseView),
         (status = 400, description = "`invalid_course_id`", body = ErrorBody),
@@ -94,7 +94,7 @@ pub async fn list_courses(State(state): State<Arc<AppState>>) -> Result<Json<Cou
 /// Deletes a course; refused while any of its workspaces is busy. Its workspaces leave the course; no file is
 /// touched.
 #[utoipa::path(delete, path = "/api/courses/{course}", tag = "courses",
-    params(("course" = String, Path, description = "The course id")),
+    params(("course" = crate::domain::CourseId, Path, description = "The course id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "`invalid_course_id`", body = ErrorBody),

@@ -23,9 +23,11 @@ use crate::ops::coursework::{collect, RelPath};
 #[serde(deny_unknown_fields)]
 pub struct DistributeRequest {
     /// A folder under the operator's `templates_path`, e.g. `cs101/assignment-2`.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$", max_length = 1024)]
     pub source: String,
     /// Where it goes in each student's folder; default: the source's last name (`assignment-2`).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$", max_length = 1024)]
     pub target: Option<String>,
 }
 
@@ -37,7 +39,7 @@ fn rel(raw: &str, what: &str) -> Result<RelPath, ApiError> {
 /// student changed. Streams a JSON line per student as each finishes; killed and run again, each student is done
 /// once (`already_done` for those who have this version).
 #[utoipa::path(post, path = "/api/courses/{course}/distribute", tag = "courses",
-    params(("course" = String, Path, description = "The course id")),
+    params(("course" = crate::domain::CourseId, Path, description = "The course id")),
     request_body = DistributeRequest,
     responses(
         (status = 200, description = "One JSON object a line: `plan`, a `student` line per student, then `done`", content_type = "application/x-ndjson", body = String),
@@ -112,8 +114,9 @@ pub struct CollectQuery {
 /// BLAKE3 and modification time of every file; students without the path listed as missing). Read without
 /// following symbolic links.
 #[utoipa::path(get, path = "/api/courses/{course}/collect", tag = "courses",
-    params(("course" = String, Path, description = "The course id"),
-        ("path" = String, Query, description = "The folder in each student's folder, e.g. `assignment-2`")),
+    params(("course" = crate::domain::CourseId, Path, description = "The course id"),
+        ("path" = String, Query, description = "The folder in each student's folder, e.g. `assignment-2`",
+            pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$")),
     responses(
         (status = 200, description = "tar.gz, streamed", content_type = "application/gzip", body = Vec<u8>),
         (status = 400, description = "`invalid_course_id`, `invalid_path`, `invalid_query`", body = ErrorBody),

@@ -79,7 +79,7 @@ pub struct CourseChoice {
 pub struct CourseChoiceRequest {
     /// The course the workspace belongs to (first start), or must belong to while busy.
     #[serde(default)]
-    #[schema(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")]
+    #[schema(value_type = Option<CourseId>)]
     pub course: Option<String>,
 }
 

@@ -222,7 +222,13 @@ fn schemathesis_finds_no_server_error_schema_violation_or_hang_in_any_operation(
     assert_eq!(student, 3, "the student's status, start and heartbeat");
     // schemathesis loads `/api/openapi.json` (that it parses is checked by the runs) and does not fuzz it.
     let fuzzable = documented_operations() - EXCLUDED_PATHS.len() - 1;
-    assert_eq!(student + api, fuzzable, "every operation but the excluded ones and the document itself");
+    // At least every operation: with links between operations (a course put, then distributed) schemathesis adds a
+    // stateful test case to its report.
+    assert!(
+        student + api >= fuzzable,
+        "every operation but the excluded ones and the document itself: {} < {fuzzable}",
+        student + api
+    );
 
     // What the fuzzer started is removed with the instance label.
     svc.stop();

@@ -48,7 +48,8 @@ async fn view_of(state: &AppState, course: &CourseId) -> Result<CourseView, ApiE
     responses(
         (status = 200, description = "Replaced", body = CourseView),
         (status = 201, description = "Created", body = CourseView),
-        (status = 400, description = "`invalid_course_id`, `invalid_json`, `invalid_profile`, `image_not_allowed`, `over_operator_limit`, `templates_disabled`, `unknown_template`", body = ErrorBody),
+        (status = 400, description = "`invalid_course_id`, `invalid_json`, `invalid_profile`, `image_not_allowed`, `over_operator_limit`, `unknown_template`", body = ErrorBody),
+        (status = 409, description = "`templates_disabled`: the operator has set no `templates_path`", body = ErrorBody),
     ))]
 pub async fn put_course(
     State(state): State<Arc<AppState>>,

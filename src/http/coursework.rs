@@ -23,11 +23,17 @@ use crate::ops::coursework::{collect, RelPath};
 #[serde(deny_unknown_fields)]
 pub struct DistributeRequest {
     /// A folder under the operator's `templates_path`, e.g. `cs101/assignment-2`.
-    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$", max_length = 1024)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$",
+        max_length = 1024
+    )]
     pub source: String,
     /// Where it goes in each student's folder; default: the source's last name (`assignment-2`).
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$", max_length = 1024)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}){0,31}$",
+        max_length = 1024
+    )]
     pub target: Option<String>,
 }
 
@@ -43,8 +49,9 @@ fn rel(raw: &str, what: &str) -> Result<RelPath, ApiError> {
     request_body = DistributeRequest,
     responses(
         (status = 200, description = "One JSON object a line: `plan`, a `student` line per student, then `done`", content_type = "application/x-ndjson", body = String),
-        (status = 400, description = "`invalid_course_id`, `invalid_json`, `invalid_path`, `templates_disabled`, `unknown_source`, `source_too_large`", body = ErrorBody),
-        (status = 404, description = "`course_not_found`", body = ErrorBody),
+        (status = 400, description = "`invalid_course_id`, `invalid_json`, `invalid_path`, `source_too_large`", body = ErrorBody),
+        (status = 404, description = "`course_not_found`, `unknown_source`: no such folder under `templates_path`", body = ErrorBody),
+        (status = 409, description = "`templates_disabled`: the operator has set no `templates_path`", body = ErrorBody),
     ))]
 pub async fn distribute(
     State(state): State<Arc<AppState>>,

@@ -103,7 +103,16 @@ impl From<LifecycleError> for ApiError {
             L::CourseBusy { .. } => ApiError::new(StatusCode::CONFLICT, "course_in_use", e.to_string()),
             L::CourseConflict { .. } => ApiError::new(StatusCode::CONFLICT, "course_conflict", e.to_string()),
             L::CourseInvalid { .. } => ApiError::new(StatusCode::CONFLICT, "course_profile_invalid", e.to_string()),
-            L::Profile(p) => ApiError::new(StatusCode::BAD_REQUEST, p.code, p.message),
+            // A folder that is not there is a missing resource; a service set up without templates is a state of
+            // the server, not of the request.
+            L::Profile(p) => {
+                let status = match p.code {
+                    "unknown_source" => StatusCode::NOT_FOUND,
+                    "templates_disabled" => StatusCode::CONFLICT,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                ApiError::new(status, p.code, p.message)
+            }
             L::Coursework(ref c) if matches!(c, crate::ops::coursework::CourseworkError::TooManyEntries(_)) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "source_too_large", e.to_string())
             }

@@ -121,7 +121,6 @@ async fn the_operator_rules_refuse_a_profile_and_nothing_is_stored() {
         (r#"{"pids_limit":100000}"#, "over_operator_limit"),
         (r#"{"memory":"a lot"}"#, "invalid_profile"),
         (r#"{"idle_timeout_seconds":0}"#, "invalid_profile"),
-        (r#"{"template":"starter"}"#, "templates_disabled"),
         (r#"{"cpus":"1"}"#, "invalid_json"),
         (r#"{"imag":"x"}"#, "invalid_json"),
     ];
@@ -129,6 +128,8 @@ async fn the_operator_rules_refuse_a_profile_and_nothing_is_stored() {
         let (status, answer) = app.put_json("/api/courses/cs101", body).await;
         assert_eq!((status, answer["error"]["code"].as_str()), (400, Some(code)), "{body}: {answer}");
     }
+    let (status, answer) = app.put_json("/api/courses/cs101", r#"{"template":"starter"}"#).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("templates_disabled")), "{answer}");
     let (status, answer) = app.get("/api/courses/cs101").await;
     assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("course_not_found")));
     for bad in ["CS101", "a..b", "-x"] {

@@ -131,12 +131,12 @@ async fn starter_files_then_an_assignment_round_trip_through_distribute_and_coll
     // Bad requests change nothing.
     let bad = app.client.get(app.url("/api/courses/cs/collect?path=../etc")).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    for (body, code) in [
-        (r#"{"source":"../a1"}"#, "invalid_path"),
-        (r#"{"source":"missing"}"#, "unknown_source"),
-        (r#"{"source":"a1","target":"/abs"}"#, "invalid_path"),
+    for (body, status_code, code) in [
+        (r#"{"source":"../a1"}"#, 400, "invalid_path"),
+        (r#"{"source":"missing"}"#, 404, "unknown_source"),
+        (r#"{"source":"a1","target":"/abs"}"#, 400, "invalid_path"),
     ] {
         let (status, answer) = app.post_json("/api/courses/cs/distribute", body).await;
-        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some(code)), "{body}: {answer}");
+        assert_eq!((status, answer["error"]["code"].as_str()), (status_code, Some(code)), "{body}: {answer}");
     }
 }

@@ -29,17 +29,7 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     // Engine stats arrive (CPU and memory columns), and the event log streams.
     b.wait_for_text(" / 1.0 GiB", Duration::from_secs(20)).await;
     b.wait_for_text("ada started", Duration::from_secs(10)).await;
-    // The courses, with their counts; "Show workspaces" filters the list to one course.
-    b.wait_for_text("Intro to CS", Duration::from_secs(10)).await;
     b.screenshot("dashboard").await;
-    b.click("#courses button[data-action='filter']").await;
-    b.wait_for_text("1 workspaces, 1 running in cs101", Duration::from_secs(10)).await;
-    let shown = b
-        .client
-        .execute("return [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.student)", vec![])
-        .await
-        .unwrap();
-    assert_eq!(shown, serde_json::json!(["ada"]), "only cs101's workspaces are listed");
 
     b.click("tr[data-student='ada'] button[data-action='stop']").await;
     let ws = app.wait_for("ada", Duration::from_secs(20), |w| w["status"] == "stopped").await;

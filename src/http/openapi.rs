@@ -219,30 +219,28 @@ fn string_enum(values: &[&'static str], description: &str) -> RefOr<Schema> {
         .into()
 }
 
+/// A string with the student-id rules (student and course ids alike).
+fn id_schema(description: &str, example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_STUDENT_ID_LEN))
+        .pattern(Some(STUDENT_ID_PATTERN))
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
 impl PartialSchema for StudentId {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(MAX_STUDENT_ID_LEN))
-            .pattern(Some(STUDENT_ID_PATTERN))
-            .description(Some("1 to 63 characters from a-z 0-9 - _, starting and ending with a letter or digit"))
-            .examples(["alice"])
-            .into()
+        id_schema("1 to 63 characters from a-z 0-9 - _, starting and ending with a letter or digit", "alice")
     }
 }
 impl ToSchema for StudentId {}
 
 impl PartialSchema for CourseId {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(MAX_STUDENT_ID_LEN))
-            .pattern(Some(STUDENT_ID_PATTERN))
-            .description(Some("A course id: the student-id rules"))
-            .examples(["cs101"])
-            .into()
+        id_schema("A course id: the student-id rules", "cs101")
     }
 }
 impl ToSchema for CourseId {}

@@ -218,6 +218,14 @@ pub enum Purpose {
     Session,
     /// `wss_` tokens for the JS SDK on LMS pages: status and heartbeats only.
     StudentToken,
+    /// The `state` of an LTI login (platform, nonce, expiry).
+    LtiState,
+    /// A single-use link to an LTI course page (course, staff user, expiry, nonce).
+    LtiStaffTicket,
+    /// The cookie of staff on an LTI course page (course, staff user, expiry).
+    LtiStaff,
+    /// The form token of the course page's actions (course, staff user).
+    LtiCsrf,
 }
 
 impl Purpose {
@@ -226,6 +234,10 @@ impl Purpose {
             Purpose::Launch => "launch",
             Purpose::Session => "session",
             Purpose::StudentToken => "student-token",
+            Purpose::LtiState => "lti-state",
+            Purpose::LtiStaffTicket => "lti-staff-ticket",
+            Purpose::LtiStaff => "lti-staff",
+            Purpose::LtiCsrf => "lti-csrf",
         }
     }
 }
@@ -281,6 +293,26 @@ impl Signer {
 
     fn verify(&self, purpose: Purpose, parts: &[&str], sig: &str) -> bool {
         hex::decode(sig).is_ok_and(|sig| self.mac(purpose, parts).verify_slice(&sig).is_ok())
+    }
+
+    /// Signs `fields` (none holds a `.`) for `purpose`: `<field>.<field>...<signature>`. For the LTI purposes.
+    pub fn seal(&self, purpose: Purpose, fields: &[&str]) -> String {
+        debug_assert!(fields.iter().all(|f| !f.contains('.')));
+        let mut out = fields.join(".");
+        out.push('.');
+        out.push_str(&self.sign(purpose, fields));
+        out
+    }
+
+    /// The `n` fields of a value [`Signer::seal`] made for `purpose`; `None` when altered, of another purpose or
+    /// shape.
+    pub fn unseal(&self, purpose: Purpose, value: &str, n: usize) -> Option<Vec<String>> {
+        if value.len() > MAX_CREDENTIAL {
+            return None;
+        }
+        let parts: Vec<&str> = value.split('.').collect();
+        let (sig, fields) = parts.split_last()?;
+        (fields.len() == n && self.verify(purpose, fields, sig)).then(|| fields.iter().map(|f| f.to_string()).collect())
     }
 
     /// A launch token for `student`, valid until `now + ttl`: `<student>.<expiry ms>.<nonce>.<signature>`.

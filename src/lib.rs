@@ -15,6 +15,7 @@ pub mod http;
 pub mod lease;
 pub mod lifecycle;
 pub mod logging;
+pub mod lti;
 pub mod metrics;
 pub mod notify;
 pub mod ops;

@@ -6,6 +6,7 @@ mod client;
 mod courses;
 mod image;
 mod keys;
+mod lti;
 mod maintenance;
 mod migrate;
 mod storage;
@@ -63,6 +64,11 @@ pub enum Command {
     Course {
         #[command(subcommand)]
         command: courses::CourseCommand,
+    },
+    /// LTI 1.3: register LMSs and show the URLs to paste into them (through a running server).
+    Lti {
+        #[command(subcommand)]
+        command: lti::LtiCommand,
     },
     /// Container images.
     Image {
@@ -312,6 +318,7 @@ async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             image::build(tag.as_deref(), kind)
         }
         Command::Course { command } => courses::course(settings, command).await,
+        Command::Lti { command } => lti::lti(settings, command).await,
         Command::Doctor(a) => storage::doctor(settings, a).await,
         Command::Export(a) => storage::export(settings, a).await,
         Command::Import(a) => storage::import(settings, a).await,

@@ -112,6 +112,10 @@ pub struct AuthSettings {
     pub login_url: Option<String>,
     /// Origins of LMS pages that may use the JS SDK across origins; empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// LTI launches in an iframe stay in the frame (partitioned cookie) instead of opening a new window.
+    pub lti_embed: bool,
+    /// The id_token claim holding the LMS login id used in workspace ids; `None`: a hash.
+    pub lti_login_claim: Option<String>,
 }
 
 /// The reverse proxy to the IDEs (`/w/{student}/...`).
@@ -140,6 +144,8 @@ impl Default for AuthSettings {
             cookie_secure: None,
             login_url: None,
             cors_origins: Vec::new(),
+            lti_embed: false,
+            lti_login_claim: None,
         }
     }
 }

@@ -281,6 +281,18 @@ pub static SETTINGS: &[Setting] = &[
         and `heartbeat`. An origin is scheme, host and port, e.g. `https://lms.example.edu`; exact match, a \
         trailing `/` is dropped. A list: comma-separated, or a TOML or JSON array of strings; spaces around an \
         origin are dropped. No cookies cross origins."),
+    setting!("lti_embed", "WORKSPACED_LTI_EMBED",
+        auth.lti_embed: p::bool, c::any, "`false`",
+        "LTI launches shown in the LMS's iframe open the workspace in that frame (the session cookie then is \
+        `SameSite=None; Secure; Partitioned`, and the workspace's pages allow framing by the registered platforms \
+        only), instead of the default: a button that opens it in a new window, which works in every browser. See \
+        [lti.md](lti.md) for its limits."),
+    setting!("lti_login_claim", "WORKSPACED_LTI_LOGIN_CLAIM",
+        auth.lti_login_claim: p::optional_text, c::any, "unset",
+        "An id_token claim holding the LMS's login id (e.g. \
+        `https://purl.imsglobal.org/spec/lti/claim/lis#person_sourcedid`: `#` reads a field of an object claim). \
+        When its value is a valid id, an LTI user's workspace is `<login>-<6 hex of the course>`; else, and when \
+        unset, `lti-` and a hash. Empty means unset."),
     setting!("proxy_timeout", "WORKSPACED_PROXY_TIMEOUT",
         proxy.timeout: p::parse_duration, c::positive, "`60s`",
         "Longest wait for an IDE's response headers (for a WebSocket: its `101`); a slower IDE gets 504 \

@@ -88,6 +88,8 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_COOKIE_SECURE", "false"),
         ("WORKSPACED_LOGIN_URL", "https://lms.example.edu/course/42"),
         ("WORKSPACED_CORS_ORIGINS", "https://lms.example.edu/, https://other.example.edu"),
+        ("WORKSPACED_LTI_EMBED", "true"),
+        ("WORKSPACED_LTI_LOGIN_CLAIM", "https://purl.imsglobal.org/spec/lti/claim/lis#person_sourcedid"),
         ("WORKSPACED_PROXY_TIMEOUT", "2m"),
         ("WORKSPACED_PROXY_CONNECT_TIMEOUT", "1s"),
         ("WORKSPACED_PROXY_MAX_BODY", "10m"),
@@ -254,6 +256,7 @@ fn bad_values_of_the_security_and_replica_settings_are_refused_by_name() {
         ("WORKSPACED_IDE_STATE_PATH", "/home/../etc"),
         ("WORKSPACED_PROXY_PATH", "prefix"),
         ("WORKSPACED_PROXY_PATH", ""),
+        ("WORKSPACED_LTI_EMBED", "sometimes"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

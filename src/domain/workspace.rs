@@ -109,6 +109,7 @@ string_enum! {
         Adopted => "adopted",
         QuotaExceeded => "quota_exceeded",
         Deleted => "deleted",
+        StaffAccess => "staff_access",
     }
 }
 

@@ -54,6 +54,16 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
         Some(_) if on_admin_host => {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no workspace is served on this host").into_response()
         }
+        Some(t) if settings.auth.lti_embed => {
+            // Embedded LTI launches: only the registered platforms (and this origin) may frame a workspace.
+            let st = state.clone();
+            let mut resp = ide_request(state, t, req).await;
+            super::lti::refresh_origins(&st).await;
+            if let Ok(v) = HeaderValue::from_str(&super::lti::frame_ancestors(&st)) {
+                resp.headers_mut().append(header::CONTENT_SECURITY_POLICY, v);
+            }
+            resp
+        }
         Some(t) => ide_request(state, t, req).await,
         None => next.run(req).await,
     }
@@ -338,7 +348,14 @@ async fn launch_landing(state: &AppState, t: &Target, query: &str, headers: &Hea
     let secure = settings.cookie_secure();
     let name = session_cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs());
+    // An LTI launch embedded in the LMS's frame (`lti_embed`): a partitioned cookie, the only kind a browser that
+    // blocks third-party cookies keeps in a frame; `SameSite=None` so the frame sends it.
+    let embedded = settings.auth.lti_embed && query.split('&').any(|kv| kv == "embed=1");
+    let cookie = if embedded {
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=None; Secure; Partitioned; Max-Age={}", ttl.as_secs())
+    } else {
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", ttl.as_secs())
+    };
     tracing::info!(student = %claims.student, "launch link used; session started");
     // Opening a link means "open my workspace": start it (queued, in the background) if it is not running. The
     // launcher page it lands on follows the start. A start that cannot begin shows there, with a button to retry.

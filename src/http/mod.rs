@@ -13,6 +13,7 @@ pub mod export;
 mod extract;
 pub mod ide;
 pub mod limits;
+pub mod lti;
 pub mod migrate;
 pub mod openapi;
 pub mod pages;
@@ -51,6 +52,10 @@ pub struct AppState {
     pub ide_connections: Arc<limits::ConnectionLimits>,
     /// When each background loop last finished a pass (for `/readyz`).
     pub loops: Arc<crate::supervise::LoopHealth>,
+    /// LTI: the platforms' key sets and the tool's keys.
+    pub lti: lti::LtiState,
+    /// The registered LTI platforms' origins (for `frame-ancestors`) and when they were read.
+    pub lti_origins: std::sync::Mutex<(Option<std::time::Instant>, Vec<String>)>,
 }
 
 impl AppState {
@@ -69,6 +74,8 @@ impl AppState {
             sessions: Default::default(),
             proxy,
             ide_connections,
+            lti: Default::default(),
+            lti_origins: Default::default(),
         })
     }
 }
@@ -128,6 +135,10 @@ fn routes() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
         r(M::DELETE, "/api/courses/{course}", Lms, delete(courses::delete_course)),
         r(M::POST, "/api/courses/{course}/distribute", Lms, post(coursework::distribute)),
         r(M::GET, "/api/courses/{course}/collect", Lms, get(coursework::collect_handler)),
+        r(M::GET, "/api/lti/platforms", Admin, get(lti::list_platforms)),
+        r(M::POST, "/api/lti/platforms", Admin, post(lti::add_platform)),
+        r(M::DELETE, "/api/lti/platforms/{platform}", Admin, delete(lti::remove_platform)),
+        r(M::GET, "/api/lti/info", Admin, get(lti::info)),
     ]
 }
 
@@ -157,6 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         (route, handler)
     });
     api_routes(&state, all)
+        .merge(lti::router())
         .fallback(not_found)
         // Runs before the routes: `/w/{id}/...` (and host mode) goes to the IDE side.
         .layer(from_fn_with_state(state.clone(), ide::dispatch))

@@ -11,6 +11,7 @@ mod course;
 mod coursework;
 mod cull;
 mod locks;
+mod lti;
 mod quota;
 mod readiness;
 mod reconcile;

@@ -87,6 +87,28 @@ impl Store {
         Ok(!existed)
     }
 
+    /// Creates a course with `profile` unless it exists (an LTI context's first launch); whether it was created.
+    /// An existing profile, perhaps the operator's, is never replaced.
+    pub async fn insert_course_if_absent(
+        &self,
+        course: &CourseId,
+        profile: &CourseBody,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(profile).expect("a profile serializes");
+        let done = sqlx::query(
+            "INSERT INTO courses (course_id, profile, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (course_id) DO NOTHING",
+        )
+        .bind(course.as_str())
+        .bind(json)
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn get_course(&self, course: &CourseId) -> Result<Option<CourseRecord>, StoreError> {
         let row =
             sqlx::query("SELECT course_id, profile, created_at_ms, updated_at_ms FROM courses WHERE course_id = $1")

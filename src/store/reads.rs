@@ -8,7 +8,7 @@ use crate::domain::{Status, StudentId};
 /// Reads, and only reads. Cheap to clone (the store's pool is shared), so a stream may keep one.
 #[derive(Clone)]
 pub struct Reads {
-    store: Store,
+    pub(super) store: Store,
 }
 
 impl Store {

@@ -13,4 +13,6 @@ mod browser;
 mod ide;
 mod ide_state;
 mod jupyter;
+#[allow(dead_code)]
+mod lti_platform;
 mod pages;

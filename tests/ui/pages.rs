@@ -29,7 +29,26 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     // Engine stats arrive (CPU and memory columns), and the event log streams.
     b.wait_for_text(" / 1.0 GiB", Duration::from_secs(20)).await;
     b.wait_for_text("ada started", Duration::from_secs(10)).await;
+    // The courses, with their counts; "Show workspaces" filters the list to one course.
+    b.wait_for_text("Intro to CS", Duration::from_secs(10)).await;
     b.screenshot("dashboard").await;
+    b.click("#courses button[data-action='filter']").await;
+    b.wait_for_text("1 workspaces, 1 running in cs101", Duration::from_secs(10)).await;
+    let shown = b
+        .client
+        .execute("return [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.student)", vec![])
+        .await
+        .unwrap();
+    assert_eq!(shown, serde_json::json!(["ada"]), "only cs101's workspaces are listed");
+    // The select shows the choice, and "All courses" lists everyone again.
+    b.client
+        .execute(
+            "const s = document.getElementById('course-filter'); s.value = ''; s.dispatchEvent(new Event('change'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.wait_for_text("2 workspaces, 2 running", Duration::from_secs(10)).await;
 
     b.click("tr[data-student='ada'] button[data-action='stop']").await;
     let ws = app.wait_for("ada", Duration::from_secs(20), |w| w["status"] == "stopped").await;

@@ -11,6 +11,8 @@ bash scripts/ensure-browser.sh
 bash scripts/build-image.sh all
 # schemathesis (PyPI, pinned) into its cache before the tests, so no test waits on a download.
 bash scripts/schemathesis.sh --version >/dev/null
+# The test LTI 1.3 platform (lti1p3platform from PyPI, pinned) into its cache too (tests/ui/lti.rs).
+bash scripts/lti-platform.sh --help >/dev/null
 # A FUSE file system that stalls on demand stands in for a hung NFS/EFS mount (tests/storage_stall.rs).
 if ! /usr/bin/python3 -c 'import fusepy' 2>/dev/null; then
   echo "test.sh: installing python3-fusepy from apt" >&2

@@ -101,7 +101,8 @@ pub struct Expect<'a> {
     pub now: i64,
 }
 
-/// Checks an `id_token` against a platform key: every LTI rule; the first one broken is the error.
+/// Checks an `id_token` against a platform key: every LTI rule; the first one broken is the error. Long because
+/// the rules read best in the order they are checked, one after the other.
 pub fn check_id_token(token: &str, key: &DecodingKey, expect: &Expect<'_>) -> Result<Launch, LtiError> {
     let p = expect.platform;
     let mut v = Validation::new(Algorithm::RS256);

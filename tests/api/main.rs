@@ -16,6 +16,7 @@ mod ide_protocol;
 mod ide_state;
 mod jupyter;
 mod lifecycle;
+mod lti;
 mod openapi;
 mod persistence;
 mod proxy;

@@ -209,7 +209,11 @@ async fn launch_flow(state: &AppState, form: LaunchForm) -> Result<Response, Ref
         let text: String = format!("the platform answered {e}: {detail}").chars().take(300).collect();
         return Err(LtiError::BadRequest(text).into());
     }
-    let id_token = required("id_token", &form.id_token)?;
+    // An id_token is a few KB (claims and an RS256 signature): it has its own bound, not a field's.
+    let id_token = match form.id_token.as_deref() {
+        Some(t) if !t.is_empty() && t.len() <= token::MAX_ID_TOKEN => t,
+        _ => return Err(LtiError::BadRequest("id_token".into()).into()),
+    };
     let raw_state = form.state.as_deref().ok_or(LtiError::BadState)?;
     let fields = state.signer.unseal(Purpose::LtiState, raw_state, 3).ok_or(LtiError::BadState)?;
     let (platform_id, nonce, exp_ms) = (&fields[0], &fields[1], &fields[2]);

@@ -214,7 +214,8 @@ impl Reads {
     /// Who launched in a course, by name.
     pub async fn lti_users(&self, course: &CourseId) -> Result<Vec<LtiUser>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_key, student_id, sub, name, email, staff, last_launch_ms FROM lti_users
+            // `staff` as a number: sqlx's `Any` driver cannot read SQLite's `BOOLEAN`.
+            "SELECT user_key, student_id, sub, name, email, CAST(staff AS INTEGER) AS staff, last_launch_ms FROM lti_users
              WHERE course_id = $1 ORDER BY name, user_key",
         )
         .bind(course.as_str())
@@ -230,7 +231,7 @@ impl Reads {
                 sub: r.try_get("sub")?,
                 name: r.try_get("name")?,
                 email: r.try_get("email")?,
-                staff: r.try_get("staff")?,
+                staff: r.try_get::<i64, _>("staff")? != 0,
                 last_launch: from_ms(r.try_get("last_launch_ms")?),
             });
         }

@@ -17,6 +17,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Self {
+        Self::start_with(serde_json::json!({})).await
+    }
+
+    /// [`Browser::start`] with Chromium preferences (`goog:chromeOptions.prefs`), e.g.
+    /// `{"profile": {"cookie_controls_mode": 1}}`: third-party cookies blocked, as Chrome's setting does.
+    pub async fn start_with(prefs: serde_json::Value) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
@@ -34,6 +40,7 @@ impl Browser {
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     "--window-size=1280,800", format!("--user-data-dir={}", profile.path().display()),
                 ],
+                "prefs": prefs,
             }
         });
         let caps: serde_json::Map<String, serde_json::Value> = caps.as_object().unwrap().clone();

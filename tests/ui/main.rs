@@ -13,6 +13,6 @@ mod browser;
 mod ide;
 mod ide_state;
 mod jupyter;
-#[allow(dead_code)]
+mod lti;
 mod lti_platform;
 mod pages;

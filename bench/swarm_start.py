@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Start latency on Docker Swarm: workspaced's start API with `runtime = swarm`, next to a plain
-`docker service create` of the same image with the same limits, reservations, mount and host-mode port until the
-first 200 on /healthz; and, in the same run, the same pair on plain Docker (`docker run`, `runtime = docker`).
+`docker service create` of the same image with the same limits, reservations (memory whole, a quarter of the CPU
+as `swarm_cpu_reservation`'s default), mount and host-mode port until the first 200 on /healthz; and, in the same
+run, the same pair on plain Docker (`docker run`, `runtime = docker`).
 
 Usage: bench/swarm_start.py [--runs 5] [--image workspaced/code-server:4.139.1] [--bin target/release/workspaced]
 Needs an active swarm (`docker swarm init --advertise-addr 127.0.0.1`). Runs private workspaced processes (own base
@@ -58,7 +59,7 @@ def service_floor(image, runs, tmp):
         subprocess.run(["docker", "service", "create", "-d", "-q", "--name", name,
                         "--publish", "mode=host,target=8080", "--restart-condition", "none",
                         "--limit-cpu", "1", "--limit-memory", "1g", "--limit-pids", "1024",
-                        "--reserve-cpu", "1", "--reserve-memory", "1g",
+                        "--reserve-cpu", "0.25", "--reserve-memory", "1g",
                         "--mount", f"type=bind,src={d},dst=/home/coder/project", "-u", "1000:1000", image],
                        check=True, capture_output=True)
         port = task_port(name, time.monotonic() + 60)

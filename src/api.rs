@@ -27,8 +27,10 @@ pub struct WorkspaceView {
     pub error: Option<String>,
     /// Where a browser reaches the IDE while running (through the proxy; a session from a launch link is needed).
     pub url: Option<String>,
-    /// The container's port on 127.0.0.1 while running (for operators; the proxy's upstream).
+    /// The IDE's published port while running (for operators; the proxy's upstream), on `host_addr`.
     pub host_port: Option<u16>,
+    /// The node `host_port` is published on while running (a Swarm task's node address); `null`: 127.0.0.1.
+    pub host_addr: Option<String>,
     pub limits: Limits,
     /// Latest time code-server reported an open tab (not counted as activity unless configured).
     pub ide_connected_at: Option<DateTime<Utc>>,
@@ -328,6 +330,7 @@ mod tests {
             error: None,
             url: Some("https://ide.example.edu/w/alice/".into()),
             host_port: Some(49153),
+            host_addr: None,
             limits: Limits { cpus: 1.0, memory_bytes: 1073741824, pids_limit: 1024 },
             ide_connected_at: Some(at("2026-11-22T08:01:30.000Z")),
             warn_at: Some(at("2026-11-22T08:14:02.345Z")),

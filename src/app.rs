@@ -57,6 +57,7 @@ impl Application {
                 let options = SwarmOptions {
                     constraints: settings.swarm_constraints.clone(),
                     spread: settings.swarm_spread.clone(),
+                    cpu_reservation: settings.swarm_cpu_reservation,
                     stop_grace: settings.workspace.stop_grace,
                     start_wait: settings.workspace.start_timeout,
                 };

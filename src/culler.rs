@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::StudentId;
 use crate::lifecycle::Lifecycle;
+use crate::store::RunningPort;
 use crate::supervise::{run_pass, supervise, LoopHealth};
 
 pub use crate::lifecycle::SweepReport;
@@ -67,13 +68,16 @@ impl Culler {
         }
     }
 
-    async fn poll_ides(&self, running: &[(StudentId, Option<u16>)]) {
+    async fn poll_ides(&self, running: &[RunningPort]) {
         let lc = &self.lifecycle;
         let path = lc.settings().workspace.readiness_path.clone();
         let mut probes = Vec::with_capacity(running.len());
-        for (student, port) in running {
-            let Some(port) = port else { continue };
-            let (id, probe, url) = (student.clone(), self.probe.clone(), format!("http://127.0.0.1:{port}{path}"));
+        for r in running {
+            let Some(port) = r.port else { continue };
+            // The route's host (a Swarm task's node, checked when it was stored), or this machine's loopback.
+            let host = r.host.as_deref().unwrap_or(crate::domain::LOOPBACK);
+            let url = format!("http://{}{path}", crate::domain::authority(host, port));
+            let (id, probe) = (r.student.clone(), self.probe.clone());
             probes.push(async move {
                 let alive = match probe.get(&url).header(reqwest::header::CONNECTION, "close").send().await {
                     Ok(r) => r.json::<Health>().await.is_ok_and(|h| h.status == "alive"),
@@ -100,7 +104,8 @@ pub async fn run_activity_flusher(lifecycle: Arc<Lifecycle>, health: Arc<LoopHea
 }
 
 /// A runtime that runs nothing, for the lifecycle's tests of the sweep and the engine sample: every container it
-/// is asked about "runs", a stop is recorded, and each student's stats are fixed numbers.
+/// is asked about "runs", a stop is recorded, and each student's stats are fixed numbers. With `serving` set, a
+/// start of that student "runs" the container it describes (an IDE the test serves on a port of its own).
 #[cfg(test)]
 pub(crate) mod testing {
     use std::sync::Mutex;
@@ -112,6 +117,13 @@ pub(crate) mod testing {
     #[derive(Default)]
     pub struct FakeRuntime {
         pub stopped: Mutex<Vec<StudentId>>,
+        pub serving: Mutex<Option<ContainerInfo>>,
+    }
+
+    impl FakeRuntime {
+        fn served(&self, student: &StudentId) -> Option<ContainerInfo> {
+            self.serving.lock().unwrap().clone().filter(|c| &c.student == student)
+        }
     }
 
     #[async_trait::async_trait]
@@ -119,8 +131,8 @@ pub(crate) mod testing {
         async fn ping(&self) -> Result<(), RuntimeError> {
             Ok(())
         }
-        async fn ensure_running(&self, _spec: &ContainerSpec) -> Result<ContainerInfo, RuntimeError> {
-            Err(RuntimeError::Engine("the fake runtime starts nothing".into()))
+        async fn ensure_running(&self, spec: &ContainerSpec) -> Result<ContainerInfo, RuntimeError> {
+            self.served(&spec.student).ok_or_else(|| RuntimeError::Engine("the fake runtime starts nothing".into()))
         }
         async fn stop(&self, student: &StudentId, _grace: Duration) -> Result<(), RuntimeError> {
             self.stopped.lock().unwrap().push(student.clone());
@@ -129,11 +141,11 @@ pub(crate) mod testing {
         async fn remove_by_id(&self, _container_id: &str, _grace: Duration) -> Result<(), RuntimeError> {
             Ok(())
         }
-        async fn inspect(&self, _student: &StudentId) -> Result<Option<ContainerInfo>, RuntimeError> {
-            Ok(None)
+        async fn inspect(&self, student: &StudentId) -> Result<Option<ContainerInfo>, RuntimeError> {
+            Ok(self.served(student))
         }
         async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-            Ok(Vec::new())
+            Ok(self.serving.lock().unwrap().clone().into_iter().collect())
         }
         async fn stats(&self, student: &StudentId) -> Result<Option<ContainerStats>, RuntimeError> {
             let pids = student.as_str().len() as u64;

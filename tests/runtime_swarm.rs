@@ -156,7 +156,8 @@ async fn ensure_running_creates_a_labelled_limited_service_with_a_host_mode_port
     assert_eq!(first.state, "running");
     assert_eq!(first.name, service_name(&world.instance, &student));
     assert_eq!(first.student, student);
-    assert_eq!(first.node_addr, None, "a task on this node is reached on 127.0.0.1");
+    // The swarm was made with `--advertise-addr 127.0.0.1`: the route's host path, with this node's address.
+    assert_eq!(first.node_addr.as_deref(), Some("127.0.0.1"), "a task is reached at its node's address");
     let port = first.host_port.expect("a published port");
     let secret = spec.secret.clone().unwrap().value;
     assert_eq!(first.secret.as_ref(), Some(&secret), "the secret is read back from the service");
@@ -181,7 +182,8 @@ async fn ensure_running_creates_a_labelled_limited_service_with_a_host_mode_port
     assert_eq!(task["Resources"]["Limits"]["NanoCPUs"], 100_000_000i64);
     assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], MEMORY);
     assert_eq!(task["Resources"]["Limits"]["Pids"], 128);
-    assert_eq!(task["Resources"]["Reservations"]["NanoCPUs"], 100_000_000i64);
+    // A quarter of the CPU limit (`swarm_cpu_reservation`'s default), the memory whole.
+    assert_eq!(task["Resources"]["Reservations"]["NanoCPUs"], 25_000_000i64);
     assert_eq!(task["Resources"]["Reservations"]["MemoryBytes"], MEMORY);
     assert!(!task["Networks"][0]["Target"].as_str().unwrap_or_default().is_empty(), "the task joins a network");
     let ports = &s["Spec"]["EndpointSpec"]["Ports"][0];
@@ -210,6 +212,13 @@ async fn ensure_running_creates_a_labelled_limited_service_with_a_host_mode_port
     assert_eq!(healthz_status(port).await, 200);
     let listed = rt.list_owned().await.unwrap();
     assert_eq!(listed, vec![ContainerInfo { secret: None, ..first }], "a listing has no secrets");
+
+    // The task runs on this node: its container's stats come from this engine, with the service's limit.
+    let stats = rt.stats(&student).await.unwrap().expect("stats of a task on this node");
+    assert_eq!(stats.memory_limit_bytes, MEMORY as u64);
+    assert!(stats.memory_bytes > 0 && stats.memory_bytes < MEMORY as u64, "{stats:?}");
+    assert!(stats.pids >= 1 && stats.cpu_percent >= 0.0, "{stats:?}");
+    assert_eq!(rt.stats(&world.student("nobody")).await.unwrap(), None, "no service, no stats");
 }
 
 #[tokio::test]
@@ -228,6 +237,7 @@ async fn stop_removes_the_service_and_its_container_and_keeps_host_files() {
 
     rt.stop(&student, GRACE).await.unwrap();
     assert!(inspect("service", &info.id).is_none(), "the service is gone");
+    assert_eq!(rt.stats(&student).await.unwrap(), None, "a stopped workspace has no stats");
     assert!(task_containers(&info.id).is_empty(), "its container is gone once stop returns");
     assert_eq!(rt.inspect(&student).await.unwrap(), None);
     assert!(rt.list_owned().await.unwrap().is_empty());

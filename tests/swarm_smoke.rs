@@ -1,7 +1,9 @@
 //! One end-to-end run of the real binary with `runtime = swarm` on a real single-node swarm (made and left by
 //! scripts/test.sh) and the real code-server image: a start through a launch link, the IDE through the proxy, its
 //! WebSocket, the published port refusing a request without the secret, a restart of workspaced that adopts the
-//! running service and removes an orphan one, the idle cull, and an explicit stop. Only 127.0.0.1 is reached.
+//! running service and removes an orphan one, the idle cull, and an explicit stop. The route holds the node's
+//! address as its host (the swarm advertises 127.0.0.1), so the proxy goes the way it goes to another node. Only
+//! 127.0.0.1 is reached.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -148,6 +150,8 @@ async fn a_workspace_on_swarm_starts_is_proxied_with_its_websocket_survives_a_re
     });
     assert!(up.await, "never ran: {view}\n{}", w.log());
     let service_id = view["container_id"].as_str().unwrap().to_owned();
+    // The route holds the node's address (the swarm advertises 127.0.0.1): the proxy below goes through it.
+    assert_eq!(view["host_addr"], "127.0.0.1", "{view}");
     let service = docker_json(&["service", "inspect", &service_id]);
     assert_eq!(service["Spec"]["Labels"]["workspaced.instance"], w.instance.as_str(), "a service of ours");
 

@@ -76,6 +76,13 @@ pub(super) fn cpus(c: &f64) -> Result<(), String> {
     Ok(())
 }
 
+pub(super) fn reservation_ratio(r: &f64) -> Result<(), String> {
+    if !(*r > 0.0 && *r <= 1.0) {
+        return Err("must be more than 0 and at most 1".to_owned());
+    }
+    Ok(())
+}
+
 pub(super) fn docker_memory(bytes: &i64) -> Result<(), String> {
     if *bytes < 6 * 1024 * 1024 {
         return Err("must be at least 6 MiB (Docker's minimum)".to_owned());

@@ -29,6 +29,8 @@ pub struct Settings {
     pub swarm_constraints: Vec<String>,
     /// Swarm spread preference (`node.labels.zone`): workspaces spread evenly over the values of this label.
     pub swarm_spread: Option<String>,
+    /// The share of a workspace's CPU limit its Swarm service reserves (what the scheduler places by).
+    pub swarm_cpu_reservation: f64,
     pub workspace: WorkspaceSettings,
     pub cull: CullSettings,
     pub notify: NotifySettings,
@@ -257,6 +259,7 @@ impl Default for Settings {
             runtime: RuntimeKind::Docker,
             swarm_constraints: Vec::new(),
             swarm_spread: None,
+            swarm_cpu_reservation: crate::runtime::swarm::DEFAULT_CPU_RESERVATION,
             workspace: WorkspaceSettings::default(),
             cull: CullSettings::default(),
             notify: NotifySettings::default(),

@@ -99,6 +99,14 @@ pub static SETTINGS: &[Setting] = &[
         swarm_spread: p::optional_text, c::swarm_spread, "none",
         "Swarm spread preference: workspaces are spread evenly over the values of this node label, e.g. \
         `node.labels.zone` for availability zones (`node.labels.<label>`). Only with `runtime = swarm`."),
+    setting!("swarm_cpu_reservation", "WORKSPACED_SWARM_CPU_RESERVATION",
+        swarm_cpu_reservation: p::number, c::reservation_ratio, "`0.25`",
+        "The share of a workspace's CPU limit (`cpus`) its Swarm service reserves. The scheduler places by \
+        reservations alone and never lets a node's reservations pass its cores, so this decides how many \
+        workspaces a node takes by CPU: an IDE idles most of the time, and with `0.25` a 4-core node takes 16 \
+        one-core workspaces, each still limited to its `cpus` when busy. `1`: no sharing at all. The memory \
+        reservation always equals the limit (memory is not overcommitted). More than 0, at most 1. Only with \
+        `runtime = swarm`."),
     setting!("image", "WORKSPACED_IMAGE",
         workspace.image: p::text, c::any, "`workspaced/code-server:4.139.1`",
         "IDE image. Never pulled: it must exist locally (`workspaced image build`)."),

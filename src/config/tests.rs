@@ -34,6 +34,7 @@ fn sample(env: &str) -> Option<&'static str> {
         ("WORKSPACED_RUNTIME", "Swarm"),
         ("WORKSPACED_SWARM_CONSTRAINTS", "node.labels.workspaced==true, node.role!=manager"),
         ("WORKSPACED_SWARM_SPREAD", "node.labels.zone"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "0.5"),
         ("WORKSPACED_IMAGE", "my/jupyter:latest"),
         ("WORKSPACED_COMMAND", "jupyter lab --ip 0.0.0.0"),
         ("WORKSPACED_CONTAINER_PORT", "8888"),
@@ -276,6 +277,11 @@ fn bad_swarm_settings_are_refused_by_name_and_swarm_needs_an_ide_secret() {
         ("WORKSPACED_SWARM_SPREAD", "zone"),
         ("WORKSPACED_SWARM_SPREAD", "node.labels."),
         ("WORKSPACED_SWARM_SPREAD", "node.labels.a b"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "0"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "-0.5"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "1.01"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "NaN"),
+        ("WORKSPACED_SWARM_CPU_RESERVATION", "a quarter"),
     ] {
         let err = match from_env(env, bad) {
             Err(e) => e.to_string(),

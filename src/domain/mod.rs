@@ -6,6 +6,7 @@ mod ide_auth;
 mod proxy_path;
 mod role;
 mod student_id;
+mod upstream_host;
 mod workspace;
 
 pub use course::CourseId;
@@ -17,4 +18,5 @@ pub use ide_auth::{is_code_server_cookie, Credential, IdeAuth, IdeSecret, CODE_S
 pub use proxy_path::{base_url, substitute, ProxyPath};
 pub use role::Role;
 pub use student_id::{InstanceId, InvalidId, StudentId, MAX_STUDENT_ID_LEN};
+pub use upstream_host::{authority, parse_upstream_host, InvalidHost, LOOPBACK, MAX_HOST_LEN};
 pub use workspace::{EventKind, EventReason, Status, StopReason, UnknownVariant};

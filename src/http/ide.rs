@@ -163,7 +163,7 @@ async fn ide_request(state: Arc<AppState>, t: Target, mut req: Request) -> Respo
             .as_ref()
             .and_then(|s| route.auth.as_ref().unwrap_or(&state.lifecycle.settings().workspace.ide_auth).credential(s)),
     };
-    match state.proxy.forward(route.port, req, fwd).await {
+    match state.proxy.forward(route.upstream_host(), route.port, req, fwd).await {
         Ok(resp) => {
             crate::metrics::proxy_request("forwarded");
             if workbench {

@@ -34,6 +34,7 @@ pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
     let (last_activity, ide_connected_at) = (live.last_activity, live.ide_connected_at);
     let url = (r.status == Status::Running).then(|| super::ide::workspace_url(lc.settings(), &r.student_id));
     let host_port = r.host_port.filter(|_| r.status == Status::Running);
+    let host_addr = r.host_addr.filter(|_| r.status == Status::Running);
     let stopped = r.status == Status::Stopped;
     let limits = match &r.applied_limits {
         Some(a) => Limits { cpus: a.cpus, memory_bytes: a.memory_bytes, pids_limit: a.pids_limit },
@@ -52,6 +53,7 @@ pub fn workspace_view(state: &AppState, r: WorkspaceRecord) -> WorkspaceView {
         error: r.error,
         url,
         host_port,
+        host_addr,
         limits,
         ide_connected_at,
         warn_at: deadlines.map(|d| d.warn_at),

@@ -276,7 +276,7 @@ impl Lifecycle {
         use futures_util::StreamExt;
         let running = self.store.running_ports().await?;
         Ok(futures_util::stream::iter(running)
-            .map(|(id, _)| async move {
+            .map(|crate::store::RunningPort { student: id, .. }| async move {
                 let s = self.runtime.stats(&id).await;
                 (id, s)
             })

@@ -1,4 +1,5 @@
-//! Waits until the IDE inside a container answers its readiness path on the published loopback port.
+//! Waits until the IDE inside a container answers its readiness path on its published port (on this machine's
+//! loopback, or on the node the route names).
 
 use std::time::Duration;
 
@@ -6,19 +7,21 @@ use tokio::time::Instant;
 
 use crate::domain::{Credential, IdeAuth, IdeSecret};
 
-/// What to ask: the IDE's port and path, with its secret (an IDE may want it even on its status path).
+/// What to ask: the IDE's host, port and path, with its secret (an IDE may want it even on its status path).
 pub struct Probe<'a> {
+    /// The route's host (checked), or `127.0.0.1`.
+    pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
     pub auth: &'a IdeAuth,
     pub secret: Option<&'a IdeSecret>,
 }
 
-/// Polls `http://127.0.0.1:<port><path>` until it answers 2xx or `deadline` passes. Each probe closes its
+/// Polls `http://<host>:<port><path>` until it answers 2xx or `deadline` passes. Each probe closes its
 /// connection (`Connection: close`): a kept-alive connection would count as activity to code-server.
 pub async fn wait_ready(client: &reqwest::Client, probe: &Probe<'_>, deadline: Instant) -> Result<(), String> {
     let path = probe.path;
-    let url = format!("http://127.0.0.1:{}{path}", probe.port);
+    let url = format!("http://{}{path}", crate::domain::authority(probe.host, probe.port));
     let credential = probe.secret.and_then(|s| probe.auth.credential(s));
     let mut last = String::from("no answer yet");
     let mut pause = Duration::from_millis(25);

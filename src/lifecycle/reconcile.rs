@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Lifecycle, LifecycleError};
 use crate::domain::{EventKind, Status, StopReason, StudentId};
 use crate::runtime::{ContainerInfo, RuntimeError};
-use crate::store::NewEvent;
+use crate::store::{NewEvent, WorkspaceRecord};
 
 /// What one pass did, by kind of action.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -68,6 +68,7 @@ impl Lifecycle {
             (Some(Status::Running), Some(c))
                 if c.running && rec.as_ref().and_then(|r| r.container_id.as_ref()) == Some(&c.id) =>
             {
+                self.adopt_host(student, rec.as_ref().expect("record"), &c).await?;
                 if !lc.activity.is_running(student) {
                     let r = rec.as_ref().expect("record");
                     lc.activity.register(student, r.last_activity.or(r.started_at).unwrap_or(now), r.ide_connected_at);
@@ -122,6 +123,30 @@ impl Lifecycle {
                 report.orphans_removed.push(student.clone());
             }
             (_, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The host a running container is reached at, as the engine reports it now, onto the record when it differs
+    /// (a record written before hosts were kept, a node that rejoined under another address). An address that fails
+    /// the check leaves the record as it is: the proxy keeps the route it had, and the next pass looks again.
+    async fn adopt_host(
+        &self,
+        student: &StudentId,
+        rec: &WorkspaceRecord,
+        c: &ContainerInfo,
+    ) -> Result<(), ReconcileError> {
+        let host = match super::start::upstream_host(c) {
+            Ok(host) => host,
+            Err(e) => {
+                tracing::warn!(student = %student, container = %c.id, error = %e, "keeping the recorded host");
+                return Ok(());
+            }
+        };
+        if host != rec.host_addr {
+            self.store.set_route_host(student, &c.id, host.as_deref()).await?;
+            let to = host.as_deref().unwrap_or(crate::domain::LOOPBACK);
+            tracing::info!(student = %student, container = %c.id, host = to, "the running workspace's host recorded");
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{readiness, Lifecycle, LifecycleError, StartMode};
 use crate::domain::{base_url, substitute, EventKind, IdeSecret, Status, StopReason, StudentId};
-use crate::runtime::{self, ContainerSpec, RuntimeError};
+use crate::runtime::{self, ContainerInfo, ContainerSpec, RuntimeError};
 use crate::store::{NewEvent, WorkspaceRecord};
 
 impl Lifecycle {
@@ -221,6 +221,10 @@ impl Lifecycle {
             let e = LifecycleError::Runtime(RuntimeError::Engine("container has no published port".into()));
             return Err(self.fail_start(student, started, e.to_string(), e).await);
         };
+        let host = match upstream_host(&info) {
+            Ok(host) => host,
+            Err(e) => return Err(self.fail_start(student, started, e.to_string(), e.into()).await),
+        };
         // The container that runs may be one that was already running (left by a crash): its secret is the one the
         // IDE checks, whatever the spec said.
         let secret = info.secret.clone();
@@ -233,7 +237,8 @@ impl Lifecycle {
             true => format!("/w/{student}{}", w.readiness_path),
             false => w.readiness_path.clone(),
         };
-        let probe = readiness::Probe { port, path: &path, auth: &w.ide_auth, secret: secret.as_ref() };
+        let upstream = host.as_deref().unwrap_or(crate::domain::LOOPBACK).to_owned();
+        let probe = readiness::Probe { host: &upstream, port, path: &path, auth: &w.ide_auth, secret: secret.as_ref() };
         if let Err(detail) = readiness::wait_ready(&self.probe, &probe, deadline).await {
             let e = self.timeout_error(student, detail);
             return Err(self.fail_start(student, started, e.to_string(), e).await);
@@ -243,12 +248,15 @@ impl Lifecycle {
         let message = format!("Workspace running (ready in {} ms).", took.as_millis());
         let event = NewEvent { kind: EventKind::Started, reason: None, message: &message };
         let now = self.clock.now();
-        let route = crate::store::Route { port, secret, full_path, auth: Some(w.ide_auth.clone()) };
+        let route = crate::store::Route { host, port, secret, full_path, auth: Some(w.ide_auth.clone()) };
         self.store.mark_running(student, &info.id, &route, now, &event).await?;
         self.activity.register(student, now, None);
         self.admission.record_start(took);
         crate::metrics::start_finished("ok", took);
-        tracing::info!(student = %student, container = %info.id, port, ms = took.as_millis() as u64, "workspace ready");
+        tracing::info!(
+            student = %student, container = %info.id, host = %upstream, port, ms = took.as_millis() as u64,
+            "workspace ready"
+        );
         self.status(student).await
     }
 
@@ -320,5 +328,101 @@ impl Lifecycle {
                 value: IdeSecret::from_random(rand::random()),
             }),
         }
+    }
+}
+
+/// The host the engine says the container's port is published on, checked (`domain::parse_upstream_host`) before
+/// anything connects to it or stores it: `None` for this machine's loopback. An address that fails the check is the
+/// engine's error (`runtime_error`); the message never repeats it.
+pub(super) fn upstream_host(info: &ContainerInfo) -> Result<Option<String>, RuntimeError> {
+    let Some(raw) = info.node_addr.as_deref() else { return Ok(None) };
+    crate::domain::parse_upstream_host(raw).map(Some).map_err(|e| {
+        // Escaped and cut: whatever a node advertised reaches the log only as data.
+        let shown: String = raw.chars().take(crate::domain::MAX_HOST_LEN + 1).collect();
+        tracing::warn!(container = %info.id, addr = %shown.escape_debug(), error = %e, "unusable node address");
+        RuntimeError::Engine(format!("the container's node: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Settings;
+    use crate::culler::testing::FakeRuntime;
+    use crate::store::testing::{store, t};
+
+    /// An IDE on 127.0.0.1 that answers 200 to everything, and its port.
+    async fn ready_ide() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                });
+            }
+        });
+        port
+    }
+
+    fn running(student: &StudentId, port: u16, node_addr: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("svc-{student}"),
+            name: format!("ws-{student}"),
+            student: student.clone(),
+            running: true,
+            state: "running".into(),
+            host_port: Some(port),
+            node_addr: Some(node_addr.to_owned()),
+            secret: None,
+        }
+    }
+
+    /// A start on a node named by the engine is probed there and routed there; the reconciler moves the route when
+    /// the engine names the node otherwise; an address that fails the check fails the start (`runtime_error`),
+    /// leaves no container and no route. On both stores (PostgreSQL with `WORKSPACED_TEST_POSTGRES`).
+    #[tokio::test]
+    async fn a_start_is_probed_and_routed_at_the_node_the_engine_names_and_a_bad_address_is_refused() {
+        let (store, dir) = store().await;
+        let settings = Settings { base_path: dir.path().to_path_buf(), ..Default::default() };
+        let runtime = Arc::new(FakeRuntime::default());
+        let clock = Arc::new(ManualClock::new(t(0)));
+        let lc = Arc::new(Lifecycle::new(Arc::new(settings), store.clone(), runtime.clone(), clock));
+        let port = ready_ide().await;
+
+        let ada = StudentId::parse("ada").unwrap();
+        *runtime.serving.lock().unwrap() = Some(running(&ada, port, "LocalHost"));
+        let rec = lc.start(&ada).await.expect("the IDE answers on localhost");
+        assert_eq!(
+            (rec.status, rec.host_addr.as_deref(), rec.host_port),
+            (Status::Running, Some("localhost"), Some(port))
+        );
+        let route = store.route(&ada).await.unwrap().expect("a route");
+        assert_eq!((route.upstream_host(), route.port), ("localhost", port));
+
+        // The engine now names the node by its address (a record from before hosts were kept is fixed the same way).
+        *runtime.serving.lock().unwrap() = Some(running(&ada, port, "127.0.0.1"));
+        lc.reconcile_once().await.unwrap();
+        assert_eq!(store.route(&ada).await.unwrap().unwrap().host.as_deref(), Some("127.0.0.1"));
+        // An address that fails the check leaves the route as it was.
+        *runtime.serving.lock().unwrap() = Some(running(&ada, port, "0.0.0.0"));
+        lc.reconcile_once().await.unwrap();
+        assert_eq!(store.route(&ada).await.unwrap().unwrap().host.as_deref(), Some("127.0.0.1"));
+
+        let bob = StudentId::parse("bob").unwrap();
+        *runtime.serving.lock().unwrap() = Some(running(&bob, port, "169.254.169.254"));
+        let e = lc.start(&bob).await.expect_err("the metadata service is no node");
+        assert!(matches!(e, LifecycleError::Runtime(RuntimeError::Engine(_))), "{e}");
+        assert!(!e.to_string().contains("169.254"), "the address is not repeated: {e}");
+        let rec = store.get(&bob).await.unwrap().unwrap();
+        assert_eq!((rec.status, rec.host_addr, rec.host_port), (Status::Failed, None, None));
+        assert_eq!(store.route(&bob).await.unwrap(), None);
+        assert!(runtime.stopped.lock().unwrap().contains(&bob), "the container of the failed start is removed");
     }
 }

@@ -4,9 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Lifecycle;
-use crate::domain::{
-    cull_input, deadlines, effective_policy, CullInput, CullPolicy, Deadlines, Overrides, Status, StudentId,
-};
+use crate::domain::{cull_input, deadlines, effective_policy, CullInput, CullPolicy, Deadlines, Overrides, Status};
 use crate::store::WorkspaceRecord;
 use crate::usage::Measured;
 
@@ -47,9 +45,9 @@ impl Lifecycle {
         cull_input(rec.last_activity, in_memory, rec.started_at, rec.updated_at, rec.warned_at)
     }
 
-    /// The running workspaces on record, every replica's, with their IDE's host port: two columns, not whole
+    /// The running workspaces on record, every replica's, with their IDE's host and port: three columns, not whole
     /// records (the IDE polls and the engine's stats run over all of them).
-    pub async fn running_ports(&self) -> Result<Vec<(StudentId, Option<u16>)>, super::LifecycleError> {
+    pub async fn running_ports(&self) -> Result<Vec<crate::store::RunningPort>, super::LifecycleError> {
         Ok(self.store.running_ports().await?)
     }
 

@@ -1,6 +1,7 @@
 //! The reverse proxy to each student's IDE: HTTP with streamed bodies both ways (a pooled hyper client) and
 //! WebSocket (the upgrade is forwarded, then bytes are copied both ways). It knows nothing of sessions or students:
-//! `http::ide` decides who may reach which port; this module only forwards, and it never calls Docker.
+//! `http::ide` decides who may reach which IDE; this module only forwards to the host and port of its route, and it
+//! never calls Docker.
 
 pub mod path;
 
@@ -113,10 +114,18 @@ impl Proxy {
         }
     }
 
-    /// Forwards `req` to the IDE on `127.0.0.1:port`.
-    pub async fn forward(&self, port: u16, req: Request, fwd: Forwarded<'_>) -> Result<Response, ProxyError> {
+    /// Forwards `req` to the IDE on `host:port` (the route's: `127.0.0.1`, or the node a Swarm task runs on; the
+    /// store keeps only checked hosts, see `domain::parse_upstream_host`).
+    pub async fn forward(
+        &self,
+        host: &str,
+        port: u16,
+        req: Request,
+        fwd: Forwarded<'_>,
+    ) -> Result<Response, ProxyError> {
+        let target = crate::domain::authority(host, port);
         if is_upgrade(req.headers()) {
-            return self.forward_upgrade(port, req, fwd).await;
+            return self.forward_upgrade(&target, req, fwd).await;
         }
         let max = self.settings.max_body;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -124,7 +133,7 @@ impl Proxy {
             return Err(ProxyError::TooLarge(max));
         }
         let (mut parts, body) = req.into_parts();
-        parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
+        parts.uri = upstream_uri(&target, &upstream_path(&fwd))?;
         prepare_request_headers(&mut parts.headers, &fwd, &self.cookie_jar.names(fwd.owner).await);
         let body = Body::new(http_body_util::Limited::new(body, max as usize));
         let upstream = Request::from_parts(parts, body);
@@ -139,7 +148,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         strip_origin_wide(&mut parts.headers, &fwd);
         self.learn_cookies(fwd.owner, &parts.headers).await;
-        rewrite_location(&mut parts.headers, port, fwd.prefix, fwd.full_path);
+        rewrite_location(&mut parts.headers, &target, fwd.prefix, fwd.full_path);
         let body = match fwd.hold {
             // The slot is given back when the body is done or dropped (the client went away).
             Some(hold) => Body::from_stream(Body::new(body).into_data_stream().map(move |chunk| {
@@ -154,7 +163,7 @@ impl Proxy {
     /// A WebSocket (or any `Upgrade`): its own connection to the IDE; after `101` both upgraded streams are joined.
     async fn forward_upgrade(
         &self,
-        port: u16,
+        upstream: &str,
         mut req: Request,
         mut fwd: Forwarded<'_>,
     ) -> Result<Response, ProxyError> {
@@ -162,7 +171,7 @@ impl Proxy {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let upgrade_to = req.headers().get(header::UPGRADE).cloned();
         let (mut parts, _) = req.into_parts();
-        parts.uri = upstream_uri(port, &upstream_path(&fwd))?;
+        parts.uri = upstream_uri(upstream, &upstream_path(&fwd))?;
         prepare_request_headers(&mut parts.headers, &fwd, &self.cookie_jar.names(fwd.owner).await);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         if let Some(u) = upgrade_to {
@@ -173,8 +182,7 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, http_body_util::Empty::<axum::body::Bytes>::new());
 
         let timeout = self.settings.timeout;
-        let connect =
-            tokio::time::timeout(self.settings.connect_timeout, tokio::net::TcpStream::connect(("127.0.0.1", port)));
+        let connect = tokio::time::timeout(self.settings.connect_timeout, tokio::net::TcpStream::connect(upstream));
         let stream = match connect.await {
             Err(_) => return Err(ProxyError::Unreachable("connect timed out".into())),
             Ok(Err(e)) => return Err(ProxyError::Unreachable(e.to_string())),
@@ -197,7 +205,7 @@ impl Proxy {
             strip_hop_by_hop(&mut parts.headers);
             strip_origin_wide(&mut parts.headers, &fwd);
             self.learn_cookies(fwd.owner, &parts.headers).await;
-            rewrite_location(&mut parts.headers, port, fwd.prefix, fwd.full_path);
+            rewrite_location(&mut parts.headers, upstream, fwd.prefix, fwd.full_path);
             return Ok(Response::from_parts(parts, Body::new(body)));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -269,8 +277,9 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn upstream_uri(port: u16, path_and_query: &str) -> Result<Uri, ProxyError> {
-    format!("http://127.0.0.1:{port}{path_and_query}")
+/// `upstream` is `host:port` ([`crate::domain::authority`]).
+fn upstream_uri(upstream: &str, path_and_query: &str) -> Result<Uri, ProxyError> {
+    format!("http://{upstream}{path_and_query}")
         .parse()
         .map_err(|e| ProxyError::BadRequest(format!("cannot forward this path: {e}")))
 }
@@ -439,9 +448,9 @@ fn cookie_stays_inside(cookie: &str, fwd: &Forwarded<'_>) -> bool {
 /// An IDE that redirects to an absolute path (`/login`) or to its own address means a path under our prefix. With
 /// `full_path` the IDE knows its prefix: a path already under it is kept as is, any other still gets the prefix, so a
 /// redirect never leaves the student's workspace for one of the service's own paths.
-fn rewrite_location(h: &mut HeaderMap, port: u16, prefix: &str, full_path: bool) {
+fn rewrite_location(h: &mut HeaderMap, upstream: &str, prefix: &str, full_path: bool) {
     let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else { return };
-    let own = format!("http://127.0.0.1:{port}");
+    let own = format!("http://{upstream}");
     let path = if let Some(rest) = loc.strip_prefix(&own) {
         Some(if rest.is_empty() { "/".to_owned() } else { rest.to_owned() })
     } else if loc.starts_with('/') && !loc.starts_with("//") {
@@ -650,15 +659,15 @@ mod tests {
             ("//evil.example/", "//evil.example/", "//evil.example/"),
         ] {
             h.insert(header::LOCATION, given.parse().unwrap());
-            rewrite_location(&mut h, 4000, "/w/a", false);
+            rewrite_location(&mut h, "127.0.0.1:4000", "/w/a", false);
             assert_eq!(h[header::LOCATION], strip, "strip: {given}");
             h.insert(header::LOCATION, given.parse().unwrap());
-            rewrite_location(&mut h, 4000, "/w/a", true);
+            rewrite_location(&mut h, "127.0.0.1:4000", "/w/a", true);
             assert_eq!(h[header::LOCATION], full, "full: {given}");
         }
         // Host mode (no prefix): the path is the IDE's own in both modes.
         h.insert(header::LOCATION, "/lab".parse().unwrap());
-        rewrite_location(&mut h, 4000, "", true);
+        rewrite_location(&mut h, "127.0.0.1:4000", "", true);
         assert_eq!(h[header::LOCATION], "/lab");
     }
 
@@ -679,6 +688,91 @@ mod tests {
         h.insert("x-forwarded-prefix", "/planted".parse().unwrap());
         prepare_request_headers(&mut h, &fwd, &BTreeSet::new());
         assert!(!h.contains_key("x-forwarded-prefix"), "the path already carries the prefix");
+    }
+
+    /// A one-shot upstream on 127.0.0.1: answers the first request on each connection with `answer` and sends the
+    /// request's head back through the channel.
+    async fn upstream(answer: &'static str) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn forwarded(path: &str) -> Forwarded<'static> {
+        Forwarded {
+            prefix: "/w/ada",
+            path_and_query: path.to_owned(),
+            full_path: false,
+            client_addr: None,
+            proto: "http",
+            strip_cookies: &[],
+            hold: None,
+            owner: "ada",
+            credential: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_and_upgrades_go_to_the_routes_host_and_its_redirects_come_back_under_the_prefix() {
+        let proxy = Proxy::new(ProxySettings::default(), Arc::new(testing::MemoryJar::default()));
+        // The route names the node by name; here the name is `localhost` and the IDE listens on 127.0.0.1.
+        let (port, mut seen) = upstream("HTTP/1.1 302 Found\r\nLocation: /login\r\nContent-Length: 2\r\n\r\nhi").await;
+        let req = Request::builder().uri("/w/ada/x?y=1").body(Body::empty()).unwrap();
+        let resp = proxy.forward("localhost", port, req, forwarded("/x?y=1")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(resp.headers()[header::LOCATION], "/w/ada/login");
+        let head = seen.recv().await.unwrap();
+        assert!(head.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("host: localhost:{port}")), "{head}");
+
+        // The IDE's own address in a redirect is the route's host and port, not 127.0.0.1's.
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, HeaderValue::from_static("http://10.0.1.5:4000/login"));
+        rewrite_location(&mut h, "10.0.1.5:4000", "/w/ada", false);
+        assert_eq!(h[header::LOCATION], "/w/ada/login");
+        h.insert(header::LOCATION, HeaderValue::from_static("http://127.0.0.1:4000/login"));
+        rewrite_location(&mut h, "10.0.1.5:4000", "/w/ada", false);
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:4000/login", "another address is not the IDE's own");
+
+        // A WebSocket's connection of its own goes to the same host.
+        let (port, mut seen) =
+            upstream("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await;
+        let req = Request::builder()
+            .uri("/w/ada/socket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .unwrap();
+        let resp = proxy.forward("localhost", port, req, forwarded("/socket")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let head = seen.recv().await.unwrap();
+        assert!(head.starts_with("GET /socket HTTP/1.1\r\n"), "{head}");
+
+        // Nothing listens: unreachable, whatever the host.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let req = Request::builder().uri("/w/ada/").body(Body::empty()).unwrap();
+        let e = proxy.forward("localhost", closed, req, forwarded("/")).await.unwrap_err();
+        assert!(matches!(e, ProxyError::Unreachable(_)), "{e}");
     }
 
     #[test]

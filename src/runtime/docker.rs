@@ -142,6 +142,46 @@ pub struct DockerRuntime {
 pub const NETWORK: &str = "workspaced-isolated";
 
 impl DockerRuntime {
+    /// CPU, memory and process count of a container on this engine, by name or id (`None`: no such container).
+    /// The caller has checked it is ours and running (`stats`; the Swarm runtime for its task's container).
+    pub(super) async fn container_stats(&self, name: &str) -> Result<Option<super::ContainerStats>, RuntimeError> {
+        use futures_util::StreamExt;
+        // Not one-shot: the engine samples twice, a second apart, so the CPU delta is meaningful.
+        let options = bollard::query_parameters::StatsOptionsBuilder::new().stream(false).one_shot(false).build();
+        let first = self
+            .call("container stats", self.call_timeout, |d| async move {
+                d.stats(name, Some(options)).next().await.transpose()
+            })
+            .await?;
+        let s = match first {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        let cpu = |c: &Option<bollard::models::ContainerCpuStats>| {
+            let c = c.as_ref();
+            let total = c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+            (total, c.and_then(|c| c.system_cpu_usage).unwrap_or(0), c.and_then(|c| c.online_cpus).unwrap_or(1))
+        };
+        let (total, system, cpus) = cpu(&s.cpu_stats);
+        let (pre_total, pre_system, _) = cpu(&s.precpu_stats);
+        let (d_cpu, d_sys) = (total.saturating_sub(pre_total), system.saturating_sub(pre_system));
+        let cpu_percent = if d_sys > 0 { d_cpu as f64 / d_sys as f64 * f64::from(cpus) * 100.0 } else { 0.0 };
+        let mem = s.memory_stats.as_ref();
+        // The page cache the kernel can drop: `inactive_file` on cgroup v2, `total_inactive_file` on v1.
+        let cache = mem
+            .and_then(|m| m.stats.as_ref())
+            .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
+            .unwrap_or(0);
+        Ok(Some(super::ContainerStats {
+            cpu_percent: (cpu_percent * 10.0).round() / 10.0,
+            memory_bytes: mem.and_then(|m| m.usage).unwrap_or(0).saturating_sub(cache),
+            memory_limit_bytes: mem.and_then(|m| m.limit).unwrap_or(0),
+            pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+        }))
+    }
+
     /// Connects and negotiates the API version with the engine. `call_timeout` bounds every daemon call.
     /// An engine that cannot be reached is [`RuntimeError::Unavailable`]; use [`Self::connect_lazy`] to boot anyway.
     pub async fn connect(instance: InstanceId, call_timeout: Duration) -> Result<Self, RuntimeError> {
@@ -604,45 +644,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stats(&self, student: &StudentId) -> Result<Option<super::ContainerStats>, RuntimeError> {
-        use futures_util::StreamExt;
-        let name = container_name(&self.instance, student);
         if !self.inspect(student).await?.is_some_and(|c| c.running) {
             return Ok(None);
         }
-        // Not one-shot: the engine samples twice, a second apart, so the CPU delta is meaningful.
-        let options = bollard::query_parameters::StatsOptionsBuilder::new().stream(false).one_shot(false).build();
-        let first = self
-            .call("container stats", self.call_timeout, |d| async move {
-                d.stats(&name, Some(options)).next().await.transpose()
-            })
-            .await?;
-        let s = match first {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(None),
-            Err(e) if status_of(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(classify(e)),
-        };
-        let cpu = |c: &Option<bollard::models::ContainerCpuStats>| {
-            let c = c.as_ref();
-            let total = c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
-            (total, c.and_then(|c| c.system_cpu_usage).unwrap_or(0), c.and_then(|c| c.online_cpus).unwrap_or(1))
-        };
-        let (total, system, cpus) = cpu(&s.cpu_stats);
-        let (pre_total, pre_system, _) = cpu(&s.precpu_stats);
-        let (d_cpu, d_sys) = (total.saturating_sub(pre_total), system.saturating_sub(pre_system));
-        let cpu_percent = if d_sys > 0 { d_cpu as f64 / d_sys as f64 * f64::from(cpus) * 100.0 } else { 0.0 };
-        let mem = s.memory_stats.as_ref();
-        // The page cache the kernel can drop: `inactive_file` on cgroup v2, `total_inactive_file` on v1.
-        let cache = mem
-            .and_then(|m| m.stats.as_ref())
-            .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
-            .unwrap_or(0);
-        Ok(Some(super::ContainerStats {
-            cpu_percent: (cpu_percent * 10.0).round() / 10.0,
-            memory_bytes: mem.and_then(|m| m.usage).unwrap_or(0).saturating_sub(cache),
-            memory_limit_bytes: mem.and_then(|m| m.limit).unwrap_or(0),
-            pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
-        }))
+        self.container_stats(&container_name(&self.instance, student)).await
     }
 
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

@@ -10,7 +10,7 @@
 //! - `ensure_running` is idempotent: if our container for the student is running it is returned untouched; if it
 //!   exists but is not running, it is removed and created anew from the spec (so a changed image or limit applies);
 //!   otherwise it is created and started. It returns once the engine reports it running with its port published.
-//!   It does not wait for the IDE inside to be ready (the lifecycle does that). The info it returns carries the
+//!   It does not wait for the IDE inside to be ready (the lifecycle does that, at `node_addr`:`host_port`). The info it returns carries the
 //!   secret of the container that runs (a container already running keeps its own, not the spec's).
 //! - `stop` sends SIGTERM, waits up to `grace`, kills, then removes the container. Stopping a student that has no
 //!   container succeeds. It never touches the student's files (bind mounts are not volumes; nothing is deleted).
@@ -151,10 +151,11 @@ pub struct ContainerInfo {
     pub running: bool,
     /// The engine's state word: created, running, exited, ...
     pub state: String,
-    /// Host port on 127.0.0.1 that reaches `container_port`, when running.
+    /// Host port that reaches `container_port`, when running: on 127.0.0.1, or on `node_addr`.
     pub host_port: Option<u16>,
-    /// The address of the node `host_port` is published on, when that is not this host (a Swarm task on another
-    /// node); `None`: 127.0.0.1. The route and the proxy reach 127.0.0.1 only, so nothing reads it yet.
+    /// The address of the node `host_port` is published on, as the engine reports it (Swarm: the node's advertised
+    /// address, for every running task); `None`: 127.0.0.1 (plain Docker). Outside input: the lifecycle checks it
+    /// (`domain::parse_upstream_host`) before the route holds it or anything connects to it.
     pub node_addr: Option<String>,
     /// The IDE's secret, read back from the container (only from an inspect; a listing leaves it `None`).
     pub secret: Option<IdeSecret>,
@@ -194,7 +195,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, student: &StudentId) -> Result<Option<ContainerInfo>, RuntimeError>;
     /// All containers of this instance.
     async fn list_owned(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
-    /// CPU and memory use of the student's container, from the engine (`None` when it does not run).
+    /// CPU and memory use of the student's container, from the engine (`None` when it does not run, or when this
+    /// engine cannot see it: a Swarm task on another node).
     async fn stats(&self, _student: &StudentId) -> Result<Option<ContainerStats>, RuntimeError> {
         Ok(None)
     }

@@ -13,9 +13,12 @@
 //!   `docker_gwbridge` (the bridge of any overlay network on the node).
 //! - Port: published in host mode on a port the engine picks, read back from the task's status. Host mode publishes
 //!   on every interface: a workspace without its IDE secret is refused.
-//! - Routing: the route and the proxy reach `127.0.0.1:<port>`; a task the scheduler put on another node is refused
-//!   (its service removed) rather than routed to a port of this host. `ContainerInfo::node_addr` carries the other
-//!   node's address for when the route can hold a host.
+//! - Routing: a running task's `ContainerInfo::node_addr` is the address its node advertised to the swarm (this
+//!   node's too), and the lifecycle checks it and keeps it with the route: the proxy, the readiness probe and the
+//!   IDE polls reach `<node address>:<port>`, so the scheduler may put a workspace on any node. The workspaced hosts
+//!   must reach the published port range of every node (`docs/deploy/swarm.md`).
+//! - Stats: read from the engine for a task on the node of the manager this runtime talks to; a task on another
+//!   node has none (only its own node's engine has its container).
 
 pub mod probe;
 pub mod spec;
@@ -55,6 +58,9 @@ pub const BRIDGE: &str = "wsd-swarm";
 /// Docker's bridge for the containers of overlay networks; the egress rules cover it too.
 pub const GWBRIDGE: &str = "docker_gwbridge";
 
+/// The share of a workspace's CPU limit its service reserves, unless set (`swarm_cpu_reservation`).
+pub const DEFAULT_CPU_RESERVATION: f64 = 0.25;
+
 /// Pause between polls of a task's state.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -65,6 +71,9 @@ pub struct SwarmOptions {
     pub constraints: Vec<String>,
     /// Spread over the values of this node attribute (`node.labels.zone`).
     pub spread: Option<String>,
+    /// The share of the CPU limit reserved (more than 0, at most 1): what the scheduler places by. Memory is
+    /// always reserved whole.
+    pub cpu_reservation: f64,
     /// The service's stop grace period (SIGTERM, then SIGKILL): a task on another node gets this one, whatever
     /// `stop` is asked for, since only its own node's engine can stop its container.
     pub stop_grace: Duration,
@@ -77,6 +86,7 @@ impl Default for SwarmOptions {
         Self {
             constraints: Vec::new(),
             spread: None,
+            cpu_reservation: DEFAULT_CPU_RESERVATION,
             stop_grace: Duration::from_secs(10),
             start_wait: Duration::from_secs(60),
         }
@@ -354,11 +364,8 @@ impl SwarmRuntime {
         let mine: Vec<Task> = tasks.iter().filter(|t| t.service_id.as_deref() == Some(id.as_str())).cloned().collect();
         let phase = tasks::newest(&mine).map(|t| tasks::phase(t, nodes, port));
         let (running, host_port, node_addr) = match &phase {
-            Some(Phase::Running { port, node, .. }) => {
-                let local = self.node.get().map(String::as_str) == Some(node.as_str());
-                let addr = if local { None } else { nodes.get(node).and_then(tasks::node_addr) };
-                (true, *port, addr)
-            }
+            // Every node by its address, this one too: the manager may not be the host workspaced runs on.
+            Some(Phase::Running { port, node, .. }) => (true, *port, nodes.get(node).and_then(tasks::node_addr)),
             _ => (false, None, None),
         };
         let secret = with_secret.then(|| secret_of(s)).flatten();
@@ -400,16 +407,8 @@ impl SwarmRuntime {
             let nodes = self.nodes().await?;
             let phase = tasks::newest(&tasks).map(|t| tasks::phase(t, &nodes, port));
             match phase {
-                Some(Phase::Running { port: Some(_), node, .. }) => {
-                    let local = self.local_node().await?;
-                    if node != local {
-                        let where_ = nodes.get(&node).map(tasks::node_name).unwrap_or(node);
-                        return Err(NotRunning::Runtime(RuntimeError::Engine(format!(
-                            "the scheduler placed the workspace on node {where_}, but this version routes to \
-                             127.0.0.1 only; constrain placement to this node (swarm_constraints, \
-                             docs/deploy/swarm.md)"
-                        ))));
-                    }
+                // On whichever node the scheduler chose: the route holds that node's address.
+                Some(Phase::Running { port: Some(_), .. }) => {
                     return Ok(self.info(&s, student.clone(), &tasks, &nodes, true));
                 }
                 Some(Phase::Waiting { unplaceable: Some(why), .. }) => {
@@ -636,8 +635,6 @@ impl Runtime for SwarmRuntime {
             return Ok(None);
         };
         self.owned_id(&s, student)?;
-        // Which node is this one, for `node_addr` (an engine that is no manager fails the listing anyway).
-        let _ = self.local_node().await;
         self.info_of(&s, student).await.map(Some)
     }
 
@@ -669,11 +666,27 @@ impl Runtime for SwarmRuntime {
         if ours.is_empty() {
             return Ok(Vec::new());
         }
-        let _ = self.local_node().await;
         let ids: Vec<String> = ours.iter().filter_map(|(s, _)| s.id.clone()).collect();
         let tasks = self.tasks_of(&ids).await?;
         let nodes = self.nodes().await?;
         Ok(ours.into_iter().map(|(s, student)| self.info(&s, student, &tasks, &nodes, false)).collect())
+    }
+
+    /// The stats of the service's running task, read from this engine when the task runs on this node (the task's
+    /// status names its container). A task on another node has none here (`Ok(None)`): only its node's engine
+    /// has its container, and workspaced talks to one manager.
+    async fn stats(&self, student: &StudentId) -> Result<Option<super::ContainerStats>, RuntimeError> {
+        let name = service_name(&self.instance, student);
+        let Some(s) = self.service(&name).await? else {
+            return Ok(None);
+        };
+        let id = self.owned_id(&s, student)?;
+        let local = self.local_node().await?.to_owned();
+        let tasks = self.tasks_of(&[id]).await?;
+        match tasks::newest(&tasks).and_then(|t| tasks::running_container_on(t, &local)) {
+            Some(container) => self.docker.container_stats(&container).await,
+            None => Ok(None),
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub use reads::Reads;
 pub use routes::Route;
 pub use schema::SchemaState;
 pub use sessions::RevokeScope;
-pub use workspaces::WorkspaceRecord;
+pub use workspaces::{RunningPort, WorkspaceRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

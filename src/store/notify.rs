@@ -150,10 +150,23 @@ mod tests {
         let s = StudentId::parse("cached").unwrap();
         let started = NewEvent { kind: EventKind::Started, reason: None, message: "started" };
         a.mark_starting(&s, t(0)).await.unwrap();
-        a.mark_running(&s, "c1", &crate::store::Route::new(40001, None), t(1), &started).await.unwrap();
+        let route = crate::store::Route { host: Some("10.0.1.5".into()), ..crate::store::Route::new(40001, None) };
+        a.mark_running(&s, "c1", &route, t(1), &started).await.unwrap();
         let mut events = b.subscribe_events();
         let seen = *events.borrow_and_update();
-        assert_eq!(b.route(&s).await.unwrap().map(|r| r.port), Some(40001), "b caches the route");
+        assert_eq!(b.route(&s).await.unwrap(), Some(route), "b caches the route, host and port");
+
+        // Replica a's reconciler records another host; b forgets the cached one.
+        a.set_route_host(&s, "c1", Some("10.0.1.6")).await.unwrap();
+        let mut moved = false;
+        for _ in 0..200 {
+            if b.route(&s).await.unwrap().and_then(|r| r.host).as_deref() == Some("10.0.1.6") {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(moved, "b still routes to the old host");
 
         // Replica a stops the workspace; b learns it without reading the row again.
         a.mark_stopping(&s, StopReason::User, t(2)).await.unwrap();

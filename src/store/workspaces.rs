@@ -8,6 +8,15 @@ use super::events::insert_event;
 use super::{duration_from_ms, from_ms, ms, NewEvent, Route, Store, StoreError};
 use crate::domain::{CullPolicy, EventKind, EventReason, IdeSecret, Status, StopReason, StudentId};
 
+/// A running workspace's IDE, for the IDE polls and the engine's stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningPort {
+    pub student: StudentId,
+    pub port: Option<u16>,
+    /// `None`: 127.0.0.1.
+    pub host: Option<String>,
+}
+
 /// One workspace as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkspaceRecord {
@@ -15,6 +24,8 @@ pub struct WorkspaceRecord {
     pub status: Status,
     pub container_id: Option<String>,
     pub host_port: Option<u16>,
+    /// The host `host_port` is published on, while running (a Swarm task's node); `None`: 127.0.0.1.
+    pub host_addr: Option<String>,
     pub last_activity: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
@@ -41,7 +52,7 @@ pub struct WorkspaceRecord {
 
 /// The columns a [`WorkspaceRecord`] is read from. `cull_enabled` is read as a number: sqlx's `Any` driver cannot
 /// read a column SQLite declares `BOOLEAN`, and both databases cast a boolean to 0 or 1.
-const COLUMNS: &str = "student_id, status, container_id, host_port, last_activity_ms, started_at_ms, stopped_at_ms, \
+const COLUMNS: &str = "student_id, status, container_id, host_port, host_addr, last_activity_ms, started_at_ms, stopped_at_ms, \
     stop_reason, error, created_at_ms, updated_at_ms, ide_connected_at_ms, warned_at_ms, idle_timeout_ms, max_age_ms, \
     CAST(cull_enabled AS INTEGER) AS cull_enabled, course_id, course_setup_ms, course_idle_timeout_ms, \
     course_warning_lead_ms, course_max_age_ms, CAST(course_cull_enabled AS INTEGER) AS course_cull_enabled, applied_limits";
@@ -110,8 +121,9 @@ impl Store {
         Ok(())
     }
 
-    /// `running` in `container_id`, reachable by `route` (port, secret, and how the proxy forwards: the mode the
-    /// start used, kept until the next start); the start counts as activity.
+    /// `running` in `container_id`, reachable by `route` (host and port, secret, and how the proxy forwards: the mode
+    /// the start used, kept until the next start); the start counts as activity. The host must have been checked
+    /// (`domain::parse_upstream_host`).
     pub async fn mark_running(
         &self,
         student: &StudentId,
@@ -125,7 +137,7 @@ impl Store {
         sqlx::query(
             "UPDATE workspaces SET status = 'running', container_id = $1, host_port = $2, ide_secret = $3, started_at_ms = $4,
              last_activity_ms = $5, stop_reason = NULL, error = NULL, warned_at_ms = NULL, updated_at_ms = $6,
-             proxy_full_path = $7, ide_auth = $8 WHERE student_id = $9",
+             proxy_full_path = $7, ide_auth = $8, host_addr = $9 WHERE student_id = $10",
         )
         .bind(container_id)
         .bind(i64::from(route.port))
@@ -135,6 +147,7 @@ impl Store {
         .bind(ms(now))
         .bind(route.full_path)
         .bind(route.auth.as_ref().map(ToString::to_string))
+        .bind(route.host.as_deref())
         .bind(student.as_str())
         .execute(&mut *tx)
         .await?;
@@ -151,7 +164,7 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, ide_secret = NULL, error = $1,
+            "UPDATE workspaces SET status = 'failed', container_id = NULL, host_port = NULL, host_addr = NULL, ide_secret = NULL, error = $1,
              updated_at_ms = $2 WHERE student_id = $3",
         )
         .bind(error)
@@ -236,7 +249,7 @@ impl Store {
         self.forget_route(student);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, ide_secret = NULL, stop_reason = $1,
+            "UPDATE workspaces SET status = 'stopped', container_id = NULL, host_port = NULL, host_addr = NULL, ide_secret = NULL, stop_reason = $1,
              stopped_at_ms = $2, updated_at_ms = $3 WHERE student_id = $4",
         )
         .bind(reason.as_str())
@@ -269,22 +282,45 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// The running workspaces with the port their IDE listens on, ordered by student id: two columns instead of a
-    /// whole record, for the IDE polls and the engine's stats.
-    pub async fn running_ports(&self) -> Result<Vec<(StudentId, Option<u16>)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT student_id, host_port FROM workspaces WHERE status = 'running' ORDER BY student_id")
-                .fetch_all(&self.pool)
-                .await?;
+    /// The running workspaces with the host and port their IDE listens on, ordered by student id: three columns
+    /// instead of a whole record, for the IDE polls and the engine's stats.
+    pub async fn running_ports(&self) -> Result<Vec<RunningPort>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT student_id, host_port, host_addr FROM workspaces WHERE status = 'running' ORDER BY student_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let raw: String = r.try_get("student_id")?;
-                let id = StudentId::parse(&raw)
+                let student = StudentId::parse(&raw)
                     .map_err(|e| StoreError::Corrupt { student: raw.clone(), message: e.to_string() })?;
                 let port = r.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok());
-                Ok((id, port))
+                Ok(RunningPort { student, port, host: r.try_get("host_addr")? })
             })
             .collect()
+    }
+
+    /// Records the host a running workspace's IDE is now reached at (the reconciler, when the engine reports its
+    /// node at another address than the record: a record from before hosts were kept, say). Only while it runs in
+    /// `container_id`; the route is forgotten here and on the other replicas. The host must have been checked.
+    pub async fn set_route_host(
+        &self,
+        student: &StudentId,
+        container_id: &str,
+        host: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.forget_route(student);
+        sqlx::query(
+            "UPDATE workspaces SET host_addr = $1 WHERE student_id = $2 AND status = 'running' AND container_id = $3",
+        )
+        .bind(host)
+        .bind(student.as_str())
+        .bind(container_id)
+        .execute(&self.pool)
+        .await?;
+        self.route_changed(student).await;
+        Ok(())
     }
 
     /// The running workspaces that may be due for a warning or a stop by `due_by` under the service's culling
@@ -386,6 +422,7 @@ fn record(r: &sqlx::any::AnyRow) -> Result<WorkspaceRecord, StoreError> {
         status: status.parse().map_err(|e| corrupt(format!("{e}")))?,
         container_id: r.try_get("container_id")?,
         host_port: r.try_get::<Option<i64>, _>("host_port")?.and_then(|p| u16::try_from(p).ok()),
+        host_addr: r.try_get("host_addr")?,
         last_activity: opt_time("last_activity_ms")?,
         started_at: opt_time("started_at_ms")?,
         stopped_at: opt_time("stopped_at_ms")?,

@@ -2,7 +2,9 @@
 //!
 //! What Swarm's API 1.41 (Docker 20.10) can and cannot express, compared with `docker.rs`'s container:
 //! - limits on CPU, memory and pids (`Resources.Limits.Pids` is new in 1.41) and reservations of CPU and memory, so
-//!   the scheduler places by them;
+//!   the scheduler places by them: memory reserved whole (a node is never promised more memory than it has, so the
+//!   kernel's OOM killer is not what decides), CPU a share of the limit (`swarm_cpu_reservation`: an IDE mostly
+//!   idles, and CPU time is shared, not lost, when several want it at once);
 //! - capabilities dropped (`CapabilityDrop`, 1.41), the open-files limit (`Ulimits`, 1.41), a read-only root, a
 //!   tmpfs at `/tmp` with its size and mode, no init, the user, the bind mount;
 //! - **no swap limit**: a service cannot set `MemorySwap`, so the engine gives the container as much swap as memory
@@ -69,7 +71,7 @@ pub(super) fn labels(instance: &InstanceId, spec: &ContainerSpec) -> HashMap<Str
 }
 
 /// The service for `spec`: one replica, never restarted by the engine (restarts are the lifecycle's decision),
-/// limits and equal reservations, the hardening Swarm can express, the bind mount of `host_dir`, our network, and
+/// limits, the memory reserved whole and the CPU in part ([`cpu_reservation`]), the hardening Swarm can express, the bind mount of `host_dir`, our network, and
 /// the IDE port published in host mode on a port the engine picks.
 pub(super) fn service_spec(
     instance: &InstanceId,
@@ -138,7 +140,7 @@ pub(super) fn service_spec(
             pids: positive(spec.pids_limit),
         }),
         reservations: Some(ResourceObject {
-            nano_cpus: positive(spec.nano_cpus),
+            nano_cpus: positive(cpu_reservation(spec.nano_cpus, o.cpu_reservation)),
             memory_bytes: positive(spec.memory_bytes),
             ..Default::default()
         }),
@@ -185,9 +187,28 @@ pub(super) fn service_spec(
     }
 }
 
+/// The CPU a workspace reserves: `ratio` of its limit, at least one nano-CPU of a positive limit (a reservation of
+/// 0 would be none at all), never more than the limit.
+pub(super) fn cpu_reservation(limit_nano_cpus: i64, ratio: f64) -> i64 {
+    if limit_nano_cpus <= 0 {
+        return 0;
+    }
+    let share = (limit_nano_cpus as f64 * ratio.clamp(0.0, 1.0)).round() as i64;
+    share.clamp(1, limit_nano_cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_reservation_is_a_share_of_the_limit_and_never_none_or_more() {
+        assert_eq!(cpu_reservation(1_000_000_000, 0.25), 250_000_000);
+        assert_eq!(cpu_reservation(2_500_000_000, 1.0), 2_500_000_000);
+        assert_eq!(cpu_reservation(3, 0.01), 1, "a positive limit keeps a reservation");
+        assert_eq!(cpu_reservation(0, 0.5), 0, "no limit, no reservation");
+        assert_eq!(cpu_reservation(1_000, 7.0), 1_000, "never above the limit");
+    }
 
     fn valid_swarm_name(n: &str) -> bool {
         // swarmkit's rule: `^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`, at most 63 characters.

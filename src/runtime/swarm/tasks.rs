@@ -101,9 +101,31 @@ pub(super) fn node_name(n: &Node) -> String {
     format!("{host} ({addr})")
 }
 
-/// The address the node is reached at (`Status.Addr`, what it advertised).
+/// The address the node is reached at (`Status.Addr`, what it advertised). A manager may report `0.0.0.0` there
+/// (moby/moby#35437); its manager address (`ManagerStatus.Addr`, `ip:2377`) names it then. Unchecked: the lifecycle
+/// checks it before it is used (`domain::parse_upstream_host`).
 pub(super) fn node_addr(n: &Node) -> Option<String> {
-    n.status.as_ref().and_then(|s| s.addr.clone()).filter(|a| !a.is_empty())
+    let addr = n.status.as_ref().and_then(|s| s.addr.clone()).filter(|a| !a.is_empty());
+    match addr.as_deref() {
+        Some("0.0.0.0") | None => {
+            let manager = n.manager_status.as_ref().and_then(|m| m.addr.as_deref());
+            let host = manager.map(|m| {
+                let host = m.rsplit_once(':').map_or(m, |(h, _)| h);
+                host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_owned()
+            });
+            host.filter(|h| !h.is_empty()).or(addr)
+        }
+        Some(_) => addr,
+    }
+}
+
+/// The container of `task` when it runs on node `node` (`None` elsewhere, or not running).
+pub(super) fn running_container_on(task: &Task, node: &str) -> Option<String> {
+    let status = task.status.as_ref()?;
+    if status.state != Some(TaskState::RUNNING) || task.node_id.as_deref() != Some(node) {
+        return None;
+    }
+    status.container_status.as_ref()?.container_id.clone().filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]
@@ -181,6 +203,31 @@ mod tests {
         }
         let starting = phase(&task(2, TaskState::STARTING, None, None), &nodes, None);
         assert_eq!(starting, Phase::Waiting { state: "starting".into(), unplaceable: None });
+    }
+
+    #[test]
+    fn a_node_is_named_by_its_advertised_address_or_a_managers_by_its_manager_address() {
+        let (_, mut n) = node("n1", NodeState::READY);
+        assert_eq!(node_addr(&n).as_deref(), Some("10.0.1.5"));
+        n.status.as_mut().unwrap().addr = Some("0.0.0.0".into());
+        assert_eq!(node_addr(&n).as_deref(), Some("0.0.0.0"), "no better name: left for the lifecycle to refuse");
+        n.manager_status =
+            Some(bollard::models::ManagerStatus { addr: Some("10.0.1.7:2377".into()), ..Default::default() });
+        assert_eq!(node_addr(&n).as_deref(), Some("10.0.1.7"));
+        n.manager_status =
+            Some(bollard::models::ManagerStatus { addr: Some("[2001:db8::7]:2377".into()), ..Default::default() });
+        assert_eq!(node_addr(&n).as_deref(), Some("2001:db8::7"));
+    }
+
+    #[test]
+    fn only_a_running_task_on_the_node_asked_about_names_its_container() {
+        let mut t = task(3, TaskState::RUNNING, None, Some(30001));
+        t.status.as_mut().unwrap().container_status =
+            Some(bollard::models::ContainerStatus { container_id: Some("c0ffee".into()), ..Default::default() });
+        assert_eq!(running_container_on(&t, "n1").as_deref(), Some("c0ffee"));
+        assert_eq!(running_container_on(&t, "n2"), None, "another node's container is not this engine's");
+        t.status.as_mut().unwrap().state = Some(TaskState::SHUTDOWN);
+        assert_eq!(running_container_on(&t, "n1"), None);
     }
 
     #[test]

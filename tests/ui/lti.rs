@@ -197,10 +197,22 @@ async fn an_instructor_sees_the_learners_and_the_roster_and_open_ide_and_stop_ar
     b.click(&format!("{} button[aria-label='Stop of Ada Lovelace']", row(&ada))).await;
     let ws = app.wait_for(ada.as_str(), IDE, |w| w["status"] == "stopped").await;
     assert_eq!((ws["status"].as_str(), ws["stop_reason"].as_str()), (Some("stopped"), Some("admin")), "{ws}");
-    assert_eq!(path(&b).await, format!("/lti/course/{course}"), "back on the course page");
-    b.wait_for(&row(&ada), PAGE).await;
-    let counts = b.client.find(Locator::Css("#counts")).await.unwrap().text().await.unwrap();
-    assert!(counts.starts_with("3 students, 0 running."), "{counts}");
+    // Back on the course page, which shows the stop (the page before the click said "1 running").
+    b.wait_for_text("3 students, 0 running.", PAGE).await;
+    assert_eq!(path(&b).await, format!("/lti/course/{course}"));
+    let ada_row = b.client.find(Locator::Css(&row(&ada))).await.unwrap();
+    let buttons: Vec<String> = serde_json::from_value(
+        b.client
+            .execute(
+                "return [...arguments[0].querySelectorAll('button')].map((x) => x.textContent)",
+                vec![serde_json::to_value(&ada_row).unwrap()],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(buttons, vec!["Open IDE"], "a stopped workspace can be opened, not stopped again");
+    assert!(ada_row.text().await.unwrap().contains("stopped"));
 
     // Both actions are in the event log, with the instructor's name.
     let events = events_until(

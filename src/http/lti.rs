@@ -322,6 +322,11 @@ browser.</p>
 /// posts the signed response to the platform).
 async fn deep_linking_page(state: &AppState, platform: &Platform, l: &Launch) -> Result<Response, Refusal> {
     let settings = l.deep_linking.as_ref().ok_or_else(|| LtiError::MissingClaims(token::CLAIM_DL_SETTINGS.into()))?;
+    // The return URL becomes a form's action on this origin: only a web address, never `javascript:` or `data:`.
+    let back = &settings.deep_link_return_url;
+    if !(back.starts_with("https://") || back.starts_with("http://")) || back.len() > lti::MAX_FIELD {
+        return Err(LtiError::MissingClaims("deep_link_return_url (an http(s) URL)".into()).into());
+    }
     if !settings.accept_types.is_empty() && !settings.accept_types.iter().any(|t| t == "ltiResourceLink") {
         return Err(LtiError::Unsupported("the platform does not accept LTI resource links here".into()).into());
     }

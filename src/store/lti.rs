@@ -238,3 +238,62 @@ impl Reads {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{store, t};
+    use super::*;
+
+    /// On both stores (the test script runs the store's tests on SQLite and PostgreSQL): a registration and its
+    /// duplicate, the first tool key kept against a second, a launch recorded twice (the second updates), and the
+    /// `staff` flag read back (a `BOOLEAN` the `Any` driver cannot read on SQLite without the cast).
+    #[tokio::test]
+    async fn platforms_keys_and_launches_round_trip() {
+        let (s, _dir) = store().await;
+        let new = NewPlatform {
+            issuer: "https://lms.example.edu".into(),
+            client_id: "c-1".into(),
+            deployment_ids: vec!["d-1".into(), "d-2".into()],
+            auth_url: "https://lms.example.edu/auth".into(),
+            token_url: "https://lms.example.edu/token".into(),
+            jwks_url: None,
+            jwks: Some(serde_json::json!({"keys": []})),
+        };
+        let p = s.insert_lti_platform(&new, t(0)).await.unwrap().expect("registered");
+        assert_eq!(s.insert_lti_platform(&new, t(1)).await.unwrap(), None, "same issuer and client id");
+        let r = s.reads();
+        assert_eq!(r.lti_platform(&p.id).await.unwrap().as_ref(), Some(&p));
+        assert_eq!(r.lti_platforms_of("https://lms.example.edu").await.unwrap(), vec![p.clone()]);
+
+        let keys = s.insert_lti_tool_key("k1", "pem-1", t(0)).await.unwrap();
+        assert_eq!(keys, vec![("k1".to_owned(), "pem-1".to_owned())]);
+        let keys = s.insert_lti_tool_key("k2", "pem-2", t(1)).await.unwrap();
+        assert_eq!(keys, vec![("k1".to_owned(), "pem-1".to_owned())], "a second replica's key is not stored");
+
+        let course = CourseId::parse("lti-abc").unwrap();
+        let context = LtiContext {
+            course_id: course.clone(),
+            platform_id: p.id.clone(),
+            context_id: "ctx".into(),
+            title: Some("Intro".into()),
+            nrps_url: Some("https://lms.example.edu/nrps".into()),
+        };
+        let mut user = LtiUser {
+            user_key: "u1".into(),
+            student_id: StudentId::parse("lti-1").unwrap(),
+            sub: "sub-1".into(),
+            name: Some("Ina".into()),
+            email: None,
+            staff: true,
+            last_launch: t(5),
+        };
+        s.upsert_lti_launch(&context, &user, t(5)).await.unwrap();
+        user.last_launch = t(9);
+        user.name = Some("Ina D.".into());
+        s.upsert_lti_launch(&LtiContext { nrps_url: None, ..context.clone() }, &user, t(9)).await.unwrap();
+        assert_eq!(r.lti_users(&course).await.unwrap(), vec![user]);
+        assert_eq!(r.lti_context(&course).await.unwrap(), Some(context), "a launch without a roster URL keeps it");
+        assert!(s.delete_lti_platform(&p.id).await.unwrap());
+        assert!(!s.delete_lti_platform(&p.id).await.unwrap());
+    }
+}

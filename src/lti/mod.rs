@@ -43,8 +43,8 @@ pub struct Platform {
     pub created_at: DateTime<Utc>,
 }
 
-/// The body of `POST /api/lti/platforms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// The body of `POST /api/lti/platforms`. Its schema (below) has the patterns [`NewPlatform::check`] checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewPlatform {
     pub issuer: String,
@@ -52,12 +52,60 @@ pub struct NewPlatform {
     pub deployment_ids: Vec<String>,
     pub auth_url: String,
     pub token_url: String,
+    /// The platform's key set URL. At least one of `jwks_url` and `jwks`; with both, the keys given are tried first.
     #[serde(default)]
     pub jwks_url: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
 }
+
+/// An `https://` URL, or `http://` on a loopback host (development and tests).
+pub const URL_PATTERN: &str =
+    r"^(https://[!-.0-~][!-~]*|http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?(/[!-~]*)?)$";
+
+impl utoipa::PartialSchema for NewPlatform {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Type};
+        let text = |min: usize, max: usize| {
+            ObjectBuilder::new().schema_type(Type::String).min_length(Some(min)).max_length(Some(max))
+        };
+        let url = |what: &str| text(8, MAX_FIELD).pattern(Some(URL_PATTERN)).description(Some(what));
+        let b64 = |max: usize| text(1, max).pattern(Some("^[A-Za-z0-9_-]+$"));
+        let jwk = ObjectBuilder::new()
+            .property("kty", ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["RSA"])))
+            .required("kty")
+            .property("n", b64(1024))
+            .required("n")
+            .property("e", b64(16))
+            .required("e")
+            .property("kid", text(1, 256))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let key_set = ObjectBuilder::new()
+            .property("keys", ArrayBuilder::new().items(jwk).min_items(Some(1)).max_items(Some(16)))
+            .required("keys")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some("The platform's public keys (a JWK set of RSA keys), for closed networks"));
+        ObjectBuilder::new()
+            .property("issuer", url("The platform's issuer (`iss`)"))
+            .required("issuer")
+            .property("client_id", text(1, MAX_FIELD).description(Some("The client id the platform gave this tool")))
+            .required("client_id")
+            .property(
+                "deployment_ids",
+                ArrayBuilder::new().items(text(1, MAX_FIELD)).min_items(Some(1)).max_items(Some(MAX_DEPLOYMENTS)),
+            )
+            .required("deployment_ids")
+            .property("auth_url", url("The platform's OIDC authorization endpoint"))
+            .required("auth_url")
+            .property("token_url", url("The platform's OAuth 2 token endpoint"))
+            .required("token_url")
+            .property("jwks_url", url("The platform's key set URL; this or `jwks`, or both"))
+            .property("jwks", key_set)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+impl utoipa::ToSchema for NewPlatform {}
 
 /// Longest URL, issuer, client id or deployment id accepted in a registration or a login request.
 pub const MAX_FIELD: usize = 2048;
@@ -79,23 +127,27 @@ impl NewPlatform {
         }
         check_url("auth_url", &self.auth_url)?;
         check_url("token_url", &self.token_url)?;
-        match (&self.jwks_url, &self.jwks) {
-            (Some(u), None) => check_url("jwks_url", u)?,
-            (None, Some(set)) => {
-                if serde_json::to_vec(set).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_KEY_SET {
-                    return Err("jwks: the key set is larger than 256 KiB".into());
-                }
-                token::parse_key_set(set.clone()).map_err(|e| format!("jwks: {e}"))?;
+        if self.jwks_url.is_none() && self.jwks.is_none() {
+            return Err("give jwks_url (the platform's key set URL) or jwks (the keys themselves)".into());
+        }
+        if let Some(u) = &self.jwks_url {
+            check_url("jwks_url", u)?;
+        }
+        if let Some(set) = &self.jwks {
+            if serde_json::to_vec(set).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_KEY_SET {
+                return Err("jwks: the key set is larger than 256 KiB".into());
             }
-            _ => return Err("give exactly one of jwks_url (the platform's key set URL) and jwks (the keys)".into()),
+            token::parse_key_set(set.clone()).map_err(|e| format!("jwks: {e}"))?;
         }
         Ok(())
     }
 }
 
+/// 1 to [`MAX_FIELD`] bytes. Any characters: a client or deployment id is the platform's opaque string, compared,
+/// escaped wherever it is shown and logged.
 fn check_text(field: &str, v: &str) -> Result<(), String> {
-    if v.is_empty() || v.len() > MAX_FIELD || v.chars().any(char::is_control) {
-        return Err(format!("{field}: 1 to {MAX_FIELD} characters, no control characters"));
+    if v.is_empty() || v.len() > MAX_FIELD {
+        return Err(format!("{field}: 1 to {MAX_FIELD} bytes"));
     }
     Ok(())
 }
@@ -103,6 +155,9 @@ fn check_text(field: &str, v: &str) -> Result<(), String> {
 /// An absolute `https://` URL; `http://` only for a loopback host (development and tests).
 fn check_url(field: &str, v: &str) -> Result<(), String> {
     check_text(field, v)?;
+    if v.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(format!("{field}: a URL of printable ASCII, no spaces"));
+    }
     let rest = if let Some(r) = v.strip_prefix("https://") {
         r
     } else if let Some(r) = v.strip_prefix("http://") {
@@ -332,9 +387,10 @@ mod tests {
         assert!(bad(|p| p.issuer = "http://lms.example.edu".into()).starts_with("issuer"));
         assert!(bad(|p| p.auth_url = "ftp://x".into()).starts_with("auth_url"));
         assert!(bad(|p| p.deployment_ids.clear()).starts_with("deployment_ids"));
-        assert!(bad(|p| p.client_id = "a\nb".into()).starts_with("client_id"));
-        assert!(bad(|p| p.jwks_url = None).contains("exactly one"));
-        assert!(bad(|p| p.jwks = Some(serde_json::json!({"keys": []}))).contains("exactly one"));
+        assert!(bad(|p| p.client_id = String::new()).starts_with("client_id"));
+        assert!(bad(|p| p.issuer = "https://lms example".into()).starts_with("issuer"));
+        assert!(bad(|p| p.jwks_url = None).contains("jwks_url"));
+        assert!(bad(|p| p.jwks = Some(serde_json::json!({"keys": []}))).starts_with("jwks"));
         let mut local = ok.clone();
         local.issuer = "http://localhost:8000".into();
         assert_eq!(local.check(), Ok(()));

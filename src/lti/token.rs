@@ -253,12 +253,15 @@ impl Default for KeySets {
 impl KeySets {
     /// The key that checks a token of `platform` with key id `kid`.
     pub async fn key_for(&self, platform: &Platform, kid: Option<&str>) -> Result<DecodingKey, LtiError> {
-        let jwk = match (&platform.jwks, &platform.jwks_url) {
-            (Some(inline), _) => {
-                let set = parse_key_set(inline.clone()).map_err(LtiError::KeySetUnavailable)?;
-                find_key(&set, kid)
-            }
+        // The keys given at registration first; the URL for a key they lack (a platform that rotated its keys).
+        let inline = match &platform.jwks {
+            Some(set) => find_key(&parse_key_set(set.clone()).map_err(LtiError::KeySetUnavailable)?, kid),
+            None => None,
+        };
+        let jwk = match (inline, &platform.jwks_url) {
+            (Some(k), _) => Some(k),
             (None, Some(url)) => self.cached_key(platform, url, kid).await?,
+            (None, None) if platform.jwks.is_some() => None,
             (None, None) => return Err(LtiError::KeySetUnavailable("the registration has no key set".into())),
         };
         let jwk = jwk.ok_or_else(|| LtiError::UnknownKey(kid.map(str::to_owned)))?;

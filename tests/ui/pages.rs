@@ -29,6 +29,8 @@ async fn the_admin_dashboard_lists_workspaces_live_and_its_stop_button_works() {
     // Engine stats arrive (CPU and memory columns), and the event log streams.
     b.wait_for_text(" / 1.0 GiB", Duration::from_secs(20)).await;
     b.wait_for_text("ada started", Duration::from_secs(10)).await;
+    // The LTI values an LMS administrator pastes into the LMS.
+    b.wait_for_text(&format!("{}/lti/jwks", app.url("")), Duration::from_secs(10)).await;
     // The courses, with their counts; "Show workspaces" filters the list to one course.
     b.wait_for_text("Intro to CS", Duration::from_secs(10)).await;
     b.screenshot("dashboard").await;

@@ -61,7 +61,7 @@ pub struct NewPlatform {
 
 /// An `https://` URL, or `http://` on a loopback host (development and tests).
 pub const URL_PATTERN: &str =
-    r"^(https://[!-.0-~][!-~]*|http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?(/[!-~]*)?)$";
+    r"^(https://[A-Za-z0-9.-]+|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,5})?(/[!-~]*)?$";
 
 impl utoipa::PartialSchema for NewPlatform {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -152,26 +152,34 @@ fn check_text(field: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An absolute `https://` URL; `http://` only for a loopback host (development and tests).
+/// An absolute `https://` URL with a host name or IPv4 address (and a port and path); `http://` only for a
+/// loopback host (development and tests). What [`URL_PATTERN`] says.
 fn check_url(field: &str, v: &str) -> Result<(), String> {
     check_text(field, v)?;
     if v.chars().any(|c| !c.is_ascii_graphic()) {
         return Err(format!("{field}: a URL of printable ASCII, no spaces"));
     }
-    let rest = if let Some(r) = v.strip_prefix("https://") {
-        r
-    } else if let Some(r) = v.strip_prefix("http://") {
-        let host = r.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
-            return Err(format!("{field}: must be an https:// URL (http:// only for localhost)"));
-        }
-        r
-    } else {
-        return Err(format!("{field}: must be an https:// URL"));
+    let (https, rest) = match (v.strip_prefix("https://"), v.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(format!("{field}: must be an https:// URL")),
     };
-    if rest.is_empty() || rest.starts_with('/') || v.contains(char::is_whitespace) {
-        return Err(format!("{field}: not a URL"));
+    let authority = rest.split('/').next().unwrap_or_default();
+    // A port follows the last `:`, but not inside `[::1]`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !h.is_empty() => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("{field}: the port is not a number"));
+    }
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    if !https && !loopback {
+        return Err(format!("{field}: must be an https:// URL (http:// only for localhost)"));
+    }
+    let plain = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !(plain || (loopback && !https)) {
+        return Err(format!("{field}: not a URL with a host name"));
     }
     Ok(())
 }
@@ -389,6 +397,25 @@ mod tests {
         assert!(bad(|p| p.deployment_ids.clear()).starts_with("deployment_ids"));
         assert!(bad(|p| p.client_id = String::new()).starts_with("client_id"));
         assert!(bad(|p| p.issuer = "https://lms example".into()).starts_with("issuer"));
+        assert!(bad(|p| p.issuer = "https://[abc".into()).starts_with("issuer"));
+        assert!(bad(|p| p.issuer = "https://lms.example.edu:x/".into()).starts_with("issuer"));
+        assert!(bad(|p| p.issuer = "https:///path".into()).starts_with("issuer"));
+        // What the schema's pattern says is what the check takes.
+        let pattern = regex_automata::meta::Regex::new(URL_PATTERN).unwrap();
+        let re = |u: &str| pattern.is_match(u);
+        for (url, ok) in [
+            ("https://lms.example.edu", true),
+            ("https://lms.example.edu:8443/a/b?c=d", true),
+            ("http://localhost:8000/x", true),
+            ("http://[::1]:80/", true),
+            ("http://127.0.0.1", true),
+            ("http://lms.example.edu", false),
+            ("https://[abc", false),
+            ("https:///x", false),
+        ] {
+            assert_eq!(check_url("u", url).is_ok(), ok, "{url}");
+            assert_eq!(re(url), ok, "pattern on {url}");
+        }
         assert!(bad(|p| p.jwks_url = None).contains("jwks_url"));
         assert!(bad(|p| p.jwks = Some(serde_json::json!({"keys": []}))).starts_with("jwks"));
         let mut local = ok.clone();

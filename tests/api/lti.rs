@@ -262,3 +262,92 @@ async fn a_launch_is_checked_recorded_once_and_handed_over() {
     assert_eq!((c["title"].as_str(), c["profile"]["cpus"].as_f64()), (Some("DS (operator)"), Some(2.0)));
     assert_eq!(c["workspaces"], 2);
 }
+
+/// The staff's course page and its actions, attacked as a learner or another course's staff would: no cookie, a
+/// forged one, one for another course, a used ticket, a missing form token, a student of another course.
+#[tokio::test]
+async fn the_course_page_and_its_actions_refuse_everyone_but_this_courses_staff() {
+    let app = spawn_app().await;
+    let (key, body) = platform();
+    assert_eq!(app.post_json("/api/lti/platforms", &body.to_string()).await.0, 201);
+    let course = workspaced::lti::course_id_for(ISSUER, "ctx-9");
+    // A learner launches (so the course has a workspace), then an instructor.
+    let (state, nonce) = login(&app).await;
+    assert_eq!(post_launch(&app, &key.sign(&claims(&nonce, "u-1")), &state).await.0, 200);
+    let learner = workspaced::lti::student_id_for(ISSUER, "u-1", "ctx-9", None);
+    let (state, nonce) = login(&app).await;
+    let mut staff = claims(&nonce, "u-9");
+    staff[CLAIM_ROLES] = json!(["http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"]);
+    let (code, page) = post_launch(&app, &key.sign(&staff), &state).await;
+    assert_eq!(code, 200, "{page}");
+    let path = format!("/lti/course/{course}?ticket=");
+    let at = page.find(&path).expect("the hand-off names the course page");
+    let ticket_url = page[at..].split('"').next().unwrap().replace("&amp;", "&");
+    let r = no_redirects().get(app.url(&ticket_url)).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert!(cookie.starts_with("workspaced_lti_staff="), "{cookie}");
+    let get = |path: String, cookie: Option<String>| {
+        let mut req = no_redirects().get(app.url(&path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let page_path = format!("/lti/course/{course}");
+    let (code, page) = get(page_path.clone(), Some(cookie.clone())).await;
+    assert_eq!(code, 200, "the staff member's own page");
+    assert!(page.contains(&format!("data-student=\"{learner}\"")), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+
+    // The ticket works once.
+    let (_, page) = get(ticket_url.clone(), None).await;
+    assert_eq!(code_of(&page), Some("lti_replayed"));
+    // No cookie, a forged one, and this cookie on another course's page.
+    let (code, page) = get(page_path.clone(), None).await;
+    assert_eq!((code, code_of(&page)), (400, Some("lti_bad_request")));
+    let forged = format!("{}0", cookie.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+    assert_eq!(get(page_path.clone(), Some(forged)).await.0, 400);
+    let other = format!("workspaced_lti_staff={course}.x.99999999999999.{}", "0".repeat(64));
+    assert_eq!(get(page_path.clone(), Some(other)).await.0, 400);
+    assert_eq!(get("/lti/course/lti-000000000000".into(), Some(cookie.clone())).await.0, 400);
+    assert_eq!(get("/lti/course/NOT..VALID".into(), Some(cookie.clone())).await.0, 400);
+
+    let post = |action: &str, form: Vec<(&str, String)>, cookie: Option<String>| {
+        let mut req = no_redirects().post(app.url(&format!("/lti/course/{course}/{action}"))).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let student = || ("student", learner.to_string());
+    // Without the staff cookie (a learner's browser): 403; without the form token (a page of another site): refused.
+    let (code, page) = post("stop", vec![student(), ("csrf", csrf.clone())], None).await;
+    assert_eq!((code, code_of(&page)), (403, Some("lti_not_staff")));
+    let (_, page) = post("stop", vec![student()], Some(cookie.clone())).await;
+    assert_eq!(code_of(&page), Some("lti_bad_state"));
+    // A student of no course here, an id that is none, an unknown action.
+    let (_, page) = post("open", vec![("student", "bob".into()), ("csrf", csrf.clone())], Some(cookie.clone())).await;
+    assert_eq!(code_of(&page), Some("lti_bad_request"));
+    let (_, page) = post("open", vec![("student", "../x".into()), ("csrf", csrf.clone())], Some(cookie.clone())).await;
+    assert_eq!(code_of(&page), Some("lti_bad_request"));
+    let (_, page) = post("delete", vec![student(), ("csrf", csrf.clone())], Some(cookie.clone())).await;
+    assert_eq!(code_of(&page), Some("lti_bad_request"));
+    // None of it was audited: only real actions are.
+    let (_, events) = app.get(&format!("/api/workspaces/{learner}")).await;
+    assert_ne!(events["status"], "running", "the learner's workspace was never started by a refused action");
+    let kinds = app.event_kinds(learner.as_str()).await;
+    assert!(!kinds.iter().any(|k| k == "staff_access"), "{kinds:?}");
+    // The real action, with cookie and token, is audited.
+    let (code, _) = post("open", vec![student(), ("csrf", csrf)], Some(cookie)).await;
+    assert_eq!(code, 303);
+    assert!(app.event_kinds(learner.as_str()).await.iter().any(|k| k == "staff_access"));
+}
